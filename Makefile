@@ -1,0 +1,32 @@
+# prism developer tasks. `make install` then `make test` is all a new machine needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format bench clean
+
+install: $(PY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	$(PY) -m prism.buildinfo > prism/_build_info.py
+
+$(PY):
+	python3 -m venv $(VENV)
+
+test:
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check prism tests bench
+	$(VENV)/bin/ruff format --check prism tests bench
+
+format:
+	$(VENV)/bin/ruff format prism tests bench
+	$(VENV)/bin/ruff check --fix prism tests bench
+
+bench:
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

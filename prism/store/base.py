@@ -1,0 +1,155 @@
+"""The one interface every blob store implements, and what a `get` hands back."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
+
+from prism.store.trace import BlobTrace
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Base class of store failures other than a missing blob."""
+
+
+class BlobNotFound(StoreError):
+    """The blob is not in this store. The message matches reflector.go's `blob not found`."""
+
+    def __init__(self, blob_hash: str = "", message: str = "blob not found") -> None:
+        super().__init__(message)
+        self.blob_hash = blob_hash
+
+
+class ReadOnlyStoreError(StoreError):
+    """Writes are not supported by this store (reflector.go's ErrNotImplemented)."""
+
+    def __init__(self, store_name: str) -> None:
+        super().__init__(f"store {store_name!r} is read-only: this store does not implement this method")
+
+
+@dataclass(slots=True, eq=False)
+class BlobRef:
+    """A blob found by `get`: its size and its bytes, either in memory or as an open file.
+
+    Disk stores hand back an open file (never just a path): the blob stays readable even if
+    an evictor unlinks it meanwhile, and servers can `sendfile` straight from it. Whoever
+    receives a BlobRef must `close()` it (or use it as a context manager).
+    """
+
+    hash: str
+    size: int
+    trace: BlobTrace = field(default_factory=BlobTrace)
+    data: bytes | None = None
+    file: BinaryIO | None = None
+    path: str | None = None
+
+    @classmethod
+    def from_bytes(cls, blob_hash: str, data: bytes, trace: BlobTrace) -> BlobRef:
+        return cls(blob_hash, len(data), trace, data=data)
+
+    def read(self) -> bytes:
+        """The whole blob as bytes (reads the file once and keeps the bytes)."""
+        if self.data is None:
+            if self.file is None:
+                raise StoreError(f"blob {self.hash} has neither bytes nor an open file")
+            data = os.pread(self.file.fileno(), self.size, 0)
+            if len(data) != self.size:
+                raise StoreError(f"blob {self.hash}: short read ({len(data)} of {self.size} bytes)")
+            self.data = data
+            self.close()
+        return self.data
+
+    def with_trace(self, trace: BlobTrace) -> BlobRef:
+        self.trace = trace
+        return self
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> BlobRef:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Every store, and every wrapper around stores, speaks this.
+
+    `get` raises BlobNotFound when the blob is missing; any other failure is a StoreError
+    (or an OSError from the layer below). `put` trusts the hash it is given: callers verify.
+    """
+
+    name: str
+
+    async def has(self, blob_hash: str) -> bool: ...
+
+    async def get(self, blob_hash: str) -> BlobRef: ...
+
+    async def put(self, blob_hash: str, data: bytes) -> None: ...
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None: ...
+
+    async def delete(self, blob_hash: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# Optional capabilities. A wrapper that can answer them passes them through, so the
+# reflector receiver can ask the chain without knowing its shape (see `find_capability`).
+
+
+@runtime_checkable
+class Blocklister(Protocol):
+    """A store that knows blocked hashes."""
+
+    async def block(self, blob_hash: str) -> None: ...
+
+    async def wants(self, blob_hash: str) -> bool:
+        """False when the hash is blocked or already stored."""
+        ...
+
+
+@runtime_checkable
+class NeededBlobChecker(Protocol):
+    """A store that knows which content blobs of a known stream are still missing."""
+
+    async def missing_blobs_for_known_stream(self, sd_hash: str) -> list[str]: ...
+
+
+@runtime_checkable
+class Lister(Protocol):
+    """A store that can list every hash it holds."""
+
+    async def list_hashes(self) -> list[str]: ...
+
+
+def find_capability(store: object, capability: type[T]) -> T | None:
+    """The first store down the chain (following `.inner`/`.origin`) that offers `capability`."""
+    seen: set[int] = set()
+    current: object | None = store
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, capability):
+            return current
+        current = getattr(current, "inner", None) or getattr(current, "origin", None)
+    return None
+
+
+class Timer:
+    """Elapsed nanoseconds since creation, for trace stacks."""
+
+    __slots__ = ("start",)
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter_ns()
+
+    def elapsed(self) -> int:
+        return time.perf_counter_ns() - self.start

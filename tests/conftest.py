@@ -1,0 +1,63 @@
+"""Shared fixtures. MariaDB tests use the real server (PRISM_TEST_MYSQL, default root@127.0.0.1:3306)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from prism.config import MysqlParams, parse_mysql_dsn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_SQL = REPO_ROOT / "schema.sql"
+TEST_MYSQL_DSN = os.environ.get("PRISM_TEST_MYSQL", "root:@tcp(127.0.0.1:3306)/prism_test")
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements of a plain SQL script (no procedures), comments removed."""
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _admin_connect(params: MysqlParams, database: str | None = None) -> pymysql.Connection:
+    kw = params.kwargs()
+    kw.pop("db", None)
+    return pymysql.connect(**kw, database=database, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[MysqlParams]:
+    """A fresh MariaDB database loaded from schema.sql, dropped afterwards."""
+    base = parse_mysql_dsn(TEST_MYSQL_DSN)
+    name = f"prism_t_{secrets.token_hex(6)}"
+    admin = _admin_connect(base)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        conn = _admin_connect(base, name)
+        with conn.cursor() as cur:
+            for stmt in split_sql(SCHEMA_SQL.read_text()):
+                cur.execute(stmt)
+        conn.close()
+        yield MysqlParams(base.user, base.password, name, base.host, base.port, base.unix_socket)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def prism_cmd(*args: str) -> list[str]:
+    """argv that runs this checkout's `prism` (not whatever is on PATH)."""
+    return [sys.executable, "-m", "prism", *args]
+
+
+def prism_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
