@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from prism.stream.sd import SdBlob
+
 
 class TrackAccess(enum.IntEnum):
     """Which `last_accessed_at` a read refreshes (reflector.go's TrackAccess, same numbers)."""
@@ -35,6 +37,11 @@ class StreamBlob:
     num: int
     hash: str
     length: int
+
+
+def stream_blobs(sd: SdBlob) -> list[StreamBlob]:
+    """The content blobs of a parsed sd blob (the terminator has no hash and is left out)."""
+    return [StreamBlob(b.blob_num, b.blob_hash, b.length) for b in sd.content_blobs if b.blob_hash]
 
 
 @runtime_checkable

@@ -21,8 +21,9 @@ import pymysql
 
 from prism.blob import validate_hash, validate_size
 from prism.config import ConfigError, MysqlParams, parse_mysql_dsn
-from prism.db.base import StreamBlob, TrackAccess
+from prism.db.base import StreamBlob, TrackAccess, stream_blobs
 from prism.db.errors import DatabaseError, DatabaseTimeout, DatabaseUnavailable
+from prism.stream.sd import SdBlob
 
 log = logging.getLogger("prism.db")
 
@@ -223,6 +224,11 @@ class MysqlDatabase:
         code = _error_code(exc)
         if isinstance(exc, TimeoutError):
             return DatabaseTimeout(f"database {self.where} did not answer within {self.query_timeout:g}s")
+        if code == 1049:
+            return DatabaseUnavailable(
+                f"database {self.where}: the server has no database {self.params.database!r} "
+                "(create it and load schema.sql, e.g. with `make db`)"
+            )
         if code in _LOGIN_ERRORS:
             return DatabaseUnavailable(f"database {self.where} refused the login: {_error_text(exc)}")
         if (
@@ -353,7 +359,8 @@ class MysqlDatabase:
         marks = _placeholders(len(batch))
         stale = f"(%s IS NULL OR %s < NOW() - INTERVAL {TOUCH_AFTER})"
         if mode is TrackAccess.NONE:
-            rows = await self._query(conn, f"SELECT hash FROM blob_ WHERE is_stored = 1 AND hash IN ({marks})", batch)
+            sql = f"SELECT hash FROM blob_ WHERE is_stored = 1 AND hash IN ({marks})"
+            rows = await self._query(conn, sql, batch)
             return {r[0] for r in rows}
         if mode is TrackAccess.BLOBS:
             rows = await self._query(
@@ -375,9 +382,9 @@ class MysqlDatabase:
                 f"WHERE b.is_stored = 1 AND b.hash IN ({marks})",
                 batch,
             )
-            to_touch = sorted(
-                {r[1] for r in rows if r[1] is not None and r[2]} | {r[3] for r in rows if r[3] is not None and r[4]}
-            )
+            as_content = {r[1] for r in rows if r[1] is not None and r[2]}
+            as_sd = {r[3] for r in rows if r[3] is not None and r[4]}
+            to_touch = sorted(as_content | as_sd)
             table = "stream"
         if to_touch:
             await self._exec(
@@ -392,8 +399,8 @@ class MysqlDatabase:
             values = ",".join(["(%s,%s,%s,NOW())"] * rows)
             return (
                 f"INSERT INTO blob_ (hash, is_stored, length, last_accessed_at) VALUES {values} "
-                "ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), is_stored = (is_stored OR VALUES(is_stored)), "
-                "last_accessed_at = VALUES(last_accessed_at)"
+                "ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), "
+                "is_stored = (is_stored OR VALUES(is_stored)), last_accessed_at = VALUES(last_accessed_at)"
             )
         values = ",".join(["(%s,%s,%s)"] * rows)
         return (
@@ -418,7 +425,8 @@ class MysqlDatabase:
             )
         else:
             sql = (
-                "INSERT INTO stream (hash, sd_blob_id) VALUES (%s,%s) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)"
+                "INSERT INTO stream (hash, sd_blob_id) VALUES (%s,%s) "
+                "ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)"
             )
         stream_id = await self._exec(conn, sql, (stream_hash, sd_blob_id))
         if stream_id == 0:
@@ -473,10 +481,12 @@ class MysqlDatabase:
                 links: list[Any] = []
                 for b in batch:
                     links += (stream_id, ids[b.hash], b.num)
+                # reflector.go's INSERT IGNORE, minus the warnings (each costs a SHOW WARNINGS round trip).
                 await self._exec(
                     conn,
-                    "INSERT IGNORE INTO stream_blob (stream_id, blob_id, num) VALUES "
-                    + ",".join(["(%s,%s,%s)"] * len(batch)),
+                    "INSERT INTO stream_blob (stream_id, blob_id, num) VALUES "
+                    + ",".join(["(%s,%s,%s)"] * len(batch))
+                    + " ON DUPLICATE KEY UPDATE num = num",
                     links,
                 )
             return stream_id
@@ -485,11 +495,8 @@ class MysqlDatabase:
 
     async def add_sd_blob(self, sd_hash: str, data: bytes) -> int:
         """Parse sd blob bytes and record the stream (see `add_stream`). Returns the stream id."""
-        from prism.stream.sd import SdBlob
-
         sd = SdBlob.parse(data)
-        blobs = [StreamBlob(b.blob_num, b.blob_hash, b.length) for b in sd.content_blobs if b.blob_hash]
-        return await self.add_stream(sd_hash, len(data), sd.stream_hash, blobs)
+        return await self.add_stream(sd_hash, len(data), sd.stream_hash, stream_blobs(sd))
 
     async def missing_blobs_for_known_stream(self, sd_hash: str) -> list[str]:
         """Content blobs of the stream of `sd_hash` not stored yet, in stream order.
@@ -522,9 +529,8 @@ class MysqlDatabase:
         """Hard delete: the blob's row, its links, and the stream it is the sd blob of."""
 
         async def run(conn: Conn) -> None:
-            await self._exec(
-                conn, "DELETE FROM stream WHERE sd_blob_id = (SELECT id FROM blob_ WHERE hash = %s)", (blob_hash,)
-            )
+            sql = "DELETE FROM stream WHERE sd_blob_id = (SELECT id FROM blob_ WHERE hash = %s)"
+            await self._exec(conn, sql, (blob_hash,))
             await self._exec(conn, "DELETE FROM blob_ WHERE hash = %s", (blob_hash,))
 
         await self._run("delete blob", run, transaction=True)
@@ -565,7 +571,7 @@ class MysqlDatabase:
         validate_hash(blob_hash)
 
         async def run(conn: Conn) -> None:
-            await self._exec(conn, "INSERT IGNORE INTO blocked SET hash = %s", (blob_hash,))
+            await self._exec(conn, "INSERT INTO blocked (hash) VALUES (%s) ON DUPLICATE KEY UPDATE hash = hash", (blob_hash,))
 
         await self._run("block hash", run)
 
