@@ -292,7 +292,7 @@ class MysqlDatabase:
                     reconnected = True
                     continue
                 self._mark_down(unavailable)
-                raise DatabaseUnavailable(f"{what}: {unavailable}") from e
+                raise type(unavailable)(f"{what}: {unavailable}") from e
             self._mark_up()
             return result
 
@@ -571,7 +571,11 @@ class MysqlDatabase:
         validate_hash(blob_hash)
 
         async def run(conn: Conn) -> None:
-            await self._exec(conn, "INSERT INTO blocked (hash) VALUES (%s) ON DUPLICATE KEY UPDATE hash = hash", (blob_hash,))
+            await self._exec(
+                conn,
+                "INSERT INTO blocked (hash) VALUES (%s) ON DUPLICATE KEY UPDATE hash = hash",
+                (blob_hash,),
+            )
 
         await self._run("block hash", run)
 

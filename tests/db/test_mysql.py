@@ -108,7 +108,9 @@ async def test_has_blobs_batches_ten_thousand(
     hashes = [random_hash() for _ in range(10050)]
     conn = connect(mysql_database)
     with conn.cursor() as cur:
-        cur.executemany("INSERT INTO blob_ (hash, is_stored, length) VALUES (%s, 1, 1)", [(h,) for h in hashes[:10040]])
+        cur.executemany(
+            "INSERT INTO blob_ (hash, is_stored, length) VALUES (%s, 1, 1)", [(h,) for h in hashes[:10040]]
+        )
     conn.close()
     db = open_db()
     calls: list[int] = []
@@ -180,7 +182,9 @@ async def test_add_stream_is_one_transaction(
     assert await db.missing_blobs_for_known_stream(s.sd_hash) == s.hashes
 
 
-async def test_large_stream_in_batches(open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams) -> None:
+async def test_large_stream_in_batches(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
+) -> None:
     db = open_db()
     blobs = [StreamBlob(i, random_hash(), 2097152) for i in range(2500)]  # a 5 GB stream
     sd_hash = random_hash()
@@ -237,13 +241,23 @@ def _accessed(params: MysqlParams, table: str, column: str, value: object) -> ob
     return sql(params, f"SELECT last_accessed_at FROM {table} WHERE {column} = %s", (value,))[0][0]
 
 
-async def test_touch_in_blobs_mode(open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams) -> None:
+async def test_touch_in_blobs_mode(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
+) -> None:
     db = open_db(track_access=TrackAccess.BLOBS)
     fresh, stale, never = random_hash(), random_hash(), random_hash()
     for h in (fresh, stale, never):
         await db.add_blob(h, 1)
-    sql(mysql_database, "UPDATE blob_ SET last_accessed_at = NOW() - INTERVAL 1 HOUR WHERE hash = %s", (fresh,))
-    sql(mysql_database, "UPDATE blob_ SET last_accessed_at = NOW() - INTERVAL 7 HOUR WHERE hash = %s", (stale,))
+    sql(
+        mysql_database,
+        "UPDATE blob_ SET last_accessed_at = NOW() - INTERVAL 1 HOUR WHERE hash = %s",
+        (fresh,),
+    )
+    sql(
+        mysql_database,
+        "UPDATE blob_ SET last_accessed_at = NOW() - INTERVAL 7 HOUR WHERE hash = %s",
+        (stale,),
+    )
     sql(mysql_database, "UPDATE blob_ SET last_accessed_at = NULL WHERE hash = %s", (never,))
     before_fresh = _accessed(mysql_database, "blob_", "hash", fresh)
     assert await db.has_blobs([fresh, stale, never], touch=False) == {fresh, stale, never}
@@ -259,7 +273,9 @@ async def test_touch_in_blobs_mode(open_db: Callable[..., MysqlDatabase], mysql_
     assert oldest_first[0] == fresh and set(oldest_first) == {fresh, stale, never}
 
 
-async def test_touch_in_streams_mode(open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams) -> None:
+async def test_touch_in_streams_mode(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
+) -> None:
     db = open_db(track_access=TrackAccess.STREAMS)
     s = make_stream(2)
     await db.add_sd_blob(s.sd_hash, s.sd_bytes)
@@ -282,7 +298,9 @@ async def test_touch_in_streams_mode(open_db: Callable[..., MysqlDatabase], mysq
     assert sql(mysql_database, "SELECT COUNT(*) FROM blob_ WHERE last_accessed_at IS NOT NULL") == [(0,)]
 
 
-async def test_no_touch_in_none_mode(open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams) -> None:
+async def test_no_touch_in_none_mode(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
+) -> None:
     db = open_db(track_access="none")
     s = make_stream(1)
     await db.add_sd_blob(s.sd_hash, s.sd_bytes)
