@@ -94,6 +94,21 @@ def _error_text(exc: BaseException) -> str:
     return text
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class _HasBatch:
+    """`has_blob` calls waiting for one shared query."""
+
+    __slots__ = ("hashes", "task")
+
+    def __init__(self) -> None:
+        self.hashes: set[str] = set()
+        self.task: asyncio.Future[set[str]] | None = None
+
+
 class MysqlDatabase:
     """A connection pool plus every query of reflector.md §5.
 
@@ -113,6 +128,7 @@ class MysqlDatabase:
         max_connections: int = 16,
         retry_interval: float = 1.0,
         log_queries: bool = False,
+        coalesce_has: bool = True,
     ) -> None:
         self.params = params
         self.track_access = TrackAccess.parse(track_access)
@@ -123,11 +139,16 @@ class MysqlDatabase:
         self.max_connections = max_connections
         self.retry_interval = retry_interval
         self.log_queries = log_queries
+        self.coalesce_has = coalesce_has
         self._pool: aiomysql.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._down_error: DatabaseUnavailable | None = None
         self._next_probe = 0.0
         self._closed = False
+        self._has_batch_open: _HasBatch | None = None
+        self.has_queries = 0
+        """Queries sent by `has_blob` (without touch) and how many hashes they asked about."""
+        self.has_queries_hashes = 0
 
     @classmethod
     def from_dsn(cls, dsn: str, **options: Any) -> MysqlDatabase:
@@ -269,9 +290,17 @@ class MysqlDatabase:
                     conn.close()
                 pool.release(conn)
 
-    async def _run(self, what: str, fn: Callable[[Conn], Awaitable[T]], *, transaction: bool = False) -> T:
+    async def _run(
+        self,
+        what: str,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        transaction: bool = False,
+        fail_fast: bool = True,
+    ) -> T:
         """Run `fn` on a pooled connection with the timeout, retries and fail-fast rules."""
-        self._fail_fast()
+        if fail_fast:
+            self._fail_fast()
         lock_retries = 0
         reconnected = False
         while True:
@@ -322,19 +351,53 @@ class MysqlDatabase:
         await self._run("ping", run)
 
     async def has_blob(self, blob_hash: str, touch: bool = False) -> bool:
-        """True if the blob is stored (is_stored=1); `touch` refreshes access times per the mode."""
+        """True if the blob is stored (is_stored=1); `touch` refreshes access times per the mode.
+
+        Concurrent calls without `touch` share queries: calls arriving while an earlier one waits
+        for a free connection join its `IN (...)` list, which is sent once it has the connection.
+        An answer is therefore never older than the call, and under load one round trip answers
+        many callers (a lone caller still gets its own query at once).
+        """
         if touch and self.track_access is not TrackAccess.NONE:
             return blob_hash in await self.has_blobs([blob_hash], touch=True)
         if not isinstance(blob_hash, str) or len(blob_hash) != 96:
             return False
+        batch = self._has_batch_open
+        if batch is None or len(batch.hashes) >= HAS_BATCH or not self.coalesce_has:
+            self._fail_fast()  # don't even start a batch while the database is known down
+            batch = self._has_batch_open = _HasBatch()
+            batch.task = asyncio.ensure_future(self._send_has_batch(batch))
+            batch.task.add_done_callback(_retrieve)  # no "exception never retrieved" if all callers left
+        batch.hashes.add(blob_hash)
+        # shield: a cancelled caller must not cancel the query the other callers wait for.
+        found = await asyncio.shield(batch.task)  # type: ignore[arg-type]
+        return blob_hash in found
 
-        async def run(conn: Conn) -> bool:
-            rows = await self._query(
-                conn, "SELECT 1 FROM blob_ WHERE hash = %s AND is_stored = 1 LIMIT 1", (blob_hash,)
-            )
-            return bool(rows)
+    async def _send_has_batch(self, batch: _HasBatch) -> set[str]:
+        hashes: list[str] = []
 
-        return await self._run("has blob", run)
+        async def run(conn: Conn) -> set[str]:
+            if not hashes:  # we have a connection: close the batch (no one joins any more), send it
+                if self._has_batch_open is batch:
+                    self._has_batch_open = None
+                hashes.extend(sorted(batch.hashes))
+            self.has_queries += 1
+            self.has_queries_hashes += len(hashes)
+            if len(hashes) == 1:
+                rows = await self._query(
+                    conn, "SELECT hash FROM blob_ WHERE hash = %s AND is_stored = 1", (hashes[0],)
+                )
+            else:
+                marks = _placeholders(len(hashes))
+                sql = f"SELECT hash FROM blob_ WHERE is_stored = 1 AND hash IN ({marks})"
+                rows = await self._query(conn, sql, hashes)
+            return {r[0] for r in rows}
+
+        try:
+            return await self._run("has blob", run, fail_fast=False)
+        finally:
+            if self._has_batch_open is batch:
+                self._has_batch_open = None
 
     async def has_blobs(self, hashes: Iterable[str], touch: bool = False) -> set[str]:
         """The subset of `hashes` that is stored, in one query per 10000 hashes.

@@ -50,8 +50,10 @@ class DBBackedStore:
         self._blocked_lock = asyncio.Lock()
 
     async def has(self, blob_hash: str) -> bool:
-        async with _db_errors():
+        try:  # not `_db_errors()`: this is the hot path, and a context manager costs
             return await self.db.has_blob(blob_hash, touch=False)
+        except DatabaseError as e:
+            raise DatabaseStoreError(str(e)) from e
 
     async def has_many(self, hashes: list[str]) -> set[str]:
         """The stored subset of `hashes`, in one query per 10000."""

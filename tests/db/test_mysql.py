@@ -399,3 +399,37 @@ def test_from_dsn_reads_go_timeouts() -> None:
         mysql_module._go_duration("5 seconds")
     with pytest.raises(ValueError, match="unknown access tracking mode"):
         TrackAccess.parse("sometimes")
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+async def test_concurrent_has_blob_answers_each_caller(
+    open_db: Callable[..., MysqlDatabase], coalesce: bool
+) -> None:
+    db = open_db(coalesce_has=coalesce, max_connections=4)
+    present = [random_hash() for _ in range(50)]
+    for h in present:
+        await db.add_blob(h, 1)
+    absent = [random_hash() for _ in range(50)]
+    asked = (present + absent) * 3
+    db.has_queries = db.has_queries_hashes = 0
+    answers = await asyncio.gather(*(db.has_blob(h) for h in asked))
+    assert answers == [h in present for h in asked]
+    if coalesce:
+        assert db.has_queries < len(asked) / 4  # callers waiting for a connection share queries
+    else:
+        assert db.has_queries == len(asked)
+
+
+async def test_cancelled_has_caller_does_not_break_the_shared_query(
+    open_db: Callable[..., MysqlDatabase],
+) -> None:
+    db = open_db(max_connections=1)
+    h = random_hash()
+    await db.add_blob(h, 1)
+    first = asyncio.ensure_future(db.has_blob(h))
+    second = asyncio.ensure_future(db.has_blob(h))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second is True
+    with pytest.raises(asyncio.CancelledError):
+        await first
