@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,8 @@ from prism.db.errors import DatabaseError
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
 from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
+
+log = logging.getLogger("prism.store")
 
 
 class DatabaseStoreError(StoreError):
@@ -70,7 +73,10 @@ class DBBackedStore:
             ref = await self.inner.get(blob_hash)
         except BlobNotFound:
             if self.delete_on_miss:
-                await self.delete(blob_hash)
+                try:
+                    await self.delete(blob_hash)
+                except (StoreError, OSError) as e:  # the caller asked for a blob: say not found
+                    log.warning("could not forget %s after a miss: %s", blob_hash, e)
             raise
         return ref.with_trace(ref.trace.stack(timer.elapsed(), self.name))
 
