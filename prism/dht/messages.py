@@ -126,7 +126,25 @@ def _id_part(node_id: bytes) -> bytes:
 
 
 def encode_request(rpc_id: bytes, node_id: bytes, method: bytes, args: list[Any], *, legacy: bool = False) -> bytes:
-    """A request datagram; `legacy=True` allows the dict-in-the-middle layout of reflector.go's store."""
+    """A request datagram in lbry-sdk's form (integer keys).
+
+    `legacy=True` gives reflector.go's own form instead (string keys `1:0`..`1:4`, and a dictionary allowed
+    in the middle of the argument list): only for the legacy `store` sent to reflector.go nodes.
+    """
+    if legacy:
+        return b"".join(
+            (
+                b"d1:0i0e1:120:",
+                rpc_id,
+                b"1:248:",
+                node_id,
+                b"1:3%d:" % len(method),
+                method,
+                b"1:4",
+                encode(args, allow_inner_dicts=True),
+                b"e",
+            )
+        )
     return b"".join(
         (
             _REQ_HEAD,
@@ -135,7 +153,7 @@ def encode_request(rpc_id: bytes, node_id: bytes, method: bytes, args: list[Any]
             b"i3e%d:" % len(method),
             method,
             b"i4e",
-            encode(args, allow_inner_dicts=legacy),
+            encode(args),
             b"e",
         )
     )
