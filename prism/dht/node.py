@@ -324,7 +324,7 @@ class DhtNode:
         lk = IterativeLookup(
             core.node_id,
             target,
-            core.routing.closest(target, self.config.k),
+            core.routing.closest(target, 4 * self.config.k),  # spares in case the closest are gone
             find_value=find_value,
             k=self.config.k,
             alpha=self.config.alpha,
@@ -429,6 +429,8 @@ class DhtNode:
             log.warning("no nodes responded to initial ping")
             return False
         await self.iterative_find_node(self.core.node_id)
+        # Kademlia's join: also refresh the buckets farther away, so the table knows more than our neighbours
+        await self.refresh(max_age=0.0)
         self.joined.set()
         log.info("joined the DHT: %d contacts", len(self.core.routing))
         return True
@@ -437,22 +439,28 @@ class DhtNode:
         while not await self.join():
             await asyncio.sleep(self.config.join_retry)
 
-    async def refresh(self) -> None:
-        """Look up a random id in each bucket not updated for refresh_age."""
+    async def refresh(self, max_age: float | None = None) -> None:
+        """Look up a random id in each bucket not updated for refresh_age (or max_age)."""
         assert self.core is not None and self._loop is not None
         routing = self.core.routing
-        for idx in routing.stale_buckets(self._loop.time(), self.config.refresh_age):
-            if idx < len(routing.buckets):
-                target = routing.random_id_in_bucket(idx, self._rng)
-                routing.mark_refreshed(idx, self._loop.time())
-                await self.iterative_find_node(target)
+        age = self.config.refresh_age if max_age is None else max_age
+        targets = []
+        for idx in routing.stale_buckets(self._loop.time(), age):
+            targets.append(routing.random_id_in_bucket(idx, self._rng))
+            routing.mark_refreshed(idx, self._loop.time())
+        await asyncio.gather(*(self.iterative_find_node(t) for t in targets))
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.refresh_interval)
+            # a table smaller than k (e.g. joined while the seed knew nobody) is topped up sooner
+            small = self.core is not None and len(self.core.routing) < self.config.k
+            await asyncio.sleep(self.config.join_retry if small else self.config.refresh_interval)
             try:
                 if self.core is not None and len(self.core.routing) == 0 and (self.seeds or self._saved_contacts):
                     await self.join()
+                elif small:
+                    await self.iterative_find_node(self.node_id)
+                    await self.refresh(max_age=0.0)
                 else:
                     await self.refresh()
             except Exception:
