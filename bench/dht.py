@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGET_PER_S = 5000
+THIS_FILE = os.path.abspath(__file__)
 
 
 # --- load generator (second process) ---------------------------------------------------------------------
@@ -117,7 +118,7 @@ async def flood(port: int, duration: float, window: int) -> tuple[dict[str, floa
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        os.path.abspath(__file__),
+        THIS_FILE,
         "--client",
         f"127.0.0.1:{port}",
         "--duration",
@@ -142,7 +143,9 @@ async def bench(duration: float, window: int) -> None:
     ref, ref_cpu = await flood(echo_port, min(duration, 3.0), window)
     transport.close()
 
-    node = DhtNode(host="127.0.0.1", port=0, config=DhtConfig(allow_private_peers=True, maybe_ping_delay=3600.0))
+    node = DhtNode(
+        host="127.0.0.1", port=0, config=DhtConfig(allow_private_peers=True, maybe_ping_delay=3600.0)
+    )
     await node.start(join=False)
     for n in range(64):
         node.core.routing.add(Contact(os.urandom(48), f"10.{n}.0.1", 4444), loop.time())
@@ -152,7 +155,9 @@ async def bench(duration: float, window: int) -> None:
     stats = node.core.stats
     await node.stop(grace=0.1)
 
-    print(f"load: findNode from a second process, window {window}, {duration:.0f} s, routing table 64 contacts")
+    print(
+        f"load: findNode from a second process, window {window}, {duration:.0f} s, routing table 64 contacts"
+    )
     print(f"{'':28}{'prism dht node':>18}{'asyncio echo (ref)':>22}")
     print(f"{'answered per second':28}{res['per_s']:>18,.0f}{ref['per_s']:>22,.0f}")
     print(f"{'p50 latency (ms)':28}{res['p50_ms']:>18.2f}{ref['p50_ms']:>22.2f}")
@@ -160,8 +165,10 @@ async def bench(duration: float, window: int) -> None:
     print(f"{'server CPU s per 10k answers':28}{cpu / max(1, res['answered']) * 1e4:>18.3f}"
           f"{ref_cpu / max(1, ref['answered']) * 1e4:>22.3f}")  # fmt: skip
     print(f"{'sent / answered':28}{res['sent']:>10,} / {res['answered']:,}")
-    print(f"node memory: RSS {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after, "
-          f"peak {peak / 1024:.1f} MiB; requests handled {stats.requests:,}, malformed {stats.malformed}")  # fmt: skip
+    print(
+        f"node memory: RSS {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after, "
+        f"peak {peak / 1024:.1f} MiB; requests handled {stats.requests:,}, malformed {stats.malformed}"
+    )
     print(f"target >= {TARGET_PER_S}/s: {'met' if res['per_s'] >= TARGET_PER_S else 'NOT met'}")
     print(f"dht_findnode_per_s={res['per_s']:.0f}")
 

@@ -1,4 +1,4 @@
-"""Tunables of a DHT node; defaults follow lbry-sdk and reflector.go (lbry-wire.md §5.6, reflector.md §4.6)."""
+"""DHT node tunables; defaults follow lbry-sdk and reflector.go (lbry-wire.md §5.6, reflector.md §4.6)."""
 
 from __future__ import annotations
 

@@ -96,7 +96,9 @@ class CoreStats:
 class NodeCore:
     """A Kademlia node's protocol logic over LBRY's datagrams, with no I/O."""
 
-    def __init__(self, node_id: bytes, peer_port: int, config: DhtConfig | None = None, now: float = 0.0) -> None:
+    def __init__(
+        self, node_id: bytes, peer_port: int, config: DhtConfig | None = None, now: float = 0.0
+    ) -> None:
         if len(node_id) != NODE_ID_LENGTH:
             raise ValueError("node id must be 48 bytes")
         self.node_id = node_id
@@ -242,7 +244,9 @@ class NodeCore:
             # like lbry-sdk: a requester joins the table only after it answers a ping of ours
             self._maybe_ping[(ip, port)] = msg.node_id
             self._seq += 1
-            heapq.heappush(self._timers, (now + self.config.maybe_ping_delay, self._seq, _MAYBE_PING, (ip, port)))
+            heapq.heappush(
+                self._timers, (now + self.config.maybe_ping_delay, self._seq, _MAYBE_PING, (ip, port))
+            )
 
     def _send_error(self, rpc_id: bytes, exc_type: bytes, message: bytes, addr: Addr) -> None:
         self.stats.errors_sent += 1
@@ -258,11 +262,11 @@ class NodeCore:
             key = parse_find_args(args)[0]  # raises with the reason
         closest = self.routing.closest(key, exclude=msg.node_id)
         body = b"".join([c.encoded for c in closest])
-        self._out.append(
-            (_RESP_HEAD + msg.rpc_id + self._id_part + b"l" + body + b"ee", (ip, port))
-        )
+        self._out.append((_RESP_HEAD + msg.rpc_id + self._id_part + b"l" + body + b"ee", (ip, port)))
 
-    def find_value_result(self, key: bytes, page: int, version: int | None, requester: bytes, token: bytes, now: float) -> bytes:
+    def find_value_result(
+        self, key: bytes, page: int, version: int | None, requester: bytes, token: bytes, now: float
+    ) -> bytes:
         """The bencoded findValue result for a requester; lbry-sdk's form if it sent a protocolVersion."""
         peers = [p for p in self.peers.get(key, now) if p.node_id != requester]
         contacts = self.routing.closest(key, exclude=requester)

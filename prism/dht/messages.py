@@ -125,7 +125,9 @@ def _id_part(node_id: bytes) -> bytes:
     return b"i2e48:" + node_id
 
 
-def encode_request(rpc_id: bytes, node_id: bytes, method: bytes, args: list[Any], *, legacy: bool = False) -> bytes:
+def encode_request(
+    rpc_id: bytes, node_id: bytes, method: bytes, args: list[Any], *, legacy: bool = False
+) -> bytes:
     """A request datagram in lbry-sdk's form (integer keys).
 
     `legacy=True` gives reflector.go's own form instead (string keys `1:0`..`1:4`, and a dictionary allowed

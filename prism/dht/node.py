@@ -230,10 +230,18 @@ class DhtNode:
         self._flush()
 
     async def _call(
-        self, addr: Addr, method: bytes, args: list[Any], *, expect_id: bytes | None = None, legacy: bool = False
+        self,
+        addr: Addr,
+        method: bytes,
+        args: list[Any],
+        *,
+        expect_id: bytes | None = None,
+        legacy: bool = False,
     ) -> RpcOutcome:
         assert self.core is not None and self._loop is not None
-        rpc_id = self.core.send_request(addr, method, args, self._loop.time(), expect_id=expect_id, legacy=legacy)
+        rpc_id = self.core.send_request(
+            addr, method, args, self._loop.time(), expect_id=expect_id, legacy=legacy
+        )
         fut: asyncio.Future[RpcOutcome] = self._loop.create_future()
         self._futures[rpc_id] = fut
         self._flush()
@@ -264,10 +272,14 @@ class DhtNode:
         return [Contact(i, ip, p) for i, ip, p in triples if i != own and policy.addr_ok(ip, p)]
 
     async def find_node(self, contact: Contact, key: bytes) -> tuple[list[Contact], Contact]:
-        result, responder = await self._result(contact.addr, FIND_NODE, find_node_args(key), expect_id=contact.node_id)
+        result, responder = await self._result(
+            contact.addr, FIND_NODE, find_node_args(key), expect_id=contact.node_id
+        )
         return self._contacts_from(parse_contact_triples(result)), responder
 
-    async def find_value(self, contact: Contact, key: bytes, page: int = 0) -> tuple[FindValueResult, Contact]:
+    async def find_value(
+        self, contact: Contact, key: bytes, page: int = 0
+    ) -> tuple[FindValueResult, Contact]:
         result, responder = await self._result(
             contact.addr, FIND_VALUE, find_value_args(key, page), expect_id=contact.node_id
         )
@@ -436,7 +448,7 @@ class DhtNode:
         return True
 
     async def _join_loop(self) -> None:
-        while not await self.join():
+        while not await self.join():  # noqa: ASYNC110 - a retry loop, not a wait for a condition
             await asyncio.sleep(self.config.join_retry)
 
     async def refresh(self, max_age: float | None = None) -> None:
@@ -456,7 +468,11 @@ class DhtNode:
             small = self.core is not None and len(self.core.routing) < self.config.k
             await asyncio.sleep(self.config.join_retry if small else self.config.refresh_interval)
             try:
-                if self.core is not None and len(self.core.routing) == 0 and (self.seeds or self._saved_contacts):
+                if (
+                    self.core is not None
+                    and len(self.core.routing) == 0
+                    and (self.seeds or self._saved_contacts)
+                ):
                     await self.join()
                 elif small:
                     await self.iterative_find_node(self.node_id)
@@ -483,6 +499,7 @@ class Announcer:
         self._last = 0.0
         self.rounds: dict[bytes, int] = {}
         """Completed announcements per hash."""
+        self._round_done = asyncio.Event()
         self.stored: dict[bytes, int] = {}
         """Nodes that accepted our last announcement, per hash."""
         self._running: set[asyncio.Task[Any]] = set()
@@ -547,11 +564,18 @@ class Announcer:
             for t in self._running:
                 t.cancel()
 
+    async def wait_rounds(self, key: bytes, rounds: int) -> None:
+        """Wait until key has been announced `rounds` times in all."""
+        while self.rounds.get(key, 0) < rounds:
+            await self._round_done.wait()
+
     async def _announce_one(self, key: bytes) -> None:
         try:
             n = await self.node.announce_hash(key)
             self.stored[key] = n
             self.rounds[key] = self.rounds.get(key, 0) + 1
+            self._round_done.set()
+            self._round_done = asyncio.Event()
             log.debug("announced %s to %d nodes", key.hex()[:16], n)
         except Exception:
             log.exception("announce of %s failed", key.hex()[:16])

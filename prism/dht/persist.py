@@ -39,7 +39,7 @@ def save_state(path: str | os.PathLike[str], node_id: bytes, contacts: list[Cont
 
 
 def load_state(path: str | os.PathLike[str]) -> tuple[bytes | None, list[Contact]]:
-    """(node id, contacts) from a saved file; (None, []) if it is missing or unreadable. Bad entries skipped."""
+    """(node id, contacts) from a saved file; (None, []) if missing or unreadable. Bad entries are skipped."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError):

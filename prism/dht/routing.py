@@ -262,9 +262,7 @@ class RoutingTable:
         """Up to n (default k) good contacts closest to target, nearest first."""
         t = id_int(target)
         n = self.k if n is None else n
-        cands = [
-            c for c in self._by_id.values() if c.failures < BAD_FAILURES and c.node_id != exclude
-        ]
+        cands = [c for c in self._by_id.values() if c.failures < BAD_FAILURES and c.node_id != exclude]
         if len(cands) <= n:
             cands.sort(key=lambda c: c.int_id ^ t)
             return cands

@@ -55,6 +55,6 @@ class TokenManager:
             self._rotate(now)
         if len(token) != TOKEN_LENGTH:
             return False
-        return hmac.compare_digest(token, self._make(self._current, node_id, ip, port)) or hmac.compare_digest(
-            token, self._make(self._previous, node_id, ip, port)
-        )
+        return hmac.compare_digest(
+            token, self._make(self._current, node_id, ip, port)
+        ) or hmac.compare_digest(token, self._make(self._previous, node_id, ip, port))

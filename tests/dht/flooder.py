@@ -1,6 +1,6 @@
 """Flood a DHT node with garbage and with valid requests from many fake node ids (run as a separate process).
 
-    python tests/dht/flooder.py HOST PORT SECONDS RATE
+python tests/dht/flooder.py HOST PORT SECONDS RATE
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def datagrams(rng: random.Random, n: int) -> list[bytes]:
         elif kind == 5:
             out.append(benc_request(rpc, node, b"findNode", b"l48:" + key + pv + b"e"))
         elif kind == 6:
-            out.append(benc_request(rpc, node, b"findValue", b"l48:" + key + b"d1:pi0e15:protocolVersioni1eee"))
+            out.append(
+                benc_request(rpc, node, b"findValue", b"l48:" + key + b"d1:pi0e15:protocolVersioni1eee")
+            )
         elif kind == 7:
             args = b"l48:" + key + b"48:" + rng.randbytes(48) + b"i3333e48:" + node + b"i0e" + pv + b"e"
             out.append(benc_request(rpc, node, b"store", args))

@@ -47,10 +47,16 @@ def test_requests_from_own_id_are_ignored():
 
 def test_private_addresses_refused_unless_allowed():
     core = NodeCore(os.urandom(48), 3333, DhtConfig(), now=0.0)
-    core.datagram_received(m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("127.0.0.1", 5000), 1.0)
-    core.datagram_received(m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("192.168.1.2", 5000), 1.0)
+    core.datagram_received(
+        m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("127.0.0.1", 5000), 1.0
+    )
+    core.datagram_received(
+        m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("192.168.1.2", 5000), 1.0
+    )
     assert core.take_datagrams() == [] and core.stats.refused_address == 2
-    core.datagram_received(m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("8.8.8.8", 5000), 1.0)
+    core.datagram_received(
+        m.encode_request(os.urandom(20), os.urandom(48), m.PING, []), ("8.8.8.8", 5000), 1.0
+    )
     assert len(core.take_datagrams()) == 1
 
 
@@ -97,7 +103,9 @@ def test_peers_keyed_by_announcing_node_and_expire_after_24h():
     stored = core.peers.get(key, 2.0)
     assert sorted(p.node_id for p in stored) == sorted(senders)
     asker = os.urandom(48)
-    res = m.parse_find_value_result(ask(core, asker, m.FIND_VALUE, m.find_value_args(key), now=3.0).result, key)
+    res = m.parse_find_value_result(
+        ask(core, asker, m.FIND_VALUE, m.find_value_args(key), now=3.0).result, key
+    )
     assert {p[2] for p in res.peers} == set(senders) and res.pages == 1
     # the requester's own announcement is left out of answers to it
     own = m.parse_find_value_result(ask(core, senders[0], m.FIND_VALUE, m.find_value_args(key)).result, key)
@@ -174,7 +182,7 @@ def test_responses_matched_by_ip_and_responders_added():
     assert b.node_id in a.routing and a.node_id not in b.routing  # b only queues a ping back
     # a response from another IP than the request went to is ignored
     rpc2 = a.send_request(B, m.PING, m.ping_args(), 1.0)
-    (data, _), = a.take_datagrams()
+    ((data, _),) = a.take_datagrams()
     req = m.decode_message(data)
     a.datagram_received(m.encode_response(req.rpc_id, b.node_id, b"pong"), ("10.9.9.9", 4444), 1.1)
     assert a.take_events() == [] and a.stats.unmatched == 1
@@ -187,7 +195,9 @@ def test_error_must_match_ip_and_port():
     a = make_core()
     rpc = a.send_request(B, m.STORE, m.store_args_flat(os.urandom(48), b"x" * 48, 1, a.node_id), 0.0)
     a.take_datagrams()
-    a.datagram_received(m.encode_error(rpc, os.urandom(48), m.VALUE_ERROR, m.INVALID_TOKEN), ("10.0.0.2", 1), 0.1)
+    a.datagram_received(
+        m.encode_error(rpc, os.urandom(48), m.VALUE_ERROR, m.INVALID_TOKEN), ("10.0.0.2", 1), 0.1
+    )
     assert a.take_events() == []
     a.datagram_received(m.encode_error(rpc, os.urandom(48), m.VALUE_ERROR, m.INVALID_TOKEN), B, 0.2)
     (ev,) = a.take_events()

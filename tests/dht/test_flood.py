@@ -23,7 +23,9 @@ def rss_kib() -> int:
 
 
 async def test_flood_keeps_memory_bounded_and_answers_fast():
-    cfg = DhtConfig(allow_private_peers=True, maybe_ping_delay=0.05, rpc_timeout=0.5, max_maybe_ping=32, max_pending=64)
+    cfg = DhtConfig(
+        allow_private_peers=True, maybe_ping_delay=0.05, rpc_timeout=0.5, max_maybe_ping=32, max_pending=64
+    )
     node = DhtNode(host="127.0.0.1", port=0, config=cfg)
     await node.start(join=False)
     peer = LbrySdkStylePeer()
@@ -42,7 +44,7 @@ async def test_flood_keeps_memory_bounded_and_answers_fast():
         while time.monotonic() < deadline:
             rpc = os.urandom(20)
             t0 = time.perf_counter()
-            raw = await peer.send_raw(peer.ping_bytes(rpc), node.address, rpc, timeout=1.0)
+            raw = await peer.send_raw(peer.ping_bytes(rpc), node.address, rpc, wait=1.0)
             rtts.append(time.perf_counter() - t0)
             assert raw.endswith(b"4:ponge")
             peak_pending = max(peak_pending, node.core.pending_count)
@@ -58,7 +60,9 @@ async def test_flood_keeps_memory_bounded_and_answers_fast():
         # bounded state: no fake id got into the table or the peer store, queues stayed at their caps
         assert peak_pending <= cfg.max_pending and peak_maybe <= cfg.max_maybe_ping
         # (the normal peer answers the node's ping back, so it alone may be in the table)
-        assert {c.node_id for c in node.core.routing.contacts()} <= {peer.node_id} and len(node.core.peers) == 0
+        assert {c.node_id for c in node.core.routing.contacts()} <= {peer.node_id} and len(
+            node.core.peers
+        ) == 0
         assert len(node._futures) == 0
         assert rss_kib() - rss0 < 30 * 1024
     finally:

@@ -15,7 +15,9 @@ from tests.dht.wire_peers import LbrySdkStylePeer, ReflectorGoStylePeer, compact
 
 @pytest.fixture
 async def node():
-    n = DhtNode(host="127.0.0.1", port=0, peer_port=5567, config=DhtConfig(allow_private_peers=True, rpc_timeout=1.0))
+    n = DhtNode(
+        host="127.0.0.1", port=0, peer_port=5567, config=DhtConfig(allow_private_peers=True, rpc_timeout=1.0)
+    )
     await n.start()
     yield n
     await n.stop()
@@ -49,7 +51,11 @@ async def test_sdk_style_peer_pings_finds_and_stores_to_prism(node):
             rpc = os.urandom(20)
             raw = await other.send_raw(other.store_bytes(rpc, key, os.urandom(48), 4444), node.address, rpc)
             assert raw == (
-                b"di0ei2ei1e20:" + rpc + b"i2e48:" + node.node_id + b"i3e20:<class 'ValueError'>i4e13:Invalid tokene"
+                b"di0ei2ei1e20:"
+                + rpc
+                + b"i2e48:"
+                + node.node_id
+                + b"i3e20:<class 'ValueError'>i4e13:Invalid tokene"
             )
             assert sdk_decode(raw)[4] == b"Invalid token"
         finally:

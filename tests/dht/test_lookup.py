@@ -72,7 +72,9 @@ def test_find_value_stops_at_the_first_holder():
     holder = sorted(ids[1:], key=lambda i: distance(i, key))[0]
     peer = ("1.2.3.4", 3333, b"P" * 48)
     lk = run(
-        IterativeLookup(start, key, tables[start].closest(key, 8), find_value=True), tables, values={holder: [peer]}
+        IterativeLookup(start, key, tables[start].closest(key, 8), find_value=True),
+        tables,
+        values={holder: [peer]},
     )
     assert lk.found and lk.peers == [peer] and lk.value_holders[0].node_id == holder
 

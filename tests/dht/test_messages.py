@@ -50,7 +50,9 @@ FIND_VALUE_RESP = (
     + COMPACT
     + b"eee"
 )
-ERROR_RESP = b"di0ei2ei1e20:" + RPC + b"i2e48:" + RESPONDER + b"i3e20:<class 'ValueError'>i4e13:Invalid tokene"
+ERROR_RESP = (
+    b"di0ei2ei1e20:" + RPC + b"i2e48:" + RESPONDER + b"i3e20:<class 'ValueError'>i4e13:Invalid tokene"
+)
 
 
 def test_sdk_vector_lengths():
@@ -62,7 +64,9 @@ def test_encode_sdk_requests_byte_exact():
     assert m.encode_request(RPC, SENDER, m.PING, m.ping_args()) == PING_REQ
     assert m.encode_request(RPC, SENDER, m.FIND_NODE, m.find_node_args(KEY_FF)) == FIND_NODE_REQ
     assert m.encode_request(RPC, SENDER, m.FIND_VALUE, m.find_value_args(KEY_AA, 0)) == FIND_VALUE_REQ
-    assert m.encode_request(RPC, SENDER, m.STORE, m.store_args_flat(KEY_AA, TOKEN_BB, 5567, SENDER)) == STORE_REQ
+    assert (
+        m.encode_request(RPC, SENDER, m.STORE, m.store_args_flat(KEY_AA, TOKEN_BB, 5567, SENDER)) == STORE_REQ
+    )
 
 
 def test_encode_sdk_responses_byte_exact():
@@ -116,7 +120,9 @@ GO_FN_RESP = GO_HEAD_RESP + b"1:3ll48:" + b"I" * 48 + b"7:1.2.3.4i4444eeee"
 GO_FIND_VALUE = GO_HEAD_REQ + b"1:39:findValue1:4l48:" + TARGET + b"ee"
 GO_COMPACT = bytes([1, 2, 3, 4]) + (3333).to_bytes(2, "big") + b"P" * 48
 GO_FV_FOUND = GO_HEAD_RESP + b"1:3d48:" + TARGET + b"l54:" + GO_COMPACT + b"e5:token32:" + GO_TOKEN + b"ee"
-GO_FV_MISS = GO_HEAD_RESP + b"1:3d8:contactsll48:" + b"I" * 48 + b"7:1.2.3.4i4444eee5:token32:" + GO_TOKEN + b"ee"
+GO_FV_MISS = (
+    GO_HEAD_RESP + b"1:3d8:contactsll48:" + b"I" * 48 + b"7:1.2.3.4i4444eee5:token32:" + GO_TOKEN + b"ee"
+)
 GO_STORE = (
     GO_HEAD_REQ + b"1:35:store1:4l48:" + TARGET + b"d6:lbryid48:" + NID + b"4:porti3333e5:token32:" + GO_TOKEN
     + b"e48:" + NID + b"i0eee"
@@ -136,7 +142,9 @@ def test_decode_go_templates():
     assert found.protocol_version is None
     miss = m.parse_find_value_result(m.decode_message(GO_FV_MISS).result, TARGET)
     assert miss.contacts == [(b"I" * 48, "1.2.3.4", 4444)] and miss.peers == [] and miss.token == GO_TOKEN
-    assert m.parse_store_args(m.decode_message(GO_STORE).args) == m.StoreArgs(TARGET, GO_TOKEN, 3333, NID, True)
+    assert m.parse_store_args(m.decode_message(GO_STORE).args) == m.StoreArgs(
+        TARGET, GO_TOKEN, 3333, NID, True
+    )
     assert m.decode_message(GO_ERROR) == m.ErrorMessage(MID, NID, b"invalid-token", b"")
     assert m.decode_message(PY_PING) == m.Request(MID, NID, b"ping", [{b"protocolVersion": 1}])
 

@@ -11,7 +11,11 @@ from prism.dht.routing import distance
 
 def cfg(**kw) -> DhtConfig:
     base = dict(
-        allow_private_peers=True, rpc_timeout=0.5, maybe_ping_delay=0.01, reannounce_interval=2.0, join_retry=0.5
+        allow_private_peers=True,
+        rpc_timeout=0.5,
+        maybe_ping_delay=0.01,
+        reannounce_interval=2.0,
+        join_retry=0.5,
     )
     base.update(kw)
     return DhtConfig(**base)
@@ -33,8 +37,7 @@ async def test_fifty_nodes_find_an_announced_hash_even_after_a_third_die():
             announcer = nodes[1]
             key = os.urandom(48)
             announcer.announce([key.hex()])
-            while announcer.announcer.rounds.get(key, 0) < 1:
-                await asyncio.sleep(0.05)
+            await announcer.announcer.wait_rounds(key, 1)
             assert announcer.announcer.stored[key] >= 5
 
             others = [n for n in nodes if n is not announcer]
@@ -54,10 +57,11 @@ async def test_fifty_nodes_find_an_announced_hash_even_after_a_third_die():
 
             # after the announcer's next round the hash lives on the new closest nodes
             rounds = announcer.announcer.rounds[key]
-            while announcer.announcer.rounds.get(key, 0) < rounds + 1:
-                await asyncio.sleep(0.05)
+            await announcer.announcer.wait_rounds(key, rounds + 1)
             found = await asyncio.gather(*(n.find_peers(key) for n in alive if n is not announcer))
-            missing = [i for i, f in enumerate(found) if expect not in [(p.ip, p.tcp_port, p.node_id) for p in f]]
+            missing = [
+                i for i, f in enumerate(found) if expect not in [(p.ip, p.tcp_port, p.node_id) for p in f]
+            ]
             assert missing == []
             holders_after = [n for n in alive if n.core.peers.get(key, n._loop.time())]
             assert len(holders_after) >= 5

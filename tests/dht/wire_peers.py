@@ -134,12 +134,12 @@ class _Base(asyncio.DatagramProtocol):
             return
         self.handle_request(data, addr)
 
-    async def send_raw(self, data: bytes, addr: tuple[str, int], rpc_id: bytes, timeout: float = 2.0) -> bytes:
+    async def send_raw(self, data: bytes, addr: tuple[str, int], rpc_id: bytes, wait: float = 2.0) -> bytes:
         fut = asyncio.get_running_loop().create_future()
         self.waiting[rpc_id] = fut
         assert self.transport is not None
         self.transport.sendto(data, addr)
-        return await asyncio.wait_for(fut, timeout)
+        return await asyncio.wait_for(fut, wait)
 
     def rpc_id_of(self, data: bytes) -> bytes | None:
         raise NotImplementedError
@@ -230,7 +230,15 @@ class LbrySdkStylePeer(_Base):
                 self._error(rpc_id, b"<class 'ValueError'>", str(e).encode(), addr)
                 return
             self.stores.append(
-                {"blob": blob, "token": token, "port": port, "node_id": original, "age": age, "raw": data, "from": addr}
+                {
+                    "blob": blob,
+                    "token": token,
+                    "port": port,
+                    "node_id": original,
+                    "age": age,
+                    "raw": data,
+                    "from": addr,
+                }
             )
             self.peers.setdefault(blob, []).append(compact(addr[0], port, msg[2]))
             self._reply(rpc_id, b"OK", addr)
@@ -270,7 +278,9 @@ class ReflectorGoStylePeer(_Base):
     def find_value_bytes(self, mid: bytes, key: bytes) -> bytes:
         return b"d1:0i0e1:120:" + mid + b"1:248:" + self.node_id + b"1:39:findValue1:4l48:" + key + b"ee"
 
-    def store_bytes(self, mid: bytes, blob: bytes, token: bytes, port: int, pubid: bytes | None = None) -> bytes:
+    def store_bytes(
+        self, mid: bytes, blob: bytes, token: bytes, port: int, pubid: bytes | None = None
+    ) -> bytes:
         pubid = pubid if pubid is not None else self.node_id
         return (
             b"d1:0i0e1:120:" + mid + b"1:248:" + self.node_id + b"1:35:store1:4l48:" + blob
