@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prism.dht.bencode import DhtCodecError, encode
@@ -90,7 +90,6 @@ class CoreStats:
     unmatched: int = 0
     errors_sent: int = 0
     timeouts: int = 0
-    by_method: dict[bytes, int] = field(default_factory=dict)
 
 
 class NodeCore:

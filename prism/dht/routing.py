@@ -6,7 +6,6 @@ import bisect
 import heapq
 import ipaddress
 import random
-from collections.abc import Iterable
 
 from prism.dht.messages import NODE_ID_LENGTH, encode_contact_triple
 
@@ -243,12 +242,6 @@ class RoutingTable:
             del self._by_addr[c.addr]
         self.bucket_of(node_id).contacts.remove(c)
 
-    def touch(self, node_id: bytes, now: float) -> None:
-        """A known contact sent us a request: it is alive, but its address is not vouched for by a reply."""
-        c = self._by_id.get(node_id)
-        if c is not None:
-            c.last_seen = now
-
     def fail(self, node_id: bytes) -> None:
         """A request to this contact timed out; evict it after MAX_FAILURES."""
         c = self._by_id.get(node_id)
@@ -279,7 +272,3 @@ class RoutingTable:
     def mark_refreshed(self, idx: int, now: float) -> None:
         if 0 <= idx < len(self.buckets):
             self.buckets[idx].last_updated = now
-
-    def extend(self, contacts: Iterable[Contact], now: float) -> None:
-        for c in contacts:
-            self.add(c, now)
