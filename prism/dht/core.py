@@ -125,6 +125,14 @@ class NodeCore:
 
     # --- I/O surface ----------------------------------------------------------------------------------
 
+    @property
+    def has_datagrams(self) -> bool:
+        return bool(self._out)
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     def take_datagrams(self) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
         return out

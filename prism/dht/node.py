@@ -46,6 +46,9 @@ log = logging.getLogger("prism.dht")
 
 Addr = tuple[str, int]
 
+MAX_VALUE_PAGES = 16
+"""Pages of peers fetched from one findValue holder, at most (8 peers a page)."""
+
 
 class RpcFailed(Exception):
     """A DHT request got no answer in time, or an error datagram."""
@@ -201,12 +204,12 @@ class DhtNode:
     def _flush(self) -> None:
         core = self.core
         assert core is not None
-        if core._out:
+        if core.has_datagrams:
             transport = self._transport
             for data, addr in core.take_datagrams():
                 if transport is not None:
                     transport.sendto(data, addr)
-        if core._events:
+        if core.has_events:
             for ev in core.take_events():
                 fut = self._futures.pop(ev.rpc_id, None)
                 if fut is not None and not fut.done():
@@ -346,7 +349,18 @@ class DhtNode:
         async def probe(c: Contact) -> tuple[list[Contact], Contact, list[tuple[str, int, bytes]] | None]:
             if find_value:
                 fv, responder = await self.find_value(c, target)
-                peers = [p for p in fv.peers if core.policy.ip_ok(p[0])]
+                peers = list(fv.peers)
+                # more than 8 holders: lbry-sdk-style nodes page them (p = number of pages)
+                extra_pages = range(1, min(fv.pages, MAX_VALUE_PAGES)) if peers else range(0)
+                for page in extra_pages:
+                    try:
+                        more, _ = await self.find_value(c, target, page)
+                    except RpcFailed:
+                        break
+                    if not more.peers:
+                        break
+                    peers.extend(more.peers)
+                peers = [p for p in peers if core.policy.ip_ok(p[0])]
                 return self._contacts_from(fv.contacts), responder, peers
             contacts, responder = await self.find_node(c, target)
             return contacts, responder, None
@@ -517,6 +531,15 @@ class Announcer:
         for key in keys:
             self._push(key, now)
         self._wake.set()
+        capacity = self.rate * self.interval
+        if len(self._due) > capacity:
+            log.warning(
+                "%d hashes to announce exceed what %.1f/s can re-announce every %.0f s (%d)",
+                len(self._due),
+                self.rate,
+                self.interval,
+                capacity,
+            )
 
     def remove(self, keys: Iterable[bytes]) -> None:
         for key in keys:

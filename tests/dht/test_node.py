@@ -29,6 +29,7 @@ async def small_network(n: int, **kw) -> list[DhtNode]:
         await node.start()
         await node.joined.wait()
         nodes.append(node)
+        await asyncio.sleep(0.03)  # the seed pings the newcomer back before the next one joins
     return nodes
 
 
@@ -47,6 +48,21 @@ async def test_announce_and_find_peers_by_hex_hash():
         assert await nodes[0].find_peers(os.urandom(48).hex()) == []
         with pytest.raises(InvalidHashError):
             await nodes[0].find_peers("not-a-hash")
+    finally:
+        for n in nodes:
+            await n.stop(grace=0.1)
+
+
+async def test_find_peers_fetches_every_page():
+    nodes = await small_network(3)
+    try:
+        key = os.urandom(48)
+        holder = nodes[1]
+        ids = {os.urandom(48) for _ in range(20)}
+        for n, nid in enumerate(ids):
+            holder.core.peers.add(key, nid, f"10.0.0.{n + 1}", 3333, holder._loop.time())
+        peers = await nodes[2].find_peers(key)
+        assert {p.node_id for p in peers} == ids
     finally:
         for n in nodes:
             await n.stop(grace=0.1)
