@@ -6,6 +6,7 @@ integer top-level keys (lbry-sdk's form, which reflector.go also reads); both ke
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -301,11 +302,8 @@ def parse_contact_triples(value: Any) -> list[tuple[bytes, str, int]]:
         if not isinstance(ip, bytes) or not _is_int(port) or not 0 < port < 65536:
             continue
         try:
-            text = ip.decode("ascii")
-            socket.inet_aton(text)
-        except (UnicodeDecodeError, OSError):
-            continue
-        if text.count(".") != 3:
+            text = str(ipaddress.IPv4Address(ip.decode("ascii")))
+        except ValueError:  # includes UnicodeDecodeError
             continue
         out.append((node_id, text, port))
     return out

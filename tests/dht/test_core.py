@@ -246,3 +246,26 @@ def test_fuzz_core_never_raises(data):
     core.datagram_received(data, A, 1.0)
     for out, _ in core.take_datagrams():
         assert len(out) <= m.MSG_SIZE_LIMIT
+
+
+_VALID = [
+    m.encode_request(b"r" * 20, b"n" * 48, m.PING, m.ping_args()),
+    m.encode_request(b"r" * 20, b"n" * 48, m.FIND_NODE, m.find_node_args(b"k" * 48)),
+    m.encode_request(b"r" * 20, b"n" * 48, m.FIND_VALUE, m.find_value_args(b"k" * 48, 1)),
+    m.encode_request(b"r" * 20, b"n" * 48, m.STORE, m.store_args_flat(b"k" * 48, b"t" * 48, 3333, b"n" * 48)),
+    m.encode_request(
+        b"r" * 20, b"n" * 48, m.STORE, m.store_args_legacy(b"k" * 48, b"t" * 32, 3333, b"n" * 48), legacy=True
+    ),
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(_VALID), st.data())
+def test_fuzz_core_with_mutated_requests(base, data):
+    core = make_core()
+    pos = data.draw(st.integers(0, len(base) - 1))
+    noise = data.draw(st.binary(min_size=1, max_size=6))
+    core.datagram_received(base[:pos] + noise + base[pos + len(noise) :], A, 1.0)
+    for out, _ in core.take_datagrams():
+        assert len(out) <= m.MSG_SIZE_LIMIT
+        m.decode_message(out)

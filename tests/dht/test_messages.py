@@ -234,3 +234,8 @@ def test_fuzz_mutated_messages(base, data):
         except DhtCodecError:
             pass
         m.parse_contact_triples(msg.result)
+
+
+def test_contact_triples_with_bad_addresses_are_skipped():
+    bad = [[b"I" * 48, ip, 4444] for ip in (b"1.2.3.4\x00", b"1.2.3", b"\xff", b"1.2.3.4 x", b"::1", b"")]
+    assert m.parse_contact_triples([*bad, [b"I" * 48, b"1.2.3.4", 4444]]) == [(b"I" * 48, "1.2.3.4", 4444)]
