@@ -52,6 +52,8 @@ _PONG_TAIL = b"4:ponge"
 _OK_TAIL = b"2:OKe"
 _TIMEOUT = 0
 _MAYBE_PING = 1
+STALE_AFTER = 60.0
+"""A contact silent this long may be challenged by a newcomer for its place in a full bucket."""
 
 
 class DhtBusyError(Exception):
@@ -78,6 +80,8 @@ class _Pending:
     method: bytes
     expect_id: bytes | None
     internal: bool
+    replacement: Contact | None = None
+    """For a ping to a stale contact of a full bucket: who takes its place if it stays silent."""
 
 
 @dataclass(slots=True)
@@ -114,6 +118,7 @@ class NodeCore:
         self._timers: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         self._maybe_ping: dict[Addr, bytes] = {}
+        self._replacing: set[bytes] = set()
         self._next_housekeeping = now + config.housekeeping_interval
         self._id_part = b"i2e48:" + node_id + b"i3e"
         self._handlers = {
@@ -188,6 +193,10 @@ class NodeCore:
                 failed = p.expect_id if p.expect_id is not None else self.routing.id_at(p.addr)
                 if failed is not None:
                     self.routing.fail(failed)
+                    if p.replacement is not None:
+                        self._replacing.discard(failed)
+                        self.routing.remove(failed)
+                        self.routing.add(p.replacement, now)
                 if not p.internal:
                     self._events.append(RpcOutcome(payload))
             else:
@@ -334,10 +343,27 @@ class NodeCore:
             v = msg.result.get(b"protocolVersion")
             if isinstance(v, int):
                 contact.protocol_version = v
-        if msg.node_id != self.node_id:
-            self.routing.add(contact, now)
+        if p.replacement is not None:
+            self._replacing.discard(p.expect_id)  # type: ignore[arg-type]
+        if msg.node_id != self.node_id and not self.routing.add(contact, now):
+            self._challenge_stale(contact, now)
         if not p.internal:
             self._events.append(RpcOutcome(msg.rpc_id, response=msg, responder=contact))
+
+    def _challenge_stale(self, newcomer: Contact, now: float) -> None:
+        """A full bucket that may not split: ping its oldest contact that has been silent for
+        STALE_AFTER seconds; the newcomer takes its place if that ping fails (lbry-sdk's rule)."""
+        bucket = self.routing.bucket_of(newcomer.node_id)
+        for old in bucket.contacts:  # least recently seen first
+            if now - old.last_replied >= STALE_AFTER:
+                break
+        else:
+            return
+        if old.node_id in self._replacing or len(self._pending) >= self.config.max_pending // 2:
+            return
+        self._replacing.add(old.node_id)
+        rpc_id = self.send_request(old.addr, PING, ping_args(), now, expect_id=old.node_id, internal=True)
+        self._pending[rpc_id].replacement = newcomer
 
     def _on_error(self, msg: ErrorMessage, ip: str, port: int, now: float) -> None:
         p = self._pending.get(msg.rpc_id)

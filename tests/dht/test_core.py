@@ -269,3 +269,52 @@ def test_fuzz_core_with_mutated_requests(base, data):
     for out, _ in core.take_datagrams():
         assert len(out) <= m.MSG_SIZE_LIMIT
         m.decode_message(out)
+
+
+def _fill_far_bucket(core: NodeCore) -> list[Contact]:
+    """Our 8 closest contacts, then a full bucket of 8 far ones (it may not split)."""
+    own = int.from_bytes(core.node_id, "big")
+
+    def at(bit: int, n: int) -> Contact:
+        d = (1 << bit) | int.from_bytes(os.urandom(47), "big") % (1 << bit)
+        return Contact((own ^ d).to_bytes(48, "big"), f"10.4.{bit % 256}.{n + 1}", 4444)
+
+    for n in range(8):
+        core.routing.add(at(20, n), 0.0)
+    far = [at(383, n) for n in range(8)]
+    for c in far:
+        core.routing.add(c, 0.0)
+    newcomer = at(383, 100)
+    return [*far, newcomer]
+
+
+def _answer_as(core: NodeCore, contact: Contact, now: float) -> None:
+    rpc = core.send_request(contact.addr, m.PING, m.ping_args(), now)
+    core.take_datagrams()
+    core.datagram_received(m.encode_response(rpc, contact.node_id, b"pong"), contact.addr, now)
+    core.take_events()
+
+
+def test_full_bucket_challenges_its_stale_head_and_newcomer_replaces_it_if_silent():
+    core = make_core()
+    *far, newcomer = _fill_far_bucket(core)
+    _answer_as(core, newcomer, 100.0)  # bucket full and may not split: the stale head is pinged
+    assert newcomer.node_id not in core.routing
+    ((ping, to),) = core.take_datagrams()
+    assert to == far[0].addr and m.decode_message(ping).method == m.PING
+    core.handle_timer(106.0)  # no answer
+    assert far[0].node_id not in core.routing and newcomer.node_id in core.routing
+
+
+def test_stale_head_that_answers_keeps_its_place():
+    core = make_core()
+    *far, newcomer = _fill_far_bucket(core)
+    _answer_as(core, newcomer, 100.0)
+    ((ping, to),) = core.take_datagrams()
+    req = m.decode_message(ping)
+    core.datagram_received(m.encode_response(req.rpc_id, far[0].node_id, b"pong"), to, 100.5)
+    core.handle_timer(106.0)
+    assert far[0].node_id in core.routing and newcomer.node_id not in core.routing
+    # a head that replied within the last minute is not challenged at all
+    _answer_as(core, Contact(newcomer.node_id, newcomer.ip, newcomer.port), 101.0)
+    assert [d for d, a in core.take_datagrams() if a == far[0].addr] == []
