@@ -46,6 +46,8 @@ log = logging.getLogger("prism.dht")
 
 Addr = tuple[str, int]
 
+TOKEN_CACHE_SIZE = 4096
+"""Tokens remembered from other nodes' findValue answers, at most."""
 MAX_VALUE_PAGES = 16
 """Pages of peers fetched from one findValue holder, at most (8 peers a page)."""
 
@@ -288,11 +290,14 @@ class DhtNode:
         )
         fv = parse_find_value_result(result, key)
         if fv.token is not None:
-            self._token_cache[responder.node_id] = (
-                fv.token,
-                fv.protocol_version,
-                self._loop.time() + self.config.token_cache_ttl,  # type: ignore[union-attr]
-            )
+            now = self._loop.time()  # type: ignore[union-attr]
+            cache = self._token_cache
+            if len(cache) >= TOKEN_CACHE_SIZE:
+                for nid in [nid for nid, entry in cache.items() if entry[2] < now]:
+                    del cache[nid]
+                if len(cache) >= TOKEN_CACHE_SIZE:
+                    cache.clear()
+            cache[responder.node_id] = (fv.token, fv.protocol_version, now + self.config.token_cache_ttl)
         return fv, responder
 
     async def store(self, contact: Contact, key: bytes) -> bool:

@@ -255,11 +255,14 @@ class RoutingTable:
         """Up to n (default k) good contacts closest to target, nearest first."""
         t = id_int(target)
         n = self.k if n is None else n
-        cands = [c for c in self._by_id.values() if c.failures < BAD_FAILURES and c.node_id != exclude]
-        if len(cands) <= n:
-            cands.sort(key=lambda c: c.int_id ^ t)
-            return cands
-        return heapq.nsmallest(n, cands, key=lambda c: c.int_id ^ t)
+        out: list[Contact] = []
+        # one C-level sort of a few hundred contacts beats heapq.nsmallest with a Python key here
+        for c in sorted(self._by_id.values(), key=lambda c: c.int_id ^ t):
+            if c.failures < BAD_FAILURES and c.node_id != exclude:
+                out.append(c)
+                if len(out) == n:
+                    break
+        return out
 
     def stale_buckets(self, now: float, age: float) -> list[int]:
         return [i for i, b in enumerate(self.buckets) if now - b.last_updated >= age]
