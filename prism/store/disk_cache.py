@@ -275,11 +275,18 @@ class DiskCacheStore:
             self.policy.touch(blob_hash)
             return
         await self.disk.put(blob_hash, data)
+        # Make room among the blobs already cached, then admit the new one (as LFUDA and
+        # TinyLFU intend: a newcomer is never its own victim on arrival).
+        self.policy.remove(blob_hash)
+        victims: list[str] = []
+        if self.policy.bytes + size > self.capacity:
+            target = min(int(self.capacity * self.low_watermark), self.capacity - size)
+            victims = self._select_victims(max(0, target))
         self.policy.insert(blob_hash, size)
         if self.index is not None:
             self.index.record_add(blob_hash, size)
-        if self.policy.bytes > self.capacity:
-            await self._evict_to(int(self.capacity * self.low_watermark))
+        if victims:
+            await self._remove_files(victims)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
@@ -303,22 +310,31 @@ class DiskCacheStore:
         """Evict until at most `target` bytes remain (if over `threshold`, default target)."""
         if self.policy.bytes <= (target if threshold is None else threshold):
             return 0
+        victims = self._select_victims(target)
+        await self._remove_files(victims)
+        return len(victims)
+
+    def _select_victims(self, target: int) -> list[str]:
+        """Take victims out of the index (synchronously) until at most `target` bytes remain."""
         victims: list[str] = []
         while self.policy.bytes > target:
             v = self.policy.pop_victim()
             if v is None:
                 break
             victims.append(v[0])
-        if not victims:
-            return 0
         self.evictions += len(victims)
         if self.index is not None:
             for h in victims:
                 self.index.record_delete(h)
+        return victims
+
+    async def _remove_files(self, victims: list[str]) -> None:
+        if not victims:
+            return
         log.debug("evicting %d blobs from %s", len(victims), self.root)
         if len(victims) <= 8:
             self._unlink_many(victims)
-            return len(victims)
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for h in victims:
             self._evicting[h] = done
@@ -329,7 +345,6 @@ class DiskCacheStore:
                 if self._evicting.get(h) is done:
                     del self._evicting[h]
             done.set_result(None)
-        return len(victims)
 
     def _unlink_many(self, hashes: list[str]) -> None:
         for h in hashes:
