@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -17,7 +16,7 @@ from prism.store import (
     find_capability,
 )
 from prism.store.caching import CachingStore, CorruptBlobError
-from prism.store.disk_cache import DiskCacheStore
+from prism.store.disk_cache import DiskCacheStore, scan_blobs
 from prism.store.eviction import LRUPolicy
 from prism.store.fallback import FallbackStore
 from prism.store.mem_cache import MemoryCacheStore
@@ -311,5 +310,5 @@ async def test_memory_cache_in_front_of_disk_cache_chain(tmp_path) -> None:
     await mem.delete(h)
     ref = await chain.get(h)  # from disk, refilling memory
     assert ref.read() == data and origin.gets == 1
-    assert os.path.exists(disk_cache.disk.path_of(h))
+    assert h in {b.hash for b in scan_blobs(str(tmp_path))}
     await disk_cache.stop()
