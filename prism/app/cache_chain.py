@@ -71,6 +71,8 @@ def parse_size(text: str) -> int:
             f"invalid size {text!r}: want a whole number with an optional unit, e.g. 100GB"
         )
     number, unit = int(m[1]), m[2].strip()
+    if unit[:1] in (".", ","):
+        raise DiskCacheSpecError(f"invalid size {text!r}: only whole numbers are accepted, e.g. 1536MB")
     if unit in _BITS:
         raise DiskCacheSpecError(f"invalid size {text!r}: {unit!r} means bits; use {unit[0]}B for bytes")
     mult = _MULTIPLIER.get(unit.lower())
