@@ -311,7 +311,8 @@ class TinyLFUPolicy(EvictionPolicy):
             raise ValueError("TinyLFU needs a positive capacity")
         self.capacity = capacity
         self.window_cap = max(1, int(capacity * window_fraction))
-        self.protected_cap = int((capacity - self.window_cap) * 0.8)
+        self.main_cap = capacity - self.window_cap
+        self.protected_cap = int(self.main_cap * 0.8)
         self.sketch = FrequencySketch(max(64, capacity // max(1, item_size_hint)))
         self.window: OrderedDict[str, int] = OrderedDict()
         self.probation: OrderedDict[str, int] = OrderedDict()
@@ -342,9 +343,13 @@ class TinyLFUPolicy(EvictionPolicy):
         self.window[key] = size
         self.window_bytes += size
         self.bytes += size
-        # While the cache has room, window overflow enters the main area without a duel.
-        while self.window_bytes > self.window_cap and self.bytes <= self.capacity and len(self.window) > 1:
-            k, s = self.window.popitem(last=False)
+        # While the main area has room, window overflow enters it without a duel; otherwise
+        # the overflow waits in the window as candidates for the next `pop_victim`.
+        while self.window_bytes > self.window_cap and len(self.window) > 1:
+            k, s = next(iter(self.window.items()))
+            if self.bytes - self.window_bytes + s > self.main_cap:
+                break
+            self.window.popitem(last=False)
             self.window_bytes -= s
             self.probation[k] = s
 
