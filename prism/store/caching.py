@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter_ns
 
 from prism.blob import BlobError, verify_blob
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
 from prism.store.singleflight import Flights
 
 log = logging.getLogger("prism.store.caching")
@@ -47,18 +48,18 @@ class CachingStore:
         return await self.origin.has(blob_hash)
 
     async def get(self, blob_hash: str) -> BlobRef:
-        timer = Timer()
+        start = perf_counter_ns()
         try:
             ref = await self.cache.get(blob_hash)
         except BlobNotFound:
             pass
         else:
             self.hits += 1
-            ref.trace = ref.trace.stack(timer.elapsed(), self.name)
+            ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
             return ref
         self.misses += 1
-        ref = await self.flights.run(blob_hash, lambda: self._fill(blob_hash))
-        ref.trace = ref.trace.stack(timer.elapsed(), self.name)
+        ref = await self.flights.run(blob_hash, self._fill)
+        ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
         return ref
 
     async def _fill(self, blob_hash: str) -> BlobRef:

@@ -271,7 +271,7 @@ class DiskCacheStore:
         if pending is not None:  # its unlink must not remove the file we are about to write
             await asyncio.shield(pending)
         size = len(data)
-        if self.policy.size_of(blob_hash) == size and os.path.exists(self.disk.path_of(blob_hash)):  # noqa: ASYNC240
+        if self.policy.size_of(blob_hash) == size and os.path.exists(self.disk.path_of(blob_hash)):
             self.policy.touch(blob_hash)
             return
         await self.disk.put(blob_hash, data)

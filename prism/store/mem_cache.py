@@ -7,9 +7,10 @@ then `gcache`) as there. `has` does not count as a use.
 from __future__ import annotations
 
 from collections import OrderedDict
+from time import perf_counter_ns
 
-from prism.store.base import BlobNotFound, BlobRef, Timer
-from prism.store.trace import BlobTrace
+from prism.store.base import BlobNotFound, BlobRef
+from prism.store.trace import BlobTrace, Stack
 
 
 class MemoryCacheStore:
@@ -34,13 +35,13 @@ class MemoryCacheStore:
         return blob_hash in self._blobs
 
     async def get(self, blob_hash: str) -> BlobRef:
-        start = Timer()
+        start = perf_counter_ns()
         data = self._blobs.get(blob_hash)
         if data is None:
             raise BlobNotFound(blob_hash)
         self._blobs.move_to_end(blob_hash)
-        elapsed = start.elapsed()
-        trace = BlobTrace.new(elapsed, self.inner_name).stack(elapsed, self.name)
+        elapsed = perf_counter_ns() - start
+        trace = BlobTrace((Stack(elapsed, self.inner_name), Stack(elapsed, self.name)))
         return BlobRef(blob_hash, len(data), trace, data=data)
 
     async def put(self, blob_hash: str, data: bytes) -> None:

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from time import perf_counter_ns
 
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore
 
 log = logging.getLogger("prism.store.singleflight")
 
@@ -52,15 +53,17 @@ class Flights:
         self._flights: dict[str, list[asyncio.Future[BlobRef | _Retry]]] = {}
         self.waiting = 0  # callers currently waiting on another caller's work
         self.leaders = 0  # callers currently doing the work
+        self.calls = 0  # works actually started
 
     def __contains__(self, key: str) -> bool:
         return key in self._flights
 
-    async def run(self, key: str, work: Callable[[], Awaitable[BlobRef]]) -> BlobRef:
+    async def run(self, key: str, work: Callable[[str], Awaitable[BlobRef]]) -> BlobRef:
+        """`await work(key)` once for all concurrent callers of `key`; each gets its own ref."""
         while True:
             waiters = self._flights.get(key)
             if waiters is None:
-                return await self._lead(key, work)
+                break
             fut: asyncio.Future[BlobRef | _Retry] = asyncio.get_running_loop().create_future()
             waiters.append(fut)
             self.waiting += 1
@@ -78,12 +81,13 @@ class Flights:
                 return result
             # The leader was cancelled: loop and either lead or wait for the new leader.
 
-    async def _lead(self, key: str, work: Callable[[], Awaitable[BlobRef]]) -> BlobRef:
-        waiters: list[asyncio.Future[BlobRef | _Retry]] = []
+        # Leading (inline, so an uncontended call costs one dict insert and delete).
+        waiters = []
         self._flights[key] = waiters
         self.leaders += 1
+        self.calls += 1
         try:
-            ref = await work()
+            ref = await work(key)
         except asyncio.CancelledError:
             self._finish(key, waiters)
             for w in waiters:
@@ -119,20 +123,20 @@ class SingleFlightStore:
         self.component = component
         self.name = f"sf_{inner.name}"
         self.flights = Flights()
-        self.origin_calls = 0  # inner gets actually made
 
     async def has(self, blob_hash: str) -> bool:
         return await self.inner.has(blob_hash)
 
     async def get(self, blob_hash: str) -> BlobRef:
-        timer = Timer()
-        ref = await self.flights.run(blob_hash, lambda: self._inner_get(blob_hash))
-        ref.trace = ref.trace.stack(timer.elapsed(), self.name)
+        start = perf_counter_ns()
+        ref = await self.flights.run(blob_hash, self.inner.get)
+        ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
         return ref
 
-    async def _inner_get(self, blob_hash: str) -> BlobRef:
-        self.origin_calls += 1
-        return await self.inner.get(blob_hash)
+    @property
+    def origin_calls(self) -> int:
+        """Inner gets actually made."""
+        return self.flights.calls
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         await self.inner.put(blob_hash, data)
