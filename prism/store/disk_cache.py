@@ -267,14 +267,20 @@ class DiskCacheStore:
         validate_hash(blob_hash)
         if not self._started:
             raise StoreError(f"disk cache {self.root} is not started")
-        pending = self._evicting.get(blob_hash)
-        if pending is not None:  # its unlink must not remove the file we are about to write
-            await asyncio.shield(pending)
         size = len(data)
+        if size > self.capacity:
+            log.debug("not caching %s: %d bytes is more than the whole cache", blob_hash[:16], size)
+            return
         if self.policy.size_of(blob_hash) == size and os.path.exists(self.disk.path_of(blob_hash)):
             self.policy.touch(blob_hash)
             return
-        await self.disk.put(blob_hash, data)
+        while True:
+            pending = self._evicting.get(blob_hash)
+            if pending is not None:  # its unlink must not remove the file we write
+                await asyncio.shield(pending)
+            await self.disk.put(blob_hash, data)
+            if blob_hash not in self._evicting:  # (an eviction may have picked it meanwhile)
+                break
         # Make room among the blobs already cached, then admit the new one (as LFUDA and
         # TinyLFU intend: a newcomer is never its own victim on arrival).
         self.policy.remove(blob_hash)

@@ -203,3 +203,30 @@ async def test_concurrent_puts_and_gets_keep_accounting(tmp_path) -> None:
     on = {b.hash for b in scan_blobs(str(tmp_path))}
     assert on == set(await cache.list_hashes())
     assert cache.stored_bytes == KB * len(on) <= 20 * KB
+
+
+async def test_blob_larger_than_the_cache_is_not_cached(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 2 * KB)
+    small, sdata = make_blob(1, KB)
+    await cache.put(small, sdata)
+    big, bdata = make_blob(2, 3 * KB)
+    await cache.put(big, bdata)
+    assert not await cache.has(big) and not on_disk(cache, big)
+    assert await cache.has(small) and cache.stored_bytes == KB
+
+
+async def test_large_eviction_batch_runs_off_the_loop_and_put_waits_for_it(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 40 * KB, "lru", low=0.25)
+    blobs = [make_blob(i, KB) for i in range(41)]
+    for h, data in blobs[:40]:
+        await cache.put(h, data)
+    # The 41st put evicts 30 blobs (a batch unlinked in a thread); re-putting one of the
+    # victims at the same time (its file was lost, so it is rewritten) must leave it on
+    # disk and indexed, whichever write finishes first.
+    victim = blobs[0]
+    os.unlink(cache.disk.path_of(victim[0]))
+    await asyncio.gather(cache.put(*blobs[40]), cache.put(*victim))
+    assert await cache.has(victim[0]) and on_disk(cache, victim[0])
+    on = {b.hash for b in scan_blobs(str(tmp_path))}
+    assert on == set(await cache.list_hashes())
+    assert cache.stored_bytes == KB * len(on) <= 40 * KB
