@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pymysql
 import pytest
 
 from prism.app.cache_chain import (
@@ -109,3 +110,30 @@ def test_chain_flag_errors_before_anything_is_created(tmp_path) -> None:
     with pytest.raises(DiskCacheSpecError):
         build_cache_chain(CountingStore(), disk_cache=f"1GB:{tmp_path}/a:lru", optional_disk_cache="bad")
     assert not (tmp_path / "a").exists()
+
+
+async def test_localdb_manager_uses_mysql_with_local_db_conn(tmp_path, mysql_database) -> None:
+    p = mysql_database
+    dsn = f"{p.user}:{p.password}@tcp({p.host}:{p.port})/{p.database}"
+    origin = CountingStore("origin")
+    chain = build_cache_chain(origin, disk_cache=f"1MB:{tmp_path}/c:localdb", local_db_conn=dsn)
+    await chain.start()
+    h, data = make_blob(1, 3000)
+    await origin.put(h, data)
+    assert (await chain.store.get(h)).read() == data
+    assert chain.store.cache.name == "db-backed"  # type: ignore[attr-defined]
+    await chain.stop()
+    assert not (tmp_path / "c" / "localdb.sqlite3").exists()
+    conn = pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password, database=p.database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT is_stored, length FROM blob_ WHERE hash = %s", (h,))
+        assert cur.fetchall() == ((1, 3000),)
+    conn.close()
+
+
+async def test_localdb_manager_defaults_to_sqlite_in_the_cache_dir(tmp_path) -> None:
+    chain = build_cache_chain(CountingStore(), disk_cache=f"1MB:{tmp_path}/c:localdb")
+    await chain.start()
+    await chain.store.put(*make_blob(2, 100))
+    await chain.stop()
+    assert (tmp_path / "c" / "localdb.sqlite3").exists()
