@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from time import perf_counter_ns
 
@@ -75,12 +76,20 @@ class CachingStore:
             raise CorruptBlobError(f"origin {self.origin.name} returned a corrupt blob: {e}") from None
         finally:
             ref.close()
-        try:
-            await self.cache.put(blob_hash, data)
-        except Exception as e:  # a failed cache write must not fail the download
-            self.fill_errors += 1
-            log.warning("caching %s in %s failed: %s", blob_hash[:16], self.cache.name, e)
+        # Shielded: a caller that goes away must not leave a written but unindexed blob.
+        fill = asyncio.ensure_future(self.cache.put(blob_hash, data))
+        fill.add_done_callback(self._fill_done)
+        with contextlib.suppress(Exception):  # logged by _fill_done; the download goes on
+            await asyncio.shield(fill)
         return BlobRef(blob_hash, len(data), ref.trace, data=data)
+
+    def _fill_done(self, fill: asyncio.Future[None]) -> None:
+        if fill.cancelled():
+            return
+        e = fill.exception()
+        if e is not None:  # a failed cache write must not fail the download
+            self.fill_errors += 1
+            log.warning("caching in %s failed: %s", self.cache.name, e)
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         await self.origin.put(blob_hash, data)

@@ -312,3 +312,21 @@ async def test_memory_cache_in_front_of_disk_cache_chain(tmp_path) -> None:
     assert ref.read() == data and origin.gets == 1
     assert h in {b.hash for b in scan_blobs(str(tmp_path))}
     await disk_cache.stop()
+
+
+async def test_caller_gone_mid_fill_still_completes_the_cache_write() -> None:
+    class SlowPutStore(CountingStore):
+        async def put(self, blob_hash: str, data: bytes) -> None:
+            await asyncio.sleep(0.05)
+            await super().put(blob_hash, data)
+
+    origin, cache = CountingStore("origin"), SlowPutStore("cache")
+    h, data = make_blob(60)
+    await origin.put(h, data)
+    task = asyncio.create_task(CachingStore(origin, cache).get(h))
+    await asyncio.sleep(0.01)  # the origin answered; the cache write is under way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.08)
+    assert h in cache.blobs  # not left half done
