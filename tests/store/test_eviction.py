@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prism.store.eviction import (
     EvictionPolicy,
@@ -159,3 +161,40 @@ def test_restore_puts_entries_below_existing() -> None:
 def test_unknown_policy() -> None:
     with pytest.raises(ValueError, match="unknown eviction policy"):
         make_policy("fifo", 10)
+
+
+@pytest.mark.parametrize("name", ["lru", "lfuda", "tinylfu"])
+def test_bookkeeping_invariants_under_random_operations(name: str) -> None:
+    ops = st.lists(
+        st.tuples(
+            st.sampled_from(["insert", "touch", "remove", "evict"]), st.integers(0, 30), st.integers(1, 9)
+        ),
+        max_size=200,
+    )
+
+    @settings(max_examples=150, deadline=None)
+    @given(ops)
+    def check(sequence: list[tuple[str, int, int]]) -> None:
+        cap = 40
+        p = make_policy(name, cap)
+        model: dict[str, int] = {}
+        for op, k, size in sequence:
+            key = f"k{k}"
+            if op == "insert":
+                p.insert(key, size)
+                model[key] = size
+            elif op == "touch":
+                p.touch(key)
+            elif op == "remove":
+                assert p.remove(key) == model.pop(key, None)
+            else:
+                while p.bytes > cap // 2:
+                    victim = p.pop_victim()
+                    assert victim is not None and model.pop(victim[0]) == victim[1]
+            assert p.bytes == sum(model.values()) and len(p) == len(model)
+            assert set(p.keys()) == set(model)
+            assert all(p.size_of(x) == s for x, s in model.items())
+        exported = p.export()
+        assert {e.key: e.size for e in exported} == model
+
+    check()
