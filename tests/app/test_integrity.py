@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -112,3 +113,16 @@ def test_populate_db_mariadb(tmp_path, mysql_database: MysqlParams) -> None:
     assert "0 added, 0 updated, 40 unchanged" in second.stdout
     bad = run("populate-db", "--store-path", str(tmp_path), "--db", "not a dsn")
     assert bad.returncode == 1 and "invalid MySQL DSN" in bad.stderr
+    # Without --db, the config's local_db_conn is used.
+    conf = tmp_path / "config.json"
+    conf.write_text(json.dumps({"local_db_conn": dsn}))
+    make_store(tmp_path, 45)
+    third = subprocess.run(
+        prism_cmd("--conf", str(conf), "populate-db", "--store-path", str(tmp_path)),
+        env=prism_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert third.returncode == 0, third.stderr
+    assert "mysql:" in third.stdout and "5 added, 0 updated, 40 unchanged" in third.stdout
