@@ -54,7 +54,7 @@ class IntegrityReport:
     def summary(self) -> str:
         where = "deleted" if self.delete else f"moved to {os.path.join(self.store_path, QUARANTINE_DIR)}"
         return (
-            f"checked {self.checked} blobs ({self.bytes} bytes) in {self.seconds:.1f}s with {self.threads} "
+            f"checked {self.checked} blobs ({self.bytes} bytes) in {self.seconds:.2f}s with {self.threads} "
             f"threads: {self.ok} ok, {self.corrupt} corrupt ({where}), {self.unreadable} unreadable, "
             f"{self.vanished} vanished while checking"
         )
