@@ -2,7 +2,7 @@
 
 1. Replays request traces over a catalogue of equal-sized blobs (most blobs are 2 MiB, so a
    capacity counts blobs) through prism's own policy classes, exactly as the disk cache
-   drives them (make room among cached blobs, then admit the new one):
+   drives them (`EvictionPolicy.admit`):
    - zipf: Zipf(0.9) popularity;
    - scan: the same, with a one-time sequential scan of never-seen blobs in the middle;
    - shift: Zipf(0.9) whose popular set moves to other blobs several times.
@@ -98,16 +98,14 @@ def replay(policy_name: str, trace: list[int], capacity: int) -> float:
     p = make_policy(policy_name, capacity)
     keys = [str(k) for k in range(max(trace) + 1)]
     hits = 0
-    contains, touch, insert, pop = p.__contains__, p.touch, p.insert, p.pop_victim
+    contains, touch, admit = p.__contains__, p.touch, p.admit
     for k in trace:
         key = keys[k]
         if contains(key):
             hits += 1
             touch(key)
         else:
-            while p.bytes + 1 > capacity:
-                pop()
-            insert(key, 1)
+            admit(key, 1, capacity)
     return hits / len(trace)
 
 

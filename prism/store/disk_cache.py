@@ -281,16 +281,16 @@ class DiskCacheStore:
             await self.disk.put(blob_hash, data)
             if blob_hash not in self._evicting:  # (an eviction may have picked it meanwhile)
                 break
-        # Make room among the blobs already cached, then admit the new one (as LFUDA and
-        # TinyLFU intend: a newcomer is never its own victim on arrival).
         self.policy.remove(blob_hash)
-        victims: list[str] = []
-        if self.policy.bytes + size > self.capacity:
-            target = min(int(self.capacity * self.low_watermark), self.capacity - size)
-            victims = self._select_victims(max(0, target))
-        self.policy.insert(blob_hash, size)
+        over = self.policy.bytes + size > self.capacity
+        target = int(self.capacity * self.low_watermark) if over else self.capacity
+        victims = [h for h, _ in self.policy.admit(blob_hash, size, target)]
+        self.evictions += len(victims)
         if self.index is not None:
-            self.index.record_add(blob_hash, size)
+            for h in victims:  # (the newcomer too, if the policy refused it)
+                self.index.record_delete(h)
+            if blob_hash in self.policy:
+                self.index.record_add(blob_hash, size)
         if victims:
             await self._remove_files(victims)
 

@@ -12,7 +12,8 @@ Policies:
   ages out instead of staying forever. Ties go to the least recently used.
 - `TinyLFUPolicy`: W-TinyLFU (Einziger, Friedman, Manes): a small LRU window in front of a
   segmented LRU main area; a blob leaving the window enters the main area only if a
-  frequency sketch says it is requested more often than the main area's next victim.
+  frequency sketch (with a doorkeeper) says it is requested more often than the main
+  area's next victim.
   Resists one-time scans and keeps a popular set through bursts of new blobs.
 """
 
@@ -71,6 +72,22 @@ class EvictionPolicy(ABC):
     @abstractmethod
     def pop_victim(self) -> tuple[str, int] | None:
         """Remove and return (key, size) of the entry to evict next; None when empty."""
+
+    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+        """Add a new `key` and evict until at most `target` bytes remain; returns the victims.
+
+        The default makes room among the entries already there first, so a newcomer is never
+        its own victim on arrival (LRU; LFUDA as Arlitt et al. run it). `target` is lowered to
+        leave room for the newcomer when it is smaller than the capacity.
+        """
+        victims = []
+        while self.bytes + size > target:
+            v = self.pop_victim()
+            if v is None:
+                break
+            victims.append(v)
+        self.insert(key, size)
+        return victims
 
     @abstractmethod
     def export(self) -> list[PolicyEntry]:
@@ -259,44 +276,77 @@ class LFUDAPolicy(EvictionPolicy):
 
 
 class FrequencySketch:
-    """Count-min sketch with 4 rows of saturating 4-bit counters (kept in bytes), halved
-    every `sample` increments so old popularity fades (TinyLFU's reset)."""
+    """TinyLFU's popularity estimate: a count-min sketch of 4 rows of saturating 4-bit
+    counters (kept in bytes) behind a doorkeeper Bloom filter.
+
+    A key's first sighting only sets its doorkeeper bits, so one-hit wonders never reach
+    the counters; the estimate is the counters' minimum plus one if the doorkeeper knows the
+    key. Every `sample` (10 x width) additions all counters are halved and the doorkeeper
+    cleared, so old popularity fades.
+    """
 
     _HALVE = bytes(i >> 1 for i in range(256))
+    _M64 = (1 << 64) - 1
 
     def __init__(self, width_hint: int) -> None:
-        width = 64
-        while width < width_hint:
-            width <<= 1
+        self.width_bits = 6
+        while (1 << self.width_bits) < width_hint and self.width_bits < 30:
+            self.width_bits += 1
+        width = 1 << self.width_bits
         self.mask = width - 1
         self.rows = [bytearray(width) for _ in range(4)]
         self.sample = 10 * width
         self.additions = 0
+        self.door_bits = 6
+        while (1 << self.door_bits) < 8 * self.sample and self.door_bits < 32:
+            self.door_bits += 1
+        self.door_mask = (1 << self.door_bits) - 1
+        self.door = bytearray(1 << (self.door_bits - 3))
 
-    def _indexes(self, key: str) -> tuple[int, int, int, int]:
-        h = hash(key)
-        m = self.mask
-        h2 = (h * 0x9E3779B1) >> 7
-        return h & m, (h >> 16) & m, h2 & m, (h2 >> 20) & m
+    # Positions come from the high bits of multiplicative hashes (low bits of a product
+    # depend only on the low bits of the key's hash, which would correlate the rows).
+    def _positions(self, key: str) -> tuple[int, int, int, int, int, int]:
+        h = hash(key) & self._M64
+        p1 = (h * 0x9E3779B97F4A7C15) & self._M64
+        p2 = (h * 0xC2B2AE3D27D4EB4F) & self._M64
+        p3 = (h * 0x165667B19E3779F9) & self._M64
+        wb, db = self.width_bits, self.door_bits
+        m, dm = self.mask, self.door_mask
+        return (
+            p1 >> (64 - wb),
+            (p1 >> (64 - 2 * wb)) & m,
+            p2 >> (64 - wb),
+            (p2 >> (64 - 2 * wb)) & m,
+            p3 >> (64 - db),
+            (p3 >> (64 - 2 * db)) & dm,
+        )
 
     def increment(self, key: str) -> None:
-        a, b, c, d = self._indexes(key)
-        r = self.rows
-        added = False
-        for row, i in ((r[0], a), (r[1], b), (r[2], c), (r[3], d)):
-            if row[i] < 15:
-                row[i] += 1
-                added = True
-        if added:
-            self.additions += 1
-            if self.additions >= self.sample:
-                self.additions //= 2
-                self.rows = [row.translate(self._HALVE) for row in self.rows]
+        i0, i1, i2, i3, a, b = self._positions(key)
+        door = self.door
+        if not ((door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1):
+            door[a >> 3] |= 1 << (a & 7)
+            door[b >> 3] |= 1 << (b & 7)
+        else:
+            r = self.rows
+            added = False
+            for row, i in ((r[0], i0), (r[1], i1), (r[2], i2), (r[3], i3)):
+                if row[i] < 15:
+                    row[i] += 1
+                    added = True
+            if not added:
+                return
+        self.additions += 1
+        if self.additions >= self.sample:
+            self.additions //= 2
+            self.rows = [row.translate(self._HALVE) for row in self.rows]
+            self.door = bytearray(len(self.door))
 
     def estimate(self, key: str) -> int:
-        a, b, c, d = self._indexes(key)
-        r = self.rows
-        return min(r[0][a], r[1][b], r[2][c], r[3][d])
+        i0, i1, i2, i3, a, b = self._positions(key)
+        r, door = self.rows, self.door
+        seen = (door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1
+        return min(r[0][i0], r[1][i1], r[2][i2], r[3][i3]) + (1 if seen else 0)
 
 
 class TinyLFUPolicy(EvictionPolicy):
@@ -343,13 +393,10 @@ class TinyLFUPolicy(EvictionPolicy):
         self.window[key] = size
         self.window_bytes += size
         self.bytes += size
-        # While the main area has room, window overflow enters it without a duel; otherwise
-        # the overflow waits in the window as candidates for the next `pop_victim`.
-        while self.window_bytes > self.window_cap and len(self.window) > 1:
-            k, s = next(iter(self.window.items()))
-            if self.bytes - self.window_bytes + s > self.main_cap:
-                break
-            self.window.popitem(last=False)
+        # While the cache has room, window overflow enters the main area without a duel;
+        # otherwise it waits in the window as candidates for the next `pop_victim`.
+        while self.window_bytes > self.window_cap and len(self.window) > 1 and self.bytes <= self.capacity:
+            k, s = self.window.popitem(last=False)
             self.window_bytes -= s
             self.probation[k] = s
 
@@ -383,6 +430,18 @@ class TinyLFUPolicy(EvictionPolicy):
                 self.protected_bytes -= size
         self.bytes -= size
         return size
+
+    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+        """Insert first, then evict: the blobs pushed out of the window duel with the main
+        area's victims, so a newcomer that loses (seen less often) is rejected."""
+        self.insert(key, size)
+        victims = []
+        while self.bytes > target:
+            v = self.pop_victim()
+            if v is None:
+                break
+            victims.append(v)
+        return victims
 
     def _main_victim(self) -> tuple[str, int] | None:
         if self.probation:

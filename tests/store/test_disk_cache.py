@@ -87,10 +87,10 @@ async def test_eviction_goes_down_to_low_watermark(tmp_path) -> None:
     blobs = [make_blob(i, KB) for i in range(11)]
     for h, data in blobs:
         await cache.put(h, data)
-    # Room is made down to the watermark (5 blobs), then the new blob is admitted.
-    assert cache.stored_bytes == 6 * KB and len(cache) == 6
-    assert [on_disk(cache, h) for h, _ in blobs] == [False] * 5 + [True] * 6
-    assert sum(1 for _ in scan_blobs(str(tmp_path))) == 6
+    # Passing the capacity brings the cache (new blob included) down to the watermark.
+    assert cache.stored_bytes == 5 * KB and len(cache) == 5
+    assert [on_disk(cache, h) for h, _ in blobs] == [False] * 6 + [True] * 5
+    assert sum(1 for _ in scan_blobs(str(tmp_path))) == 5
 
 
 async def test_eviction_does_not_break_a_read_in_progress(tmp_path) -> None:
@@ -154,8 +154,13 @@ async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
     new = [make_blob(10, KB)]
     for h, data in new:
         await again.put(h, data)
-    assert all([await again.has(h) for h, _ in (blobs[0], blobs[2], blobs[3], *new)])
-    assert not await again.has(blobs[1][0]) and not on_disk(again, blobs[1][0])
+    assert all([await again.has(h) for h, _ in (blobs[0], blobs[2], blobs[3])])
+    if policy == "tinylfu":  # the admission filter prefers blob 1 (2 uses) to a blob seen once
+        assert (
+            await again.has(blobs[1][0]) and not await again.has(new[0][0]) and not on_disk(again, new[0][0])
+        )
+    else:
+        assert not await again.has(blobs[1][0]) and not on_disk(again, blobs[1][0])
     await again.stop()
 
 

@@ -19,14 +19,10 @@ from prism.store.eviction import (
 
 
 def fill(policy: EvictionPolicy, capacity: int, key: str, size: int = 1) -> list[str]:
-    """Insert like a cache does: admit, then evict while over capacity; returns the victims."""
-    policy.insert(key, size)
-    out = []
-    while policy.bytes > capacity:
-        victim = policy.pop_victim()
-        assert victim is not None
-        out.append(victim[0])
-    return out
+    """Admit like the disk cache does; returns the victims."""
+    victims = policy.admit(key, size, capacity)
+    assert policy.bytes <= capacity
+    return [k for k, _ in victims]
 
 
 def test_lru_evicts_least_recently_used() -> None:
@@ -61,11 +57,11 @@ def test_lfuda_evicts_least_frequent_ties_by_recency() -> None:
     p.touch("c")
     # priorities: a=3, b=1, c=2
     assert fill(p, 3, "d") == ["b"]
-    # d was admitted (at 1 + L, L = 0) before b's eviction raised L to 1.
+    # b's eviction raised the age L to 1 before d was admitted at 1 + L = 2, tied with c:
+    # the less recently used goes first.
     assert p.age == 1
-    assert fill(p, 3, "e") == ["d"]
-    # c (2, hit earlier) and e (1 + L = 2) tie: the less recently used goes first.
-    assert fill(p, 3, "f") == ["c"]
+    assert fill(p, 3, "e") == ["c"]
+    assert fill(p, 3, "f") == ["d"]
     assert sorted(p.keys()) == ["a", "e", "f"]
 
 
