@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from prism.blob import is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, StoreError, Timer
@@ -62,8 +62,7 @@ class AccessIndex(Protocol):
     async def flush(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class DiskBlob:
+class DiskBlob(NamedTuple):
     hash: str
     size: int
     stamp: float  # last access or modification (unix time), whichever is later

@@ -24,11 +24,10 @@ import itertools
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyEntry:
+class PolicyEntry(NamedTuple):
     """One entry as exported for an index snapshot (coldest first) and restored from it."""
 
     key: str
