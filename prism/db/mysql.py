@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -35,7 +36,9 @@ HAS_BATCH = 10000
 INSERT_BATCH = 1000
 """Rows per multi-row insert of a stream's content blobs."""
 LOCK_RETRIES = 3
-"""Extra attempts after a lock-wait timeout or a deadlock."""
+"""Extra attempts after a lock-wait timeout (1205), as reflector.go."""
+DEADLOCK_RETRIES = 5
+"""Extra attempts after a deadlock (1213): concurrent uploads of streams sharing blobs can meet."""
 TOUCH_AFTER = "6 HOUR"
 """A row's last_accessed_at is refreshed only when older than this (reflector.go: 6 h)."""
 
@@ -309,9 +312,12 @@ class MysqlDatabase:
                 result = await self._attempt(fn, transaction, state)
             except (pymysql.MySQLError, OSError, TimeoutError) as e:
                 code = _error_code(e)
-                if code in _LOCK_ERRORS and lock_retries < LOCK_RETRIES:
+                limit = LOCK_RETRIES if code == 1205 else DEADLOCK_RETRIES
+                if code in _LOCK_ERRORS and lock_retries < limit:
                     lock_retries += 1
-                    log.warning("%s: %s; retry %d of %d", what, _error_text(e), lock_retries, LOCK_RETRIES)
+                    log.warning("%s: %s; retry %d of %d", what, _error_text(e), lock_retries, limit)
+                    if code == 1213:  # both sides retry: a random pause keeps them from meeting again
+                        await asyncio.sleep(random.uniform(0.0, 0.02 * lock_retries))
                     continue
                 unavailable = self._unavailable(e)
                 if unavailable is None:

@@ -7,6 +7,7 @@ Every wait is bounded, and the server is killed at the end whatever happens.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -93,6 +94,7 @@ class PrivateMariaDB:
         if os.geteuid() == 0:
             cmd.append("--user=root")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(self.kill)  # even if pytest dies before the fixture's cleanup
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -119,8 +121,10 @@ class PrivateMariaDB:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT)
         self.proc = None
+        atexit.unregister(self.kill)
 
     def kill(self) -> None:
+        atexit.unregister(self.kill)
         if self.proc is not None:
             if self.paused:
                 self.resume()
@@ -133,6 +137,24 @@ class PrivateMariaDB:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
         self.paused = True
+        # SIGSTOP is asynchronous: wait until every thread is really stopped.
+        deadline = time.monotonic() + 5.0
+        while not self._all_threads_stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError("private mariadbd did not stop on SIGSTOP within 5s")
+            time.sleep(0.01)
+
+    def _all_threads_stopped(self) -> bool:
+        assert self.proc is not None
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        try:
+            for task in tasks.iterdir():
+                stat = (task / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                    return False
+        except FileNotFoundError:  # a thread ended while we looked: look again
+            return False
+        return True
 
     def resume(self) -> None:
         assert self.proc is not None

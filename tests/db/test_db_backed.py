@@ -159,3 +159,23 @@ async def test_blocked_sd_hash_is_not_wanted(db: MysqlDatabase, disk: DiskStore)
     assert not await store.wants(s.sd_hash)
     # Never uploaded, so no stream is known: nothing is needed either (the receiver refuses it).
     assert await store.missing_blobs_for_known_stream(s.sd_hash) == []
+
+
+async def test_as_a_localdb_cache(mysql_database: MysqlParams, disk: DiskStore) -> None:
+    """reflector.go's localdb cache: blobs access tracking, soft delete, delete on miss."""
+    db = MysqlDatabase(mysql_database, track_access=TrackAccess.BLOBS, soft_delete=True)
+    try:
+        store = DBBackedStore(disk, db, delete_on_miss=True)
+        kept, lost = random_hash(), random_hash()
+        await store.put(kept, b"kept")
+        await store.put(lost, b"lost")
+        await disk.delete(lost)  # evicted behind the database's back
+        with await store.get(kept) as ref:
+            assert ref.read() == b"kept"
+        with pytest.raises(BlobNotFound):
+            await store.get(lost)
+        assert not await store.has(lost)  # forgotten (soft: the row stays, not stored)
+        assert await db.count_stored() == 1
+        assert await db.least_recently_accessed(5) == [kept]
+    finally:
+        await db.close()

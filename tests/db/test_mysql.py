@@ -433,3 +433,22 @@ async def test_cancelled_has_caller_does_not_break_the_shared_query(
     assert await second is True
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_concurrent_overlapping_streams(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
+) -> None:
+    # Streams sharing content blobs, recorded at once from many connections: deadlocks (1213) and
+    # lock waits are retried, and every stream ends up complete and linked exactly once.
+    db = open_db(max_connections=8)
+    shared = [StreamBlob(0, random_hash(), 100), StreamBlob(1, random_hash(), 100)]
+    streams = []
+    for _ in range(8):
+        own = [StreamBlob(i + 2, random_hash(), 100) for i in range(30)]
+        streams.append((random_hash(), random_hash(), shared + own))
+    ids = await asyncio.gather(*(db.add_stream(sd, 500, sh, blobs) for sd, sh, blobs in streams * 2))
+    assert ids[:8] == ids[8:] and len(set(ids)) == 8
+    for sd, _, blobs in streams:
+        assert await db.missing_blobs_for_known_stream(sd) == [b.hash for b in blobs]
+    assert sql(mysql_database, "SELECT COUNT(*) FROM stream_blob") == [(8 * 32,)]
+    assert sql(mysql_database, "SELECT COUNT(*) FROM blob_") == [(8 + 2 + 8 * 30,)]
