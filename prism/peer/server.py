@@ -221,8 +221,13 @@ class _PeerConnection(asyncio.Protocol):
             self._bad_input(e)
             return
         if request is not None:
-            self.busy_since = self.loop.time()
+            self.busy_since = now = self.loop.time()
             self.task = self.loop.create_task(self._serve(request))
+            send_deadline = now + self.server.send_timeout
+            if self.timer is not None and send_deadline < self.timer.when():
+                # Only when send_timeout < idle_timeout: the watchdog must wake up earlier.
+                self.timer.cancel()
+                self.timer = self.loop.call_at(send_deadline, self._on_timer)
 
     async def _serve(self, request: BlobRequest | None) -> None:
         try:
