@@ -54,13 +54,13 @@ class RawConnection:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read_exactly(self, n: int, timeout: float = 5.0) -> bytes:
-        return await asyncio.wait_for(self.reader.readexactly(n), timeout)
+    async def read_exactly(self, n: int, wait: float = 5.0) -> bytes:
+        return await asyncio.wait_for(self.reader.readexactly(n), wait)
 
-    async def expect_closed(self, timeout: float = 5.0) -> bytes:
+    async def expect_closed(self, wait: float = 5.0) -> bytes:
         """Read until the server closes; returns what it sent before closing."""
         chunks = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
                 try:
                     chunk = await self.reader.read(65536)

@@ -1,5 +1,6 @@
 """The sans-IO peer codec: byte-exact against lbry-wire.md §3/§6.4 and reflector.md §4.2, and fuzzed."""
 
+import itertools
 import json
 
 import pytest
@@ -298,7 +299,7 @@ def _request_bytes(r: BlobRequest, compact: bool) -> bytes:
 def _feed_all(parser: RequestParser, data: bytes, cuts: list[int]) -> list[BlobRequest]:
     out = []
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         parser.receive_data(data[a:b])
         while (r := parser.next_request()) is not None:
             out.append(r)
@@ -363,7 +364,7 @@ def test_fuzz_response_parser_arbitrary_bytes(data: bytes, cuts: list[int]) -> N
     parser = ResponseParser()
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     try:
-        for a, b in zip(points, points[1:], strict=False):
+        for a, b in itertools.pairwise(points):
             parser.receive_data(data[a:b])
             if parser.next_response() is not None:
                 parser.take_trailing()

@@ -201,12 +201,12 @@ async def test_idle_connections_are_closed_after_idle_timeout(hello_store) -> No
         await conn.read_exactly(len(go_found_header(BLOB0_HASH, 16)) + 16)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        assert await conn.expect_closed(timeout=3) == b""
+        assert await conn.expect_closed(wait=3) == b""
         assert 0.2 < loop.time() - started < 2.0
         # a request that never completes gets the same treatment
         slow = await RawConnection.open(server.port)
         await slow.send(b'{"requested_blob": "')
-        assert await slow.expect_closed(timeout=3) == b""
+        assert await slow.expect_closed(wait=3) == b""
         assert not server.connections
 
 
