@@ -304,7 +304,7 @@ class _PeerConnection(asyncio.Protocol):
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
             transport.write(header)
             if ref.file is not None:
-                sent = await self.loop.sendfile(transport, ref.file, 0, size)
+                sent = await self.loop.sendfile(transport, ref.file, 0, size) if size > 0 else 0
                 if sent != size:
                     raise OSError(f"blob {ref.hash[:8]}: file ended after {sent} of {size} bytes")
             else:
