@@ -27,7 +27,7 @@ from prism.peer.protocol import (
     encode_response,
     rate_answer,
 )
-from prism.store.base import BlobNotFound, BlobRef, BlobStore
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
 
 log = logging.getLogger("prism.peer")
 
@@ -242,9 +242,12 @@ class _PeerConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             self.abort()
             raise
-        except (ConnectionError, OSError, RuntimeError) as e:
-            # The client went away mid-answer, or the store failed: only this connection ends.
-            log.info("closing connection from %s: %s: %s", self.peer, type(e).__name__, e)
+        except ConnectionError as e:
+            log.debug("connection from %s lost mid-answer: %s", self.peer, e)
+            self.abort()
+        except (StoreError, OSError, RuntimeError) as e:
+            # The store or the file failed: only this connection ends.
+            log.warning("closing connection from %s: %s: %s", self.peer, type(e).__name__, e)
             self.abort()
         except Exception:
             log.exception("closing connection from %s after an unexpected error", self.peer)
