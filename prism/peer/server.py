@@ -230,13 +230,22 @@ class _PeerConnection(asyncio.Protocol):
                 self.timer = self.loop.call_at(send_deadline, self._on_timer)
 
     async def _serve(self, request: BlobRequest | None) -> None:
+        answered = 0
         try:
             while request is not None:
                 await self._answer(request)
                 if self.transport is None:
                     return
+                if self.write_paused:
+                    # The client is not reading its answers: no more until it does (or the
+                    # send timeout ends the connection); reading stops too once 64 KiB queue up.
+                    await self._drain()
                 request = self.parser.next_request()
-                self.busy_since = self.loop.time()
+                if request is not None:
+                    self.busy_since = self.loop.time()
+                    answered += 1
+                    if answered % 64 == 0:
+                        await asyncio.sleep(0)  # a long pipeline must not starve other connections
         except PeerProtocolError as e:
             self._bad_input(e)
         except asyncio.CancelledError:
@@ -312,8 +321,6 @@ class _PeerConnection(asyncio.Protocol):
                     raise OSError(f"blob {ref.hash[:8]}: file ended after {sent} of {size} bytes")
             else:
                 transport.write(ref.read())
-                if self.write_paused:
-                    await self._drain()
         stats.blobs_sent += 1
         stats.bytes_sent += size
         log.debug("sent %s (%d bytes) to %s", ref.hash[:8], size, self.peer)

@@ -243,3 +243,36 @@ async def test_stop_closes_idle_connections_and_the_listener(hello_store) -> Non
     assert await conn.expect_closed() == b""
     with pytest.raises(OSError):
         await RawConnection.open(server.port)
+
+
+async def test_pipelining_client_that_never_reads_cannot_grow_server_memory() -> None:
+    store = MemoryStore()
+    await store.put(SD_HASH, SD_BYTES)
+    async with running_server(store, send_buffer_size=None) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        try:
+            count = 20_000
+            flood = sdk_request(SD_HASH) * count  # 5.9 MB of requests for 18 MB of answers
+            sent = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2
+            while sent < len(flood) and loop.time() < deadline:
+                try:
+                    sent += sock.send(flood[sent : sent + 65536])
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            (conn,) = server.connections
+            assert conn.transport is not None
+            # bounded by asyncio's high-water mark (64 KiB) plus one answer, and one read of requests
+            assert conn.transport.get_write_buffer_size() < 256 * 1024
+            assert conn.parser.buffered < 512 * 1024
+            assert server.stats.requests < count  # it waits for the client to read
+            # meanwhile everybody else is served
+            async with PeerClient("127.0.0.1", server.port) as client:
+                assert await client.get(SD_HASH) == SD_BYTES
+        finally:
+            sock.close()
