@@ -215,9 +215,10 @@ async def test_client_that_never_reads_is_dropped_after_send_timeout(tmp_path) -
     (h,) = blobs
     store = disk_store(tmp_path, blobs)
     async with running_server(store, send_timeout=0.5, send_buffer_size=None) as server:
-        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.sendall(sdk_request(h) * 40)  # 80 MiB of answers that nobody reads
             for _ in range(100):
                 await asyncio.sleep(0.05)
