@@ -12,7 +12,7 @@ For each server it prints MB/s, p50/p99 latency per blob and the server process'
 
 (1.0 = prism costs what the bare limit costs; the target is >= 0.85).
 
-Usage: python bench/peer.py [--blobs 48] [--duration 6] [--connections 32]
+Usage: python bench/peer.py [--blobs 48] [--rounds 3] [--duration 3] [--connections 32]
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ ADDRESS = "bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct"
 # --- the two servers (each runs in its own process) ---------------------------------------
 
 
-async def serve_prism(root: str) -> None:
-    from prism.peer.server import PeerServer
+async def serve_prism(root: str, sndbuf: bool = True) -> None:
+    from prism.peer.server import SEND_BUFFER_SIZE, PeerServer
     from prism.store.disk import DiskStore
 
-    server = PeerServer(DiskStore(root), "127.0.0.1", 0)
+    server = PeerServer(
+        DiskStore(root), "127.0.0.1", 0, send_buffer_size=SEND_BUFFER_SIZE if sndbuf else None
+    )
     await server.start()
     await _announce_and_wait(server.port)
     await server.stop(1)
@@ -97,6 +99,7 @@ class _LoadConnection(asyncio.BufferedProtocol):
         self.buffer = bytearray(256 * 1024)  # reused for every read, header and body
         self.header = bytearray()
         self.remaining = -1  # body bytes still to read; -1 while reading a header
+        self.blob_size = 0
         self.started = 0.0
         self.transport: asyncio.Transport | None = None
         self.running = False
@@ -133,12 +136,13 @@ class _LoadConnection(asyncio.BufferedProtocol):
             if end < 0:
                 return
             header = json.loads(self.header[: end + 2])
-            self.remaining = header["incoming_blob"]["length"] - (len(self.header) - end - 2)
+            self.blob_size = header["incoming_blob"]["length"]
+            self.remaining = self.blob_size - (len(self.header) - end - 2)
         else:
             self.remaining -= nbytes
         if self.remaining == 0:
             self.stats["latency"].append(time.perf_counter() - self.started)
-            self.stats["bytes"][0] += BLOB_SIZE
+            self.stats["bytes"][0] += self.blob_size
             if self.running:
                 self._send()
 
@@ -147,7 +151,7 @@ class _LoadConnection(asyncio.BufferedProtocol):
             self.stats["errors"][0] += 1
 
 
-async def load(port: int, hashes: list[str], connections: int, duration: float) -> dict[str, float]:
+async def load(port: int, hashes: list[str], connections: int, duration: float) -> dict:
     loop = asyncio.get_running_loop()
     stats: dict[str, list] = {"latency": [], "bytes": [0], "errors": [0]}
     conns = []
@@ -170,13 +174,10 @@ async def load(port: int, hashes: list[str], connections: int, duration: float) 
     for c in conns:
         assert c.transport is not None
         c.transport.close()
-    lat = sorted(stats["latency"])
     return {
         "bytes": done,
         "seconds": elapsed,
-        "blobs": len(lat),
-        "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
-        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
+        "latency": stats["latency"],
         "errors": stats["errors"][0],
     }
 
@@ -184,13 +185,15 @@ async def load(port: int, hashes: list[str], connections: int, duration: float) 
 # --- driver --------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def run_one(kind: str, root: str, hashes_file: str, args: argparse.Namespace) -> dict[str, float]:
+def run_one(kind: str, root: str, hashes_file: str, args: argparse.Namespace) -> dict:
     me = os.path.abspath(__file__)
     server = subprocess.Popen(
         [sys.executable, me, "--serve", kind, "--root", root],
@@ -226,7 +229,9 @@ def run_one(kind: str, root: str, hashes_file: str, args: argparse.Namespace) ->
         result = json.loads(loadgen.stdout.readline())
         cpu_after = _cpu_seconds(server.pid)
         loadgen.wait(timeout=30)
-        result["cpu_s"] = cpu_after - cpu_before
+        result["user_s"] = cpu_after[0] - cpu_before[0]
+        result["sys_s"] = cpu_after[1] - cpu_before[1]
+        result["cpu_s"] = result["user_s"] + result["sys_s"]
         return result
     finally:
         if server.stdin is not None:
@@ -241,17 +246,28 @@ def run_one(kind: str, root: str, hashes_file: str, args: argparse.Namespace) ->
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--blobs", type=int, default=48, help="number of 2 MiB blobs in the store")
-    p.add_argument("--duration", type=float, default=6.0, help="seconds of load per server")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds of load per server and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each runs every server once, in turn")
+    p.add_argument(
+        "--kinds",
+        default="limit,limit-sndbuf,prism",
+        help="servers to run (also: prism-nosndbuf); needs limit, prism",
+    )
     p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--serve", choices=("prism", "limit", "limit-sndbuf"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--blob-size", type=int, default=BLOB_SIZE, help="bytes per blob (2 MiB as on the network)"
+    )
+    p.add_argument(
+        "--serve", choices=("prism", "prism-nosndbuf", "limit", "limit-sndbuf"), help=argparse.SUPPRESS
+    )
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--load", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--hashes", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.serve:
-        if args.serve == "prism":
-            asyncio.run(serve_prism(args.root))
+        if args.serve.startswith("prism"):
+            asyncio.run(serve_prism(args.root, args.serve == "prism"))
         else:
             from prism.peer.server import SEND_BUFFER_SIZE
 
@@ -272,7 +288,7 @@ def main() -> None:
         store = DiskStore(os.path.join(tmp, "blobs"))
         hashes = []
         for _ in range(args.blobs):
-            data = os.urandom(BLOB_SIZE)
+            data = os.urandom(args.blob_size)
             h = sha384_hex(data)
             store.write_blob(h, data)
             hashes.append(h)
@@ -280,32 +296,47 @@ def main() -> None:
         with open(hashes_file, "w") as f:
             f.write("\n".join(hashes))
         print(
-            f"peer bench: {args.blobs} x 2 MiB blobs on disk, {args.connections} keep-alive connections, "
-            f"{args.duration:g} s per server, 127.0.0.1, {os.cpu_count()} cores, "
+            f"peer bench: {args.blobs} x {args.blob_size} B blobs on disk, {args.connections} keep-alive "
+            f"connections, {args.rounds} rounds of {args.duration:g} s per server, 127.0.0.1, "
+            f"{os.cpu_count()} cores, "
             f"python {sys.version.split()[0]}"
         )
-        results = {}
         names = {
             "limit": "limit (bare sendfile)",
             "limit-sndbuf": "limit + same SO_SNDBUF",
             "prism": "prism PeerServer",
+            "prism-nosndbuf": "prism, no SO_SNDBUF",
         }
-        for kind in ("limit", "limit-sndbuf", "prism"):
-            r = run_one(kind, store.root, hashes_file, args)
-            gb = r["bytes"] / 1e9
-            r["mb_s"] = r["bytes"] / 1e6 / r["seconds"]
-            r["cpu_per_gb"] = r["cpu_s"] / gb if gb else float("inf")
-            results[kind] = r
-            name = names[kind]
+        kinds = args.kinds.split(",")
+        totals: dict[str, dict] = {
+            k: {"bytes": 0, "seconds": 0.0, "user_s": 0.0, "sys_s": 0.0, "latency": [], "errors": 0}
+            for k in kinds
+        }
+        # Rounds alternate the servers, so a change in the background load hits all of them alike.
+        for _ in range(args.rounds):
+            for kind in kinds:
+                r = run_one(kind, store.root, hashes_file, args)
+                for key in ("bytes", "seconds", "user_s", "sys_s", "errors"):
+                    totals[kind][key] += r[key]
+                totals[kind]["latency"] += r["latency"]
+        for kind in kinds:
+            t = totals[kind]
+            lat = sorted(t["latency"])
+            t["cpu_s"] = t["user_s"] + t["sys_s"]
+            t["mb_s"] = t["bytes"] / 1e6 / t["seconds"]
+            t["cpu_per_gb"] = t["cpu_s"] / (t["bytes"] / 1e9) if t["bytes"] else float("inf")
+            p50 = 1000 * lat[len(lat) // 2] if lat else float("nan")
+            p99 = 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
             print(
-                f"{name:24s} {r['mb_s']:8.1f} MB/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
-                f"server CPU {r['cpu_s']:5.2f} s = {r['cpu_per_gb']:.3f} s/GB  "
-                f"({r['blobs']} blobs, {r['errors']} errors)"
+                f"{names[kind]:24s} {t['mb_s']:8.1f} MB/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+                f"server CPU {t['cpu_s']:5.2f} s (user {t['user_s']:.2f}, sys {t['sys_s']:.2f}) "
+                f"= {t['cpu_per_gb']:.3f} s/GB  ({len(lat)} blobs, {t['errors']} errors)"
             )
-        prism_cost = results["prism"]["cpu_per_gb"]
-        strict = results["limit-sndbuf"]["cpu_per_gb"] / prism_cost
-        print(f"(against the limit given the same SO_SNDBUF as prism: ratio {strict:.3f})")
-        ratio = results["limit"]["cpu_per_gb"] / prism_cost
+        prism_cost = totals["prism"]["cpu_per_gb"]
+        if "limit-sndbuf" in totals:
+            strict = totals["limit-sndbuf"]["cpu_per_gb"] / prism_cost
+            print(f"(against the limit given the same SO_SNDBUF as prism: ratio {strict:.3f})")
+        ratio = totals["limit"]["cpu_per_gb"] / prism_cost
         print(f"peer_vs_sendfile_ratio={ratio:.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
