@@ -277,3 +277,24 @@ async def test_pipelining_client_that_never_reads_cannot_grow_server_memory() ->
                 assert await client.get(SD_HASH) == SD_BYTES
         finally:
             sock.close()
+
+
+async def test_blob_larger_than_the_socket_buffers_arrives_intact(tmp_path) -> None:
+    # A slow reader with a small window: the direct sendfile sends part, loop.sendfile the rest.
+    blobs = random_blobs(2)
+    async with running_server(disk_store(tmp_path, blobs), send_buffer_size=None) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect(("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=8 * 1024 * 1024)
+        try:
+            for h, data in list(blobs.items()) * 2:
+                writer.write(sdk_request(h))
+                header = encode_found_header(h, len(data))
+                got = bytearray()
+                while len(got) < len(header) + len(data):
+                    got += await asyncio.wait_for(reader.read(32768), 5)
+                    await asyncio.sleep(0.0005)
+                assert bytes(got) == header + data
+        finally:
+            writer.close()
