@@ -1,6 +1,8 @@
 """End to end on 127.0.0.1: `prism peer --store-path` serves streams, `prism getstream` fetches them."""
 
+import asyncio
 import hashlib
+import io
 import os
 import re
 import signal
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prism.peer.server import PeerServer
 from prism.store.disk import DiskStore
 from prism.stream import StreamEncoder
 from tests.conftest import prism_cmd, prism_env
@@ -121,3 +124,62 @@ def test_peer_stops_cleanly_on_signal(tmp_path, sig: int) -> None:
 def test_peer_needs_a_store_path() -> None:
     done = subprocess.run(prism_cmd("peer", "--nodb"), env=prism_env(), capture_output=True, timeout=30)
     assert done.returncode == 1 and b"--store-path" in done.stderr
+
+
+class _SlowStore:
+    """A disk store that takes 0.25 s per get, so a download can be interrupted midway."""
+
+    def __init__(self, inner: DiskStore) -> None:
+        self.inner = inner
+        self.name = "slow"
+
+    async def has(self, blob_hash: str) -> bool:
+        return await self.inner.has(blob_hash)
+
+    async def get(self, blob_hash: str):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.25)
+        return await self.inner.get(blob_hash)
+
+
+async def test_ctrl_c_then_resume(tmp_path) -> None:
+    data = os.urandom(20 * 2097151)
+    store = DiskStore(tmp_path / "store")
+    enc = StreamEncoder("resume.bin")
+    for blob in enc.encode(io.BytesIO(data)):
+        store.write_blob(blob.hash, blob.data)
+    store.write_blob(enc.sd_hash, enc.sd_bytes)
+    out = tmp_path / "out"
+    out.mkdir()
+    server = PeerServer(_SlowStore(store), "127.0.0.1", 0)  # type: ignore[arg-type]
+    await server.start()
+    try:
+        argv = prism_cmd(
+            "getstream", f"127.0.0.1:{server.port}", enc.sd_hash, "--out", str(out), "--blob-dir",
+            str(tmp_path / "blobs"), "--parallel", "2",
+        )  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=prism_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(20):  # the sd blob and two content blobs, of 21 needing ~2.6 s
+            while server.stats.blobs_sent < 3:  # noqa: ASYNC110 - polling a counter
+                await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 130, err.decode()
+        assert b"run the same command again to resume" in err
+        assert os.listdir(out) == []  # no partial file left, and nothing under the final name
+        sent_before = server.stats.blobs_sent
+        assert 1 < sent_before < 21
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=prism_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        m = re.search(rb"(\d+) blobs downloaded, (\d+) from the blob cache", err)
+        assert m, err.decode()
+        downloaded, cached = int(m.group(1)), int(m.group(2))
+        assert downloaded + cached == 21 and cached >= 2  # the sd blob and at least one content blob
+        assert server.stats.blobs_sent - sent_before == downloaded
+        assert (out / "resume.bin").read_bytes() == data
+    finally:
+        await server.stop(1)
