@@ -3,8 +3,9 @@
 Always sends lbry-sdk's request shape (lbry-wire.md §3.1): lbry-sdk's server ignores a bare
 `requested_blob` for a blob it lacks, so the four-key form is the one every server answers.
 Reads either server's answer form, keeps connections open for reuse (a small pool, so several
-downloads can run at once), bounds every operation by `timeout`, and checks the SHA-384 of
-every blob it receives (reflector.go's client does not).
+downloads can run at once), bounds the connect and the wait for each answer by `timeout` and
+gives up on a blob body after `timeout` seconds without a byte, and checks the SHA-384 of every
+blob it receives (reflector.go's client does not).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from prism.store.base import BlobNotFound
 log = logging.getLogger("prism.peer")
 
 DEFAULT_TIMEOUT = 5.0
-"""Seconds for a connect and for each whole operation (reflector.go's client default)."""
+"""Seconds for a connect, for an answer, and of silence within a blob body (reflector.go's default)."""
 
 _HEADER_READ = 64 * 1024
 
@@ -157,8 +158,12 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.header_waiter = None
 
-    async def read_body(self, length: int) -> bytearray:
-        """Receive exactly `length` blob bytes following the header just read."""
+    async def read_body(self, length: int, idle_timeout: float) -> bytearray:
+        """Receive exactly `length` blob bytes following the header just read.
+
+        Fails with PeerTimeoutError when no byte arrives for `idle_timeout` seconds, so a slow
+        but steady peer can finish a 2 MiB blob while a stalled one is given up quickly.
+        """
         trailing = self.parser.take_trailing()
         self.body_expected = False
         body = bytearray(length)
@@ -180,7 +185,17 @@ class _Connection(asyncio.BufferedProtocol):
         self.body_filled = len(trailing)
         self.body_view = memoryview(body)
         try:
-            await self.body_waiter
+            waiter = self.body_waiter
+            seen = -1
+            while not waiter.done():
+                if self.body_filled == seen:
+                    raise PeerTimeoutError(
+                        f"{self.address} sent nothing for {idle_timeout:g} s "
+                        f"({self.body_filled} of {length} blob bytes received)"
+                    )
+                seen = self.body_filled
+                await asyncio.wait((waiter,), timeout=idle_timeout)
+            waiter.result()  # raises what connection_lost put there
         finally:
             self.body_waiter = None
             self.body_view = None
@@ -226,7 +241,7 @@ class PeerClient:
         """
         validate_hash(blob_hash)
         async with self._connection() as conn:
-            body = await self._timed(self._download(conn, blob_hash, expected_length), conn)
+            body = await self._download(conn, blob_hash, expected_length)
         try:
             verify_blob(blob_hash, body)
         except HashMismatchError as e:
@@ -234,7 +249,7 @@ class PeerClient:
         return bytes(body)
 
     async def _download(self, conn: _Connection, blob_hash: str, expected_length: int | None) -> bytearray:
-        response = await conn.request(encode_request(blob_hash))
+        response = await self._timed(conn.request(encode_request(blob_hash)), conn)
         incoming = response.incoming_blob
         if incoming is not None and incoming.error is not None:
             if BLOB_NOT_FOUND in incoming.error:
@@ -266,7 +281,7 @@ class PeerClient:
         if not 0 < incoming.length <= MAX_BLOB_SIZE:  # pragma: no cover - the codec rejects these
             conn.broken = "bad length"
             raise PeerResponseError(f"{self.address} announced an invalid length {incoming.length}")
-        return await conn.read_body(incoming.length)
+        return await conn.read_body(incoming.length, self.timeout)
 
     async def _timed(self, operation, conn: _Connection):  # type: ignore[no-untyped-def]
         try:

@@ -244,3 +244,23 @@ async def test_invalid_hash_is_refused_before_sending() -> None:
         with pytest.raises(ValueError, match="invalid blob hash"):
             await client.get("../etc/passwd")
         assert server.connections == 0
+
+
+async def test_body_timeout_counts_silence_not_total_time() -> None:
+    async def slow_but_steady(request: dict, writer: asyncio.StreamWriter) -> None:
+        writer.write(go_found_header(SD_HASH, 536))
+        for i in range(0, len(SD_BYTES), 60):  # ~0.9 s for the body, never silent for 0.3 s
+            writer.write(SD_BYTES[i : i + 60])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async def stalls(request: dict, writer: asyncio.StreamWriter) -> None:
+        writer.write(go_found_header(SD_HASH, 536) + SD_BYTES[:200])
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with scripted(slow_but_steady) as server, PeerClient("127.0.0.1", server.port, timeout=0.3) as c:
+        assert await c.get(SD_HASH) == SD_BYTES
+    async with scripted(stalls) as server, PeerClient("127.0.0.1", server.port, timeout=0.3) as c:
+        with pytest.raises(PeerTimeoutError, match="200 of 536 blob bytes"):
+            await c.get(SD_HASH)
