@@ -74,7 +74,6 @@ class _Connection(asyncio.BufferedProtocol):
         self.parser = ResponseParser()
         self.scratch = bytearray(_HEADER_READ)
         self.header_waiter: asyncio.Future[BlobResponse] | None = None
-        self.body: bytearray | None = None
         self.body_view: memoryview | None = None
         self.body_filled = 0
         self.body_waiter: asyncio.Future[None] | None = None
@@ -181,7 +180,6 @@ class _Connection(asyncio.BufferedProtocol):
             )
         loop = asyncio.get_running_loop()
         self.body_waiter = loop.create_future()
-        self.body = body
         self.body_filled = len(trailing)
         self.body_view = memoryview(body)
         try:
@@ -199,7 +197,6 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.body_waiter = None
             self.body_view = None
-            self.body = None
         return body
 
     def close(self) -> None:
