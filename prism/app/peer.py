@@ -50,7 +50,7 @@ async def run_peer_server(
             s.blobs_sent,
             s.bytes_sent,
             s.requests,
-            s.connections,
+            s.accepted,
             s.not_found,
             s.protocol_errors,
         )

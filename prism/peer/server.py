@@ -45,9 +45,9 @@ class PeerServerStats:
     """Plain counters, read by logs, tests and (later) metrics."""
 
     __slots__ = (
+        "accepted",
         "blobs_sent",
         "bytes_sent",
-        "connections",
         "not_found",
         "protocol_errors",
         "refused",
@@ -55,7 +55,7 @@ class PeerServerStats:
     )
 
     def __init__(self) -> None:
-        self.connections = 0
+        self.accepted = 0  # connections admitted so far
         self.refused = 0
         self.requests = 0
         self.blobs_sent = 0
@@ -164,7 +164,7 @@ class _PeerConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = _peer_name(transport)
         server.connections.add(self)
-        server.stats.connections += 1
+        server.stats.accepted += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.sock_fd = sock.fileno()

@@ -87,7 +87,7 @@ async def _check(tmp: str) -> None:
         if not blob.get_is_verified() or proto is None:
             raise SystemExit(f"lbry-sdk's client failed on {h[:8]} from prism")
         print(f"lbry-sdk client <- prism: {h[:8]} ({received} bytes) verified")
-    if server.stats.connections != 1:
+    if server.stats.accepted != 1:
         raise SystemExit("lbry-sdk's client did not keep the connection alive")
 
     class _BlobManager:  # the part of lbry-sdk's BlobManager its BlobServerProtocol uses

@@ -140,7 +140,7 @@ async def test_lbry_sdk_style_client_downloads_a_stream_from_prism(store) -> Non
         with pytest.raises(SdkNotAvailable):
             await client.download(sha384_hex(b"absent"))
         writer.close()
-        assert server.stats.connections == 1
+        assert server.stats.accepted == 1
 
 
 async def test_reflector_go_style_client_downloads_from_prism(store) -> None:

@@ -49,7 +49,7 @@ async def test_lbry_sdk_requests_get_reflector_go_bytes_with_keep_alive(hello_st
         await conn.send(sdk_request(SD_HASH))
         assert await conn.read_exactly(358 + 536) == header + SD_BYTES
         await conn.close()
-        assert server.stats.blobs_sent == 3 and server.stats.not_found == 1 and server.stats.connections == 1
+        assert server.stats.blobs_sent == 3 and server.stats.not_found == 1 and server.stats.accepted == 1
 
 
 async def test_reflector_go_client_requests(hello_store) -> None:

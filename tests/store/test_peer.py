@@ -39,7 +39,7 @@ async def test_has_get_and_not_found(server) -> None:
         with pytest.raises(ReadOnlyStoreError):
             await call
     await store.close()
-    assert server.stats.connections == 1  # one reused connection
+    assert server.stats.accepted == 1  # one reused connection
 
 
 async def test_unreachable_peer_is_a_store_error(server) -> None:
