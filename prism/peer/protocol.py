@@ -46,9 +46,6 @@ RATE_UNSET = "RATE_UNSET"
 
 BLOB_NOT_FOUND = "blob not found"
 
-REQUEST_KEYS = frozenset({"requested_blobs", "lbrycrd_address", "blob_data_payment_rate", "requested_blob"})
-RESPONSE_KEYS = frozenset({"lbrycrd_address", "available_blobs", "blob_data_payment_rate", "incoming_blob"})
-
 
 class PeerProtocolError(ValueError):
     """Bytes that are not a valid peer-protocol message; `reason` says why, for the log."""
