@@ -161,6 +161,100 @@ def getstream(
     click.echo(result.path)
 
 
+# --- end of issue 3 block ------------------------------------------------------------------
+
+
+# --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
+
+
+@cli.command("dht")
+@click.argument("mode", type=click.Choice(["connect", "bootstrap"]))
+@click.option(
+    "--nodeID", "node_id", default=None, metavar="HEX", help="Node id, 96 hex characters (default random)."
+)
+@click.option("--port", default=4567, show_default=True, type=click.IntRange(0, 65535), help="UDP port.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind the UDP port to.")
+@click.option(
+    "--rpcPort",
+    "rpc_port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="JSON-RPC port (0 = off).",
+)
+@click.option(
+    "--seeds",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Seed nodes (repeatable or comma-separated; default lbry-sdk's known DHT nodes).",
+)
+@click.option(
+    "--allow-private-peers", is_flag=True, help="Deal with peers on loopback and private addresses."
+)
+@click.option(
+    "--routing-table",
+    "state_path",
+    default=None,
+    metavar="PATH",
+    help="Where the routing table is saved on shutdown and loaded at start "
+    "(default $XDG_CACHE_HOME/prism/dht-<port>.json).",
+)
+@click.option(
+    "--peer-port",
+    default=3333,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP peer-protocol port given in announcements.",
+)
+def dht_command(
+    mode: str,
+    node_id: str | None,
+    port: int,
+    host: str,
+    rpc_port: int,
+    seeds: tuple[str, ...],
+    allow_private_peers: bool,
+    state_path: str | None,
+    peer_port: int,
+) -> None:
+    """Run a DHT node: `connect` joins the network, `bootstrap` is a seed for others."""
+    import asyncio
+    from pathlib import Path
+
+    from prism.dht.persist import default_state_path
+    from prism.dht.service import parse_seeds, run_dht
+
+    raw_id = None
+    if node_id is not None:
+        try:
+            raw_id = bytes.fromhex(node_id)
+        except ValueError:
+            raw_id = b""
+        if len(raw_id) != 48:
+            raise click.BadParameter("must be 96 hex characters", param_hint="--nodeID")
+    try:
+        seed_list = parse_seeds(seeds) if seeds else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--seeds") from None
+    path = Path(state_path) if state_path else default_state_path(port)
+    asyncio.run(
+        run_dht(
+            mode,
+            node_id=raw_id,
+            host=host,
+            port=port,
+            rpc_port=rpc_port,
+            seeds=seed_list,
+            allow_private_peers=allow_private_peers,
+            state_path=path,
+            peer_port=peer_port,
+        )
+    )
+
+
+# --- end of issue #8 block -------------------------------------------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="prism")
