@@ -253,6 +253,79 @@ def dht_command(
 
 
 # --- end of issue #8 block -------------------------------------------------------------------------------
+# ---- issue 5: cache chain maintenance (check-integrity, populate-db) -------------------------
+
+
+@cli.command("check-integrity")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk store or cache directory to check.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hashing threads (default: CPUs - 1, at least 1).",
+)
+@click.option(
+    "--delete", is_flag=True, help="Delete corrupt blobs instead of moving them to DIR/quarantine/."
+)
+def check_integrity_cmd(store_path: str, threads: int | None, delete: bool) -> None:
+    """Re-hash every blob; quarantine (or delete) corrupt ones. Exit status 1 if any was bad."""
+    from prism.app.integrity import check_integrity, list_blobs
+
+    blobs = list_blobs(store_path)
+    with click.progressbar(length=len(blobs), label="checking blobs", file=sys.stderr) as bar:
+        report = check_integrity(store_path, threads, delete, progress=bar.update, blobs=blobs)
+    click.echo(report.summary())
+    for h in report.corrupt_hashes:
+        click.echo(f"corrupt: {h}")
+    for h in report.unreadable_hashes:
+        click.echo(f"unreadable: {h}")
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command("populate-db")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk cache directory to index.",
+)
+@click.option(
+    "--db",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="MySQL DSN USER:PASSWORD@tcp(HOST:PORT)/DBNAME (default: local_db_conn from the config, "
+    "else the SQLite index inside the store directory).",
+)
+@click.pass_obj
+def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None:
+    """Index an existing disk cache into the localdb index (real sizes; safe to run twice)."""
+    import asyncio
+
+    from prism.app.populate_db import populate_db
+    from prism.config import ConfigError
+    from prism.db.localdb import LocalDBError
+
+    try:
+        report, where = asyncio.run(
+            populate_db(store_path, dsn if dsn is not None else obj.config.local_db_conn)
+        )
+    except (ConfigError, LocalDBError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"indexed {report.scanned} blobs into {where}: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged"
+    )
+
+
+# ---- end of issue 5 ---------------------------------------------------------------------------
 
 
 def main() -> None:
