@@ -50,8 +50,8 @@ class BlobTrace:
 
     def to_json(self) -> str:
         parts = [
-            '{"timing":%d,"origin_name":%s,"host_name":%s}'
-            % (s.timing, _go_json_string(s.origin_name), _go_json_string(s.host_name))
+            f'{{"timing":{s.timing},"origin_name":{_go_json_string(s.origin_name)},'
+            f'"host_name":{_go_json_string(s.host_name)}}}'
             for s in self.stacks
         ]
         return '{"stacks":[' + ",".join(parts) + "]}"
@@ -76,8 +76,9 @@ class BlobTrace:
         lines = []
         prev = 0
         for i, s in enumerate(self.stacks):
+            delta = s.timing - prev
             lines.append(
-                f"[{i}]({s.host_name}) origin: {s.origin_name} - timing: {s.timing}ns - delta: {s.timing - prev}ns"
+                f"[{i}]({s.host_name}) origin: {s.origin_name} - timing: {s.timing}ns - delta: {delta}ns"
             )
             prev = s.timing
         return "\n".join(lines)

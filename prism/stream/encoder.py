@@ -1,0 +1,198 @@
+"""Splitting a file into encrypted content blobs and an sd blob, in a streaming way.
+
+Memory stays at a few blob-sized buffers whatever the file size: input is read with
+`readinto` into two alternating buffers, encrypted into one reused output buffer, and each
+blob is handed to the caller as a memoryview that is valid until the next blob is produced.
+The source hash (SHA-384 of the plaintext, which `send` prints) runs on a worker thread,
+overlapping the cipher: hashlib releases the GIL for large buffers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from prism.blob import MAX_CHUNK_SIZE
+from prism.stream.crypto import BLOCK, IV_SIZE, KEY_SIZE, BlobCipher
+from prism.stream.errors import SourceChangedError
+from prism.stream.names import hex_name, sanitize_file_name
+from prism.stream.sd import BlobInfo, Layout, SdBlob, sd_hash_of
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBlob:
+    """One content blob. `data` points into the encoder's buffer: copy it (bytes(data)) to keep it."""
+
+    blob_num: int
+    hash: str
+    data: memoryview
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+
+class StreamEncoder:
+    """Encodes one stream. Iterate `encode(reader)`; afterwards `sd_bytes`, `sd_hash`, `source_hash`."""
+
+    def __init__(
+        self,
+        file_name: str = "",
+        *,
+        key: bytes | None = None,
+        ivs: Iterable[bytes] | None = None,
+        layout: Layout = Layout.SORTED,
+        compute_source_hash: bool = True,
+    ) -> None:
+        self.stream_name = hex_name(os.path.basename(file_name))
+        self.suggested_file_name = hex_name(sanitize_file_name(file_name))
+        self.key = key if key is not None else os.urandom(KEY_SIZE)
+        if len(self.key) != KEY_SIZE:
+            raise ValueError(f"stream key must be {KEY_SIZE} bytes, got {len(self.key)}")
+        self._ivs = iter(ivs) if ivs is not None else None
+        self.layout = layout
+        self.compute_source_hash = compute_source_hash
+        self._expected: SdBlob | None = None
+        self._given_sd_bytes: bytes | None = None
+        self._sd: SdBlob | None = None
+        self._sd_bytes: bytes | None = None
+        self._source_hash: str | None = None
+
+    @classmethod
+    def from_sd_bytes(cls, sd_bytes: bytes, *, compute_source_hash: bool = True) -> StreamEncoder:
+        """Re-encode with an existing stream's key, IVs and names: the same file gives the same blobs.
+
+        The sd blob's bytes are reused unchanged, so the sd hash cannot change; if the file
+        no longer matches, encoding raises SourceChangedError.
+        """
+        sd = SdBlob.parse(sd_bytes)
+        enc = cls(
+            key=sd.key_bytes, ivs=[b.iv_bytes for b in sd.blobs], compute_source_hash=compute_source_hash
+        )
+        enc.stream_name = sd.stream_name
+        enc.suggested_file_name = sd.suggested_file_name
+        enc._expected = sd
+        enc._given_sd_bytes = bytes(sd_bytes)
+        return enc
+
+    def _next_iv(self) -> bytes:
+        if self._ivs is None:
+            return os.urandom(IV_SIZE)
+        try:
+            iv = next(self._ivs)
+        except StopIteration:
+            raise SourceChangedError("the file has more data than the sd blob describes") from None
+        if len(iv) != IV_SIZE:
+            raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(iv)}")
+        return iv
+
+    def encode(self, reader: BinaryIO) -> Iterator[EncodedBlob]:
+        """Yield the content blobs in order; the sd blob is ready once the iterator is exhausted."""
+        cipher = BlobCipher(self.key)
+        bufs = (bytearray(MAX_CHUNK_SIZE + BLOCK), bytearray(MAX_CHUNK_SIZE + BLOCK))
+        pending: list[Future[None] | None] = [None, None]
+        source = hashlib.sha384()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="source-hash") if self.compute_source_hash else None
+        infos: list[BlobInfo] = []
+        try:
+            num = 0
+            while True:
+                slot = num % 2
+                buf = bufs[slot]
+                if (fut := pending[slot]) is not None:
+                    fut.result()  # the hasher must be done with this buffer before we refill it
+                n = _read_full(reader, memoryview(buf)[:MAX_CHUNK_SIZE])
+                if n == 0:
+                    break
+                if pool is not None:
+                    pending[slot] = pool.submit(source.update, memoryview(buf)[:n])
+                iv = self._next_iv()
+                ciphertext = cipher.encrypt_padded(iv, buf, n)
+                blob_hash = hashlib.sha384(ciphertext).hexdigest()
+                info = BlobInfo(num, len(ciphertext), iv.hex(), blob_hash)
+                if self._expected is not None:
+                    self._check_expected(info)
+                infos.append(info)
+                yield EncodedBlob(num, blob_hash, ciphertext)
+                num += 1
+            for fut in pending:
+                if fut is not None:
+                    fut.result()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        infos.append(BlobInfo(len(infos), 0, self._next_iv().hex(), None))
+        self._finish(tuple(infos))
+        self._source_hash = source.hexdigest() if self.compute_source_hash else None
+
+    def _check_expected(self, info: BlobInfo) -> None:
+        assert self._expected is not None
+        blobs = self._expected.blobs
+        if info.blob_num >= len(blobs) - 1 or blobs[info.blob_num] != info:
+            raise SourceChangedError(
+                f"blob {info.blob_num} differs from the cached sd blob: the file changed since it was made"
+            )
+
+    def _finish(self, infos: tuple[BlobInfo, ...]) -> None:
+        if self._expected is not None:
+            if infos != self._expected.blobs:
+                raise SourceChangedError("the file is shorter than the cached sd blob describes")
+            self._sd = self._expected
+            self._sd_bytes = self._given_sd_bytes
+            return
+        self._sd = SdBlob.create(self.stream_name, self.suggested_file_name, self.key.hex(), infos)
+        self._sd_bytes = self._sd.serialize(self.layout)
+
+    @property
+    def sd_blob(self) -> SdBlob:
+        if self._sd is None:
+            raise RuntimeError("the stream is not encoded yet")
+        return self._sd
+
+    @property
+    def sd_bytes(self) -> bytes:
+        if self._sd_bytes is None:
+            raise RuntimeError("the stream is not encoded yet")
+        return self._sd_bytes
+
+    @property
+    def sd_hash(self) -> str:
+        return sd_hash_of(self.sd_bytes)
+
+    @property
+    def source_hash(self) -> str:
+        if self._source_hash is None:
+            raise RuntimeError("the source hash was not computed")
+        return self._source_hash
+
+
+def _read_full(reader: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from `reader` unless EOF comes first; returns the byte count."""
+    total = 0
+    size = len(view)
+    while total < size:
+        n = reader.readinto(view[total:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        total += n
+    return total
+
+
+def encode_bytes(
+    data: bytes,
+    file_name: str = "",
+    *,
+    key: bytes | None = None,
+    ivs: Iterable[bytes] | None = None,
+    layout: Layout = Layout.SORTED,
+) -> tuple[list[tuple[str, bytes]], StreamEncoder]:
+    """Encode in-memory data: (hash, blob bytes) pairs and the finished encoder. For tests and small files."""
+    import io
+
+    enc = StreamEncoder(file_name, key=key, ivs=ivs, layout=layout)
+    blobs = [(b.hash, bytes(b.data)) for b in enc.encode(io.BytesIO(data))]
+    return blobs, enc
