@@ -71,7 +71,7 @@ class ReflectorReceiver:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.store = store
-        self.underlying = underlying or store
+        self.underlying = underlying if underlying is not None else store
         self.host = host
         self._requested_port = port
         self.timeout = timeout
@@ -237,7 +237,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return False
+        return True  # keep the write side open: a refused blob still gets its `received_*: false`
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
@@ -285,7 +285,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         hasher = hashlib.sha384()
         filled = 0
         # Bytes that arrived with the offer (a client that did not wait) come first.
-        while True:
+        while filled < offer.size:
             event = self.codec.next_event()
             if not isinstance(event, BlobData):
                 break
