@@ -33,11 +33,11 @@ class SendError(Exception):
     """`send` failed; the message is shown to the user."""
 
 
-def parse_address(address: str, default_port: int = 5566) -> tuple[str, int]:
-    """`HOST:PORT` (or `[v6]:PORT`, or `HOST` for the default port)."""
+def parse_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[v6]:PORT`."""
     host, sep, port = address.rpartition(":")
-    if not sep or "]" in port:
-        host, port = address, str(default_port)
+    if not sep:
+        raise SendError(f"bad address {address!r}: want HOST:PORT")
     host = host.strip("[]")
     try:
         port_num = int(port)

@@ -1,0 +1,200 @@
+"""End to end on 127.0.0.1: `prism send` / `sendblob` processes into a receiver, and `prism test`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from prism.reflector.receiver import ReflectorReceiver
+from prism.store.memory import MemoryStore
+from prism.stream import SdBlob, StreamDecoder
+from tests.conftest import prism_cmd, prism_env
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts puts per hash and can be slowed down."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.puts: Counter[str] = Counter()
+        self.delay = delay
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.puts[blob_hash] += 1
+        await super().put(blob_hash, data)
+
+
+async def run_prism(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *prism_cmd(*args), env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def decode_from_store(store: MemoryStore, sd_hash: str) -> bytes:
+    """Fetch the blobs from the store and decode them (the peer server is checked in test_prism_test_*)."""
+    sd = SdBlob.parse(store.blobs[sd_hash])
+    out = io.BytesIO()
+    StreamDecoder(sd).decode(lambda info: store.blobs[info.blob_hash], out)
+    return out.getvalue()
+
+
+def pattern(size: int) -> bytes:
+    return os.urandom(min(size, 1 << 20)) * (size // (1 << 20) + 1)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2097151, 50 * 1024 * 1024])
+async def test_send_then_decode(tmp_path: Path, size: int) -> None:
+    data = pattern(size)[:size]
+    path = tmp_path / "my file?.bin"
+    path.write_bytes(data)
+    store = CountingStore()
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=30)
+    await receiver.start()
+    try:
+        cache = tmp_path / "sd-cache"
+        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        assert code == 0, err
+        printed = json.loads(out)
+        assert out == json.dumps(printed, indent=2) + "\n"
+        assert printed["source_hash"] == hashlib.sha384(data).hexdigest()
+        sd = SdBlob.parse(store.blobs[printed["sd_hash"]])
+        assert sd.name == "my file?.bin" and sd.file_name == "my file.bin"  # sanitised per lbry-wire.md §2.2
+        assert decode_from_store(store, printed["sd_hash"]) == data
+        assert (cache / "my file?.bin.sdblob").read_bytes() == store.blobs[printed["sd_hash"]]
+        # A second send with the same cache: the same stream, no content-blob bytes, no sd bytes.
+        before = (receiver.stats.bytes_received, dict(store.puts))
+        code, out2, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        assert code == 0, err
+        assert json.loads(out2) == printed
+        assert (receiver.stats.bytes_received, dict(store.puts)) == before
+    finally:
+        await receiver.stop()
+
+
+async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> None:
+    data = pattern(30 * 1024 * 1024)[: 30 * 1024 * 1024]  # 16 content blobs
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    cache = tmp_path / "cache"
+    store = CountingStore(delay=0.1)
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=30)
+    await receiver.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *prism_cmd("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)),
+            env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            while receiver.stats.blobs_received < 6:
+                await asyncio.sleep(0.02)
+        proc.kill()
+        await proc.wait()
+        first = set(store.puts)
+        assert 6 <= receiver.stats.blobs_received < 16
+        store.delay = 0
+        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        assert code == 0, err
+        sd_hash = json.loads(out)["sd_hash"]
+        sd = SdBlob.parse(store.blobs[sd_hash])
+        assert len(sd.content_blobs) == 16
+        assert max(store.puts.values()) == 1  # nothing was sent twice
+        assert set(store.puts) - first == {b.blob_hash for b in sd.content_blobs} - first
+        assert decode_from_store(store, sd_hash) == data
+    finally:
+        await receiver.stop()
+
+
+async def test_send_failures_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x")
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    code, out, err = await run_prism("send", f"127.0.0.1:{port}", str(path))
+    assert code == 1 and out == "" and "cannot connect to reflector" in err
+    code, out, err = await run_prism("send", "nonsense", str(path))
+    assert code == 1 and "bad address" in err
+    code, out, err = await run_prism("send", f"127.0.0.1:{port}", str(tmp_path / "missing"))
+    assert code == 1 and "not a readable file" in err
+    # A cached sd blob that no longer matches the file.
+    store = MemoryStore()
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        cache = tmp_path / "c"
+        assert (await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)))[0] == 0
+        path.write_bytes(b"y")
+        store.blobs.clear()
+        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        assert code == 1 and "changed" in err
+    finally:
+        await receiver.stop()
+
+
+async def test_sendblob(tmp_path: Path) -> None:
+    store = MemoryStore()
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        code, out, err = await run_prism("sendblob", f"127.0.0.1:{receiver.port}")
+        assert code == 0, err
+        blob_hash = json.loads(out)["blob_hash"]
+        assert len(store.blobs[blob_hash]) == 1024
+        path = tmp_path / "s.txt"
+        path.write_bytes(b"hello" * 1000)
+        code, out, err = await run_prism("sendblob", f"127.0.0.1:{receiver.port}", str(path))
+        assert code == 0, err
+        assert decode_from_store(store, json.loads(out)["sd_hash"]) == b"hello" * 1000
+    finally:
+        await receiver.stop()
+
+
+async def test_prism_test_lists_store_on_sigterm(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *prism_cmd("test", "--receiver-port", "0", "--tcp-peer-port", "0", "--host", "127.0.0.1"),
+        env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(20):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "prism test exited"
+                if m := re.search(r"reflector receiver on port (\d+), peer server on port (\w+)", line):
+                    break
+        port = int(m.group(1))
+        path = tmp_path / "x.bin"
+        path.write_bytes(os.urandom(3_000_000))
+        code, out, err = await run_prism("send", f"127.0.0.1:{port}", str(path))
+        assert code == 0, err
+        proc.send_signal(signal.SIGTERM)
+        out_bytes, _ = await asyncio.wait_for(proc.communicate(), 20)
+        lines = out_bytes.decode().splitlines()
+        assert lines[0] == "Blobs in store"
+        sizes = dict(line.split(": ") for line in lines[1:])
+        sd_hash = json.loads(out)["sd_hash"]
+        assert len(sizes) == 3 and sizes[sd_hash].endswith(" bytes")
+        assert sorted(sizes.values()) == sorted(
+            [f"{n} bytes" for n in (2097152, 3_000_000 - 2097151 + 16 - (3_000_000 - 2097151) % 16)]
+            + [sizes[sd_hash]]
+        )
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
