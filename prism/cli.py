@@ -69,9 +69,16 @@ def version() -> None:
 @cli.command()
 @click.argument("address", metavar="ADDRESS:PORT")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--sd-cache", default=None, metavar="DIR", help="Keep the sd blob here so an interrupted send resumes.")
-@click.option("--protocol-version", type=click.IntRange(0, 1), default=1, show_default=True,
-              help="Reflector handshake version (0 sends content blobs first, sd blob last).")
+@click.option(
+    "--sd-cache", default=None, metavar="DIR", help="Keep the sd blob here so an interrupted send resumes."
+)
+@click.option(
+    "--protocol-version",
+    type=click.IntRange(0, 1),
+    default=1,
+    show_default=True,
+    help="Reflector handshake version (0 sends content blobs first, sd blob last).",
+)
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
 def send(address: str, path: str, sd_cache: str | None, protocol_version: int, timeout: float) -> None:
     """Stream-encode a file and upload it to a reflector."""
@@ -80,14 +87,21 @@ def send(address: str, path: str, sd_cache: str | None, protocol_version: int, t
 
     from prism.app.send import ProgressBar, SendError, send_file
     from prism.reflector.client import ReflectorError
+
     progress = ProgressBar(0)
 
     def on_progress(blobs: int, nbytes: int) -> None:
         progress(blobs, nbytes)
 
     async def run() -> tuple:
-        return await send_file(address, path, sd_cache=sd_cache, version=protocol_version,
-                               timeout=timeout, progress=on_progress)
+        return await send_file(
+            address,
+            path,
+            sd_cache=sd_cache,
+            version=protocol_version,
+            io_timeout=timeout,
+            progress=on_progress,
+        )
 
     try:
         if progress.enabled:
@@ -95,7 +109,9 @@ def send(address: str, path: str, sd_cache: str | None, protocol_version: int, t
         stream, source_hash, _result = asyncio.run(run())
     except KeyboardInterrupt:
         progress.finish()
-        click.echo("Error: interrupted" + (f"; the sd blob is saved in {sd_cache}" if sd_cache else ""), err=True)
+        click.echo(
+            "Error: interrupted" + (f"; the sd blob is saved in {sd_cache}" if sd_cache else ""), err=True
+        )
         sys.exit(1)
     except (SendError, ReflectorError, OSError, ValueError) as e:
         progress.finish()
@@ -131,7 +147,7 @@ def sendblob(address: str, path: str | None, protocol_version: int, timeout: flo
     from prism.reflector.client import ReflectorError
 
     try:
-        out = asyncio.run(send_blob_or_stream(address, path, version=protocol_version, timeout=timeout))
+        out = asyncio.run(send_blob_or_stream(address, path, version=protocol_version, io_timeout=timeout))
     except (SendError, ReflectorError, OSError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
@@ -139,7 +155,9 @@ def sendblob(address: str, path: str | None, protocol_version: int, timeout: flo
 
 
 @cli.command("test")
-@click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector receiver TCP port.")
+@click.option(
+    "--receiver-port", type=int, default=5566, show_default=True, help="Reflector receiver TCP port."
+)
 @click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol TCP port.")
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Receiver read timeout (s).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
@@ -152,8 +170,16 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
     def ready(receiver: int, peer: int | None) -> None:
         click.echo(f"prism test: reflector receiver on port {receiver}, peer server on port {peer}", err=True)
 
-    asyncio.run(run_test_servers(receiver_port=receiver_port, peer_port=tcp_peer_port, host=host,
-                                 timeout=timeout, echo=click.echo, ready=ready))
+    asyncio.run(
+        run_test_servers(
+            receiver_port=receiver_port,
+            peer_port=tcp_peer_port,
+            host=host,
+            read_timeout=timeout,
+            echo=click.echo,
+            ready=ready,
+        )
+    )
 
 
 # --- end of issue 4 ----------------------------------------------------------------------

@@ -101,7 +101,7 @@ class BlobProducer:
         self._by_hash = {b.blob_hash: b for b in sd.content_blobs}
         self._cipher = BlobCipher(sd.key_bytes)
         self._buf = bytearray(MAX_CHUNK_SIZE + BLOCK)
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115
+        self._file = open(path, "rb", buffering=0)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -163,7 +163,8 @@ class ProgressBar:
         bar = "#" * int(frac * width)
         rate = self.bytes / max(time.monotonic() - self.started, 1e-6) / 1e6
         sys.stderr.write(
-            f"\r[{bar:<{width}}] {self.done}/{self.total} blobs, {self.bytes / 1e6:.1f} MB sent, {rate:.1f} MB/s"
+            f"\r[{bar:<{width}}] {self.done}/{self.total} blobs,"
+            f" {self.bytes / 1e6:.1f} MB sent, {rate:.1f} MB/s"
         )
         sys.stderr.flush()
 
@@ -179,7 +180,7 @@ async def send_file(
     *,
     sd_cache: str | None = None,
     version: int = 1,
-    timeout: float = 180.0,
+    io_timeout: float = 180.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PreparedStream, str, UploadResult]:
     """Encode `path` and upload the stream; returns (stream, source hash, upload counts)."""
@@ -191,10 +192,14 @@ async def send_file(
     try:
         producer.check_size()
         source_task = (
-            asyncio.ensure_future(asyncio.to_thread(_source_hash, path)) if stream.source_hash is None else None
+            asyncio.ensure_future(asyncio.to_thread(_source_hash, path))
+            if stream.source_hash is None
+            else None
         )
         hashes = [b.blob_hash for b in stream.sd.content_blobs]
-        async with ReflectorClient(host, port, version=version, timeout=timeout, on_progress=progress) as client:
+        async with ReflectorClient(
+            host, port, version=version, timeout=io_timeout, on_progress=progress
+        ) as client:
             result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
         source_hash = stream.source_hash or await source_task  # type: ignore[misc]
     finally:
@@ -203,17 +208,17 @@ async def send_file(
 
 
 async def send_blob_or_stream(
-    address: str, path: str | None, *, version: int = 1, timeout: float = 180.0
+    address: str, path: str | None, *, version: int = 1, io_timeout: float = 180.0
 ) -> dict[str, object]:
     """`sendblob`: one random 1024-byte blob, or the whole stream of `path` (sd blob first)."""
     host, port = parse_address(address)
     if path is None:
         data = os.urandom(1024)
         blob_hash = hashlib.sha384(data).hexdigest()
-        async with ReflectorClient(host, port, version=version, timeout=timeout) as client:
+        async with ReflectorClient(host, port, version=version, timeout=io_timeout) as client:
             result = await client.send_blob(blob_hash, data)
         return {"blob_hash": blob_hash, "sent": result.sent, "already_present": result.already_present}
-    stream, source_hash, result = await send_file(address, path, version=version, timeout=timeout)
+    stream, source_hash, result = await send_file(address, path, version=version, io_timeout=io_timeout)
     return {
         "sd_hash": stream.sd_hash,
         "source_hash": source_hash,

@@ -36,13 +36,13 @@ async def run_test_servers(
     receiver_port: int = 5566,
     peer_port: int = 5567,
     host: str = "0.0.0.0",
-    timeout: float = 180.0,
+    read_timeout: float = 180.0,
     echo: Callable[[str], None] = print,
     ready: Callable[[int, int | None], None] | None = None,
 ) -> MemoryStore:
     """Run until SIGINT/SIGTERM, then print the store listing and return the store."""
     store = MemoryStore()
-    receiver = ReflectorReceiver(store, host=host, port=receiver_port, timeout=timeout)
+    receiver = ReflectorReceiver(store, host=host, port=receiver_port, timeout=read_timeout)
     peer_cls = _peer_server_class()
     peer = peer_cls(store, host=host, port=peer_port) if peer_cls is not None else None
     stop = asyncio.Event()

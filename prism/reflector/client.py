@@ -115,8 +115,11 @@ class ReflectorClient:
         assert isinstance(answer, VersionAnswer)
         if answer.version != self.requested_version:
             if self.requested_version == 0 and answer.version == 1:
-                log.info("reflector %s:%d answered version 1 to version 0: going on as version 1",
-                         self.host, self.port)
+                log.info(
+                    "reflector %s:%d answered version 1 to version 0: going on as version 1",
+                    self.host,
+                    self.port,
+                )
             else:
                 await self.close()
                 raise ReflectorError(
@@ -189,8 +192,9 @@ class ReflectorClient:
 
     # -- uploads -----------------------------------------------------------------------
 
-    async def send_blob(self, blob_hash: str, data: bytes, *, is_sd: bool = False,
-                        result: UploadResult | None = None) -> UploadResult:
+    async def send_blob(
+        self, blob_hash: str, data: bytes, *, is_sd: bool = False, result: UploadResult | None = None
+    ) -> UploadResult:
         """Offer one blob and send it if wanted. `already_present` counts a `send: false` answer."""
         result = result if result is not None else UploadResult()
         answer = await self._offer(blob_hash, len(data), is_sd)

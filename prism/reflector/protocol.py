@@ -454,7 +454,11 @@ class ClientConnection:
 
     def next_event(self) -> VersionAnswer | OfferAnswer | ReceivedAnswer | NeedData:
         state = self.state
-        if state not in (ClientState.AWAIT_VERSION, ClientState.AWAIT_OFFER_ANSWER, ClientState.AWAIT_RECEIVED):
+        if state not in (
+            ClientState.AWAIT_VERSION,
+            ClientState.AWAIT_OFFER_ANSWER,
+            ClientState.AWAIT_RECEIVED,
+        ):
             if len(self._json) and state is not ClientState.CLOSED:
                 self.state = ClientState.CLOSED
                 raise ReflectorProtocolError(f"server sent unexpected bytes in state {state.value}")

@@ -204,7 +204,9 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         receiver = self.receiver
         if len(receiver._protocols) >= receiver.max_connections:
-            log.warning("refusing connection from %s: %d connections open", self.peer, len(receiver._protocols))
+            log.warning(
+                "refusing connection from %s: %d connections open", self.peer, len(receiver._protocols)
+            )
             transport.abort()
             return
         transport.pause_reading()
@@ -312,7 +314,8 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
                 self._hasher = None
         if hasher.hexdigest() != offer.blob_hash:
             raise _HashMismatch(
-                f"hash of received blob data does not match hash from send request ({hasher.hexdigest()[:16]}...)"
+                "hash of received blob data does not match hash from send request"
+                f" ({hasher.hexdigest()[:16]}...)"
             )
         return view
 
@@ -363,8 +366,13 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
                     receiver.stats.sd_blobs_received += 1
                 else:
                     receiver.stats.blobs_received += 1
-                log.debug("%s stored %sblob %s (%d bytes)", self.peer, "sd " if offer.is_sd else "",
-                          offer.blob_hash[:16], offer.size)
+                log.debug(
+                    "%s stored %sblob %s (%d bytes)",
+                    self.peer,
+                    "sd " if offer.is_sd else "",
+                    offer.blob_hash[:16],
+                    offer.size,
+                )
         except EOFError:
             if self.codec.state is not ReceiverState.HANDSHAKE or self.codec.buffered:
                 receiver.stats.errors += 1

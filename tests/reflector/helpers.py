@@ -10,7 +10,9 @@ SD_HASH = "ee87f57509159a2a8b52ef539e0d96da41f1f740cf18ea88b43a8ba5cc4d989b05bab
 BLOB0 = "96f9722a1d2ccf0430419ef33da0ba6bff03ec8623b6e0ce602030810d8b85476110072eb64180bfd90ea09c80049524"
 BLOB0_BYTES = bytes.fromhex("235c2aa210dec94688a29859b71049d7")
 SD_BYTES = (
-    b'{"blobs": [{"blob_hash": "' + BLOB0.encode() + b'", "blob_num": 0, "iv": "101112131415161718191a1b1c1d1e1f", '
+    b'{"blobs": [{"blob_hash": "'
+    + BLOB0.encode()
+    + b'", "blob_num": 0, "iv": "101112131415161718191a1b1c1d1e1f", '
     b'"length": 16}, {"blob_num": 1, "iv": "202122232425262728292a2b2c2d2e2f", "length": 0}], '
     b'"key": "000102030405060708090a0b0c0d0e0f", "stream_hash": '
     b'"061e2279be99dcd1abe197714661d74e270ca907a2d24a31f5ce1104ad233b22cfa9cbded98f9def24dec3a3a6be1d42", '
@@ -37,9 +39,9 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def answer(self, timeout: float = 5.0) -> bytes:
+    async def answer(self, wait: float = 5.0) -> bytes:
         """Bytes of the next JSON object from the server (buffering until it parses)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
                 if self._pending:
                     try:
@@ -55,8 +57,8 @@ class RawClient:
                     raise EOFError(f"closed after {self._pending!r}")
                 self._pending += chunk
 
-    async def closed(self, timeout: float = 5.0) -> bool:
-        async with asyncio.timeout(timeout):
+    async def closed(self, wait: float = 5.0) -> bool:
+        async with asyncio.timeout(wait):
             rest = await self.reader.read()
         return rest == b""
 

@@ -28,19 +28,21 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.puts: Counter[str] = Counter()
         self.delay = delay
+        self.stored = asyncio.Event()
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         if self.delay:
             await asyncio.sleep(self.delay)
         self.puts[blob_hash] += 1
         await super().put(blob_hash, data)
+        self.stored.set()
 
 
-async def run_prism(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+async def run_prism(*args: str, limit: float = 120) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *prism_cmd(*args), env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -66,7 +68,9 @@ async def test_send_then_decode(tmp_path: Path, size: int) -> None:
     await receiver.start()
     try:
         cache = tmp_path / "sd-cache"
-        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        code, out, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
+        )
         assert code == 0, err
         printed = json.loads(out)
         assert out == json.dumps(printed, indent=2) + "\n"
@@ -77,7 +81,9 @@ async def test_send_then_decode(tmp_path: Path, size: int) -> None:
         assert (cache / "my file?.bin.sdblob").read_bytes() == store.blobs[printed["sd_hash"]]
         # A second send with the same cache: the same stream, no content-blob bytes, no sd bytes.
         before = (receiver.stats.bytes_received, dict(store.puts))
-        code, out2, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        code, out2, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
+        )
         assert code == 0, err
         assert json.loads(out2) == printed
         assert (receiver.stats.bytes_received, dict(store.puts)) == before
@@ -96,17 +102,22 @@ async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> No
     try:
         proc = await asyncio.create_subprocess_exec(
             *prism_cmd("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)),
-            env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=prism_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         async with asyncio.timeout(60):
-            while receiver.stats.blobs_received < 6:
-                await asyncio.sleep(0.02)
+            while len(store.puts) < 6:
+                store.stored.clear()
+                await store.stored.wait()
         proc.kill()
         await proc.wait()
         first = set(store.puts)
         assert 6 <= receiver.stats.blobs_received < 16
         store.delay = 0
-        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        code, out, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
+        )
         assert code == 0, err
         sd_hash = json.loads(out)["sd_hash"]
         sd = SdBlob.parse(store.blobs[sd_hash])
@@ -137,10 +148,14 @@ async def test_send_failures_exit_1(tmp_path: Path) -> None:
     await receiver.start()
     try:
         cache = tmp_path / "c"
-        assert (await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)))[0] == 0
+        assert (await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)))[
+            0
+        ] == 0
         path.write_bytes(b"y")
         store.blobs.clear()
-        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache))
+        code, out, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
+        )
         assert code == 1 and "changed" in err
     finally:
         await receiver.stop()
@@ -167,7 +182,9 @@ async def test_sendblob(tmp_path: Path) -> None:
 async def test_prism_test_lists_store_on_sigterm(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *prism_cmd("test", "--receiver-port", "0", "--tcp-peer-port", "0", "--host", "127.0.0.1"),
-        env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=prism_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -30,7 +31,9 @@ BLOB0 = "96f9722a1d2ccf0430419ef33da0ba6bff03ec8623b6e0ce602030810d8b85476110072
 BLOB0_BYTES = bytes.fromhex("235c2aa210dec94688a29859b71049d7")
 
 SDK_SERVER_FIRST = b'{"version": 1}{"send_sd_blob": true}{"received_sd_blob": true}{"send_blob": true}{"received_blob": true}'
-GO_SERVER_FIRST = b'{"version":1}{"send_sd_blob":true}{"received_sd_blob":true}{"send_blob":true}{"received_blob":true}'
+GO_SERVER_FIRST = (
+    b'{"version":1}{"send_sd_blob":true}{"received_sd_blob":true}{"send_blob":true}{"received_blob":true}'
+)
 
 
 def feed_client(conn: ClientConnection, data: bytes) -> list:
@@ -186,7 +189,10 @@ def test_receiver_second_upload_and_needed_blobs_bytes() -> None:
     assert r.send_offer_answer(False) == b'{"send_sd_blob":false}'
     r.receive_data(('{"sd_blob_hash":"' + SD_HASH + '","sd_blob_size":536}').encode())
     events_of(r)
-    assert r.send_offer_answer(False, [BLOB0]) == ('{"send_sd_blob":false,"needed_blobs":["' + BLOB0 + '"]}').encode()
+    assert (
+        r.send_offer_answer(False, [BLOB0])
+        == ('{"send_sd_blob":false,"needed_blobs":["' + BLOB0 + '"]}').encode()
+    )
     r.receive_data(('{"blob_hash":"' + BLOB0 + '","blob_size":16}').encode())
     events_of(r)
     assert r.send_offer_answer(False) == b'{"send_blob":false}'
@@ -309,7 +315,7 @@ def test_fuzz_receiver_arbitrary_bytes(data: bytes, splits: list[int]) -> None:
     r = ReceiverConnection()
     cuts = sorted({0, len(data), *(s for s in splits if s <= len(data))})
     try:
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in itertools.pairwise(cuts):
             r.receive_data(data[a:b])
             while True:
                 ev = r.next_event()
@@ -338,7 +344,7 @@ def test_fuzz_client_arbitrary_bytes(data: bytes, splits: list[int], version_fir
         data = b'{"version": 1}' + data
     cuts = sorted({0, len(data), *(s for s in splits if s <= len(data))})
     try:
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in itertools.pairwise(cuts):
             c.receive_data(data[a:b])
             while (ev := c.next_event()) is not NEED_DATA:
                 if isinstance(ev, VersionAnswer | ReceivedAnswer):
@@ -380,7 +386,7 @@ def test_fuzz_valid_conversation_any_split(
     got_offers: list[BlobOffer] = []
     got_bodies: list[bytes] = []
     current = b""
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         r.receive_data(stream[a:b])
         while (ev := r.next_event()) is not NEED_DATA:
             if isinstance(ev, Handshake):

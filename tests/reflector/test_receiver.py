@@ -48,7 +48,10 @@ async def upload_like_lbry_sdk(port: int) -> bytes:
 async def test_lbry_sdk_client_uploads_stream(memory_receiver) -> None:
     receiver, store = memory_receiver
     got = await upload_like_lbry_sdk(receiver.port)
-    assert got == b'{"version":1}{"send_sd_blob":true}{"received_sd_blob":true}{"send_blob":true}{"received_blob":true}'
+    assert (
+        got
+        == b'{"version":1}{"send_sd_blob":true}{"received_sd_blob":true}{"send_blob":true}{"received_blob":true}'
+    )
     assert store.blobs == {SD_HASH: SD_BYTES, BLOB0: BLOB0_BYTES}
     # A second upload of the complete stream: "already have all of it" in reflector.go's form.
     again = await upload_like_lbry_sdk(receiver.port)
@@ -210,7 +213,7 @@ async def test_client_stalling_mid_blob(caplog: pytest.LogCaptureFixture, close_
         # Another client is served while the first one stalls.
         assert await upload_like_lbry_sdk(receiver.port)
         await store.delete(BLOB0)
-        assert await stalled.answer(timeout=3) == b'{"received_blob":false}'
+        assert await stalled.answer(wait=3) == b'{"received_blob":false}'
         assert await stalled.closed()
         await stalled.close()
         assert BLOB0 not in store.blobs
