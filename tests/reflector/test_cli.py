@@ -107,7 +107,7 @@ async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> No
             stderr=subprocess.PIPE,
         )
         async with asyncio.timeout(60):
-            while len(store.puts) < 6:
+            while len(store.puts) < 7:  # the sd blob and 6 content blobs
                 store.stored.clear()
                 await store.stored.wait()
         proc.kill()
