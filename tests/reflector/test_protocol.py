@@ -403,3 +403,39 @@ def test_fuzz_valid_conversation_any_split(
     assert [(o.is_sd, o.size) for o in got_offers] == offers
     assert got_bodies == bodies
     assert r.state is ReceiverState.OFFER
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    obj=st.dictionaries(st.text(max_size=6), _json_values, max_size=4),
+    trailing=st.binary(max_size=40),
+    splits=st.lists(st.integers(0, 400), max_size=6),
+    spaced_form=st.booleans(),
+)
+def test_fuzz_json_framing_keeps_trailing_bytes(
+    obj: dict, trailing: bytes, splits: list[int], spaced_form: bool
+) -> None:
+    """Any JSON object, split anywhere and followed by any bytes: the object, then the bytes intact."""
+    raw = (json.dumps(obj) if spaced_form else json.dumps(obj, separators=(",", ":"))).encode()
+    data = raw + trailing
+    buf = JsonObjectBuffer(4096)
+    got = None
+    for a, b in itertools.pairwise(sorted({0, len(data), *(s for s in splits if s <= len(data))})):
+        buf.feed(data[a:b])
+        if got is None:
+            got = buf.next_object()
+            if got is None:
+                assert b < len(raw)  # complete only once the closing brace arrived
+    if got is None:
+        got = buf.next_object()
+    assert got == obj
+    assert buf.take(len(trailing)) == trailing

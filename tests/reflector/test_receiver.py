@@ -310,3 +310,42 @@ async def test_stop_cuts_idle_connections() -> None:
     await receiver.stop(grace=0.2)
     assert await c.closed()
     await c.close()
+
+
+async def test_reflector_go_client_form(memory_receiver) -> None:
+    """reflector.go's `send`: version 0, compact JSON, content blobs first, sd blob last."""
+    receiver, store = memory_receiver
+    c = await RawClient.connect(receiver.port)
+    await c.send(b'{"version":0}')
+    assert await c.answer() == b'{"version":0}'
+    await c.send(b'{"blob_hash":"' + BLOB0.encode() + b'","blob_size":16}')
+    assert await c.answer() == b'{"send_blob":true}'
+    await c.send(BLOB0_BYTES)
+    assert await c.answer() == b'{"received_blob":true}'
+    await c.send(b'{"sd_blob_hash":"' + SD_HASH.encode() + b'","sd_blob_size":536}')
+    assert await c.answer() == b'{"send_sd_blob":true}'
+    await c.send(SD_BYTES)
+    assert await c.answer() == b'{"received_sd_blob":true}'
+    await c.close()
+    assert store.blobs == {SD_HASH: SD_BYTES, BLOB0: BLOB0_BYTES}
+
+
+async def test_max_connections(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = ReflectorReceiver(MemoryStore(), host="127.0.0.1", port=0, max_connections=1)
+    await receiver.start()
+    try:
+        first = await RawClient.connect(receiver.port)
+        await first.send(b'{"version": 1}')
+        assert await first.answer() == b'{"version":1}'
+        second = await RawClient.connect(receiver.port)
+        assert await second.closed()
+        await second.close()
+        assert any("refusing connection" in r.getMessage() for r in caplog.records)
+        await first.close()
+        await asyncio.sleep(0.05)
+        third = await RawClient.connect(receiver.port)
+        await third.send(b'{"version": 1}')
+        assert await third.answer() == b'{"version":1}'
+        await third.close()
+    finally:
+        await receiver.stop()
