@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from prism.blob import MAX_CHUNK_SIZE
 from prism.reflector.client import ReflectorClient, UploadResult
-from prism.stream import SdBlob, SourceChangedError, StreamEncoder, sd_hash_of
+from prism.stream import SdBlob, SourceChangedError, StreamEncoder
 from prism.stream.crypto import BLOCK, BlobCipher
 
 log = logging.getLogger("prism.reflector")
@@ -66,27 +66,37 @@ class PreparedStream:
     sd_hash: str
     sd_bytes: bytes
     sd: SdBlob
-    source_hash: str | None  # None when reused from the cache (hashed while uploading)
+    source_hash: str
 
 
 def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
-    """The stream's sd blob: from the cache if there is one, else from a first encoding pass."""
+    """The stream's sd blob and the file's hash, from one encoding pass over the file.
+
+    With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
+    it, so a file that changed since is an error rather than a stream that does not match.
+    """
     cache_file = sd_cache_path(sd_cache, path) if sd_cache else None
+    cached: bytes | None = None
     if cache_file and os.path.exists(cache_file):
         with open(cache_file, "rb") as f:
-            sd_bytes = f.read()
+            cached = f.read()
         try:
-            sd = SdBlob.parse(sd_bytes)
+            encoder = StreamEncoder.from_sd_bytes(cached)
         except ValueError as e:
             raise SendError(f"cached sd blob {cache_file} is invalid ({e}); delete it to start over") from e
         log.info("reusing cached sd blob %s", cache_file)
-        return PreparedStream(sd_hash_of(sd_bytes), sd_bytes, sd, None)
-    encoder = StreamEncoder(path)
-    with open(path, "rb", buffering=0) as f:
-        for _blob in encoder.encode(f):
-            pass
+    else:
+        encoder = StreamEncoder(path)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            for _blob in encoder.encode(f):
+                pass
+    except SourceChangedError as e:
+        raise SendError(
+            f"{e} (cached sd blob {cache_file}: delete it to send the file as a new stream)"
+        ) from e
     sd_bytes = encoder.sd_bytes
-    if cache_file:
+    if cache_file and cached is None:
         os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
         _write_atomically(cache_file, sd_bytes)
     return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
@@ -107,16 +117,6 @@ class BlobProducer:
     def close(self) -> None:
         self._file.close()
 
-    def check_size(self) -> None:
-        size = os.fstat(self._file.fileno()).st_size
-        blobs = self.sd.content_blobs
-        chunks = -(-size // MAX_CHUNK_SIZE) if size else 0
-        if chunks != len(blobs):
-            raise SendError(
-                f"{self.path} has {size} bytes: {chunks} blobs, but the cached sd blob lists {len(blobs)};"
-                " the file changed since the sd blob was cached (delete it to start over)"
-            )
-
     def blob(self, blob_hash: str) -> bytes:
         info = self._by_hash[blob_hash]
         with self._lock:
@@ -131,16 +131,6 @@ class BlobProducer:
 
     async def get(self, blob_hash: str) -> bytes:
         return await asyncio.to_thread(self.blob, blob_hash)
-
-
-def _source_hash(path: str) -> str:
-    h = hashlib.sha384()
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 class ProgressBar:
@@ -190,21 +180,14 @@ async def send_file(
     stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
     producer = BlobProducer(path, stream.sd)
     try:
-        producer.check_size()
-        source_task = (
-            asyncio.ensure_future(asyncio.to_thread(_source_hash, path))
-            if stream.source_hash is None
-            else None
-        )
         hashes = [b.blob_hash for b in stream.sd.content_blobs]
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
             result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
-        source_hash = stream.source_hash or await source_task  # type: ignore[misc]
     finally:
         producer.close()
-    return stream, source_hash, result
+    return stream, stream.source_hash, result
 
 
 async def send_blob_or_stream(

@@ -340,6 +340,11 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
                     if self.codec.buffered:
                         raise UploadRefused("connection closed in the middle of a request") from None
                     return  # the client is done
+                except UploadRefused:
+                    if self.codec.buffered:
+                        raise
+                    log.debug("%s: closing idle connection", self.peer)
+                    return
                 assert isinstance(event, BlobOffer)
                 offer = event
                 send, needed = await receiver.answer_offer(offer)

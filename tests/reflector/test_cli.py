@@ -215,3 +215,35 @@ async def test_prism_test_lists_store_on_sigterm(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_progress_bar_draws_only_when_enabled(capsys: pytest.CaptureFixture[str]) -> None:
+    from prism.app.send import ProgressBar
+
+    bar = ProgressBar(4, enabled=True)
+    bar(1, 0)
+    bar(2, 4_000_000)
+    bar.finish()
+    err = capsys.readouterr().err
+    assert "3/4 blobs" in err and "4.0 MB sent" in err and err.endswith("\n")
+    quiet = ProgressBar(4, enabled=False)
+    quiet(4, 10)
+    quiet.finish()
+    assert capsys.readouterr().err == "" and quiet.done == 4
+
+
+async def test_send_version_0(tmp_path: Path) -> None:
+    data = os.urandom(3_000_000)
+    path = tmp_path / "v0.bin"
+    path.write_bytes(data)
+    store = MemoryStore()
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        code, out, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--protocol-version", "0"
+        )
+        assert code == 0, err
+        assert decode_from_store(store, json.loads(out)["sd_hash"]) == data
+    finally:
+        await receiver.stop()
