@@ -197,27 +197,32 @@ async def test_bytes_not_matching_hash(memory_receiver, caplog: pytest.LogCaptur
 
 
 @pytest.mark.parametrize("close_early", [False, True])
-async def test_client_stalling_mid_blob(caplog: pytest.LogCaptureFixture, close_early: bool) -> None:
-    store = MemoryStore()
+async def test_client_stalling_mid_blob(
+    tmp_path, caplog: pytest.LogCaptureFixture, close_early: bool
+) -> None:
+    store = DiskStore(tmp_path / "blobs")
     receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=0.5)
     await receiver.start()
+    data = os.urandom(2097152)
+    blob_hash = hashlib.sha384(data).hexdigest()
     try:
         stalled = await RawClient.connect(receiver.port)
         await stalled.send(b'{"version": 1}')
         await stalled.answer()
-        await stalled.send(sdk({"blob_hash": BLOB0, "blob_size": 16}))
+        await stalled.send(sdk({"blob_hash": blob_hash, "blob_size": len(data)}))
         await stalled.answer()
-        await stalled.send(BLOB0_BYTES[:10])
+        await stalled.send(data[:1_000_000])
         if close_early:
             stalled.writer.write_eof()
         # Another client is served while the first one stalls.
         assert await upload_like_lbry_sdk(receiver.port)
-        await store.delete(BLOB0)
+        assert await store.has(BLOB0)
         assert await stalled.answer(wait=3) == b'{"received_blob":false}'
         assert await stalled.closed()
         await stalled.close()
-        assert BLOB0 not in store.blobs
-        expected = "connection closed after 10 of 16" if close_early else "timed out after 0.5 s"
+        assert not await store.has(blob_hash)
+        assert os.listdir(store.tmp_dir) == []  # nothing partial, not even a temp file
+        expected = "connection closed after 1000000 of 2097152" if close_early else "timed out after 0.5 s"
         assert any(expected in r.getMessage() for r in caplog.records)
     finally:
         await receiver.stop()
