@@ -192,7 +192,6 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         self._hasher: hashlib._Hash | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
-        self._error: Exception | None = None
         self._task: asyncio.Task | None = None
 
     # -- asyncio callbacks ------------------------------------------------------------
@@ -243,7 +242,6 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self._error = exc
         self.receiver._protocols.discard(self)
         self._wake()
 
@@ -258,7 +256,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
     # -- reading ----------------------------------------------------------------------
 
     async def _wait_for_bytes(self, what: str) -> None:
-        """Resume reading and wait for one delivery; raise UploadRefused on EOF or timeout."""
+        """Resume reading until the next delivery: EOFError at end of stream, UploadRefused on timeout."""
         if self._eof:
             raise EOFError
         assert self.transport is not None
