@@ -63,6 +63,107 @@ def version() -> None:
         click.echo(f"{key}: {value}")
 
 
+# --- issue 3: peer protocol (peer, getstream) ---------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=3333, show_default=True, help="TCP port (0: any)."
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--store-path",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Serve the blobs of this disk store (<DIR>/<hash[:2]>/<hash>).",
+)
+@click.option("--nodb", is_flag=True, help="Do not wrap the store in the MySQL-backed store (compatibility).")
+@click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Seconds.")
+def peer(
+    port: int, host: str, store_path: str | None, nodb: bool, max_connections: int, idle_timeout: float
+) -> None:
+    """Run a standalone peer server (blob download protocol)."""
+    import asyncio
+
+    from prism.app.peer import run_peer_server
+
+    if store_path is None:
+        click.echo(
+            "Error: --store-path DIR is required (serving from the S3/DB origin store is not available yet)",
+            err=True,
+        )
+        sys.exit(1)
+    try:
+        asyncio.run(
+            run_peer_server(
+                store_path, host=host, port=port, max_connections=max_connections, idle_timeout=idle_timeout
+            )
+        )
+    except OSError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("sd_hash", metavar="SDHASH")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    help="Output directory (default: here).",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep downloaded blobs here so an interrupted download resumes (default ~/.cache/prism/blobs).",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
+def getstream(
+    address: str, sd_hash: str, out_dir: str, blob_dir: str | None, timeout: float, parallel: int
+) -> None:
+    """Download a stream from a peer, verify and decrypt it into a file."""
+    import asyncio
+
+    from prism.app.getstream import GetStreamError, ProgressBar, default_blob_dir, get_stream
+
+    progress = ProgressBar()
+    try:
+        result = asyncio.run(
+            get_stream(
+                address,
+                sd_hash,
+                out_dir,
+                blob_dir,
+                peer_timeout=timeout,
+                parallel=parallel,
+                progress=progress,
+            )
+        )
+    except KeyboardInterrupt:
+        progress.finish()
+        click.echo(
+            f"Error: interrupted; downloaded blobs are kept in {blob_dir or default_blob_dir()}, "
+            "run the same command again to resume",
+            err=True,
+        )
+        sys.exit(130)
+    except (GetStreamError, OSError) as e:
+        progress.finish()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    progress.finish()
+    click.echo(result.path)
+
+
+# --- end of issue 3 block ------------------------------------------------------------------
+
+
 # --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
 
 
