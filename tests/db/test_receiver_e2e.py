@@ -17,16 +17,11 @@ import pytest
 
 from prism.config import MysqlParams
 from prism.db import MysqlDatabase, TrackAccess
+from prism.reflector.receiver import ReflectorReceiver
 from prism.store import DiskStore
 from prism.store.db_backed import DBBackedStore
 from tests.db.conftest import PrivateMariaDB
 from tests.db.streams import make_stream
-
-# TEMPORARY until issue 4's receiver is merged into main (it passed against that branch's
-# receiver.py at 057166e): then this becomes a plain import and nothing is skipped.
-ReflectorReceiver = pytest.importorskip(
-    "prism.reflector.receiver", reason="prism.reflector (issue 4) not merged yet"
-).ReflectorReceiver
 
 IO_TIMEOUT = 10.0
 
@@ -87,14 +82,14 @@ class RawReflectorClient:
             pass
 
 
-async def _serve(store: DBBackedStore) -> Any:
+async def _serve(store: DBBackedStore) -> ReflectorReceiver:
     receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=IO_TIMEOUT)
     await receiver.start()
     return receiver
 
 
 @pytest.fixture
-async def receiver(mysql_database: MysqlParams, tmp_path: Path) -> AsyncIterator[Any]:
+async def receiver(mysql_database: MysqlParams, tmp_path: Path) -> AsyncIterator[ReflectorReceiver]:
     db = MysqlDatabase(mysql_database, track_access=TrackAccess.STREAMS)
     receiver = await _serve(DBBackedStore(DiskStore(tmp_path / "blobs"), db))
     yield receiver
@@ -103,7 +98,7 @@ async def receiver(mysql_database: MysqlParams, tmp_path: Path) -> AsyncIterator
 
 
 async def test_partly_uploaded_stream_is_completed_with_only_the_missing_blobs(
-    receiver: Any, tmp_path: Path
+    receiver: ReflectorReceiver, tmp_path: Path
 ) -> None:
     s = make_stream(6)
     # The sd blob only.
@@ -135,7 +130,7 @@ async def test_partly_uploaded_stream_is_completed_with_only_the_missing_blobs(
             assert ref.read() == data
 
 
-async def test_blocked_sd_hash_is_refused(receiver: Any) -> None:
+async def test_blocked_sd_hash_is_refused(receiver: ReflectorReceiver) -> None:
     s = make_stream(2)
     await receiver.store.block(s.sd_hash)  # type: ignore[attr-defined]
     client = await RawReflectorClient.connect(receiver.port)
