@@ -105,7 +105,9 @@ class HttpBlobServer:
         blob_hash = req.query.get("hash", "")
         if not is_valid_hash(blob_hash):
             self.stats.error("invalid blob hash")
-            await conn.send_simple(400, b"invalid blob hash: want 96 lowercase hex characters\n", req.keep_alive)
+            await conn.send_simple(
+                400, b"invalid blob hash: want 96 lowercase hex characters\n", req.keep_alive
+            )
             return
         if req.method == "HEAD":
             await self._head(conn, req, blob_hash)
