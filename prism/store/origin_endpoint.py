@@ -10,11 +10,11 @@ import logging
 
 import aiohttp
 
+from prism import __version__
 from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
 from prism.store.trace import BlobTrace
 from prism.store.upstream import read_limited, verify_received
-from prism import __version__
 
 log = logging.getLogger("prism.store")
 
