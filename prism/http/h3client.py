@@ -15,7 +15,7 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
-from prism.http.tls import quic_configuration
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
 
 log = logging.getLogger("prism.http")
 
@@ -115,7 +115,9 @@ class Http3Client:
     blob's hash, checked by the caller, is what authenticates the content).
     """
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, address: str, timeout: float = 30.0, max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
+    ) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"HTTP/3 address must be host:port, got {address!r}")
@@ -123,6 +125,7 @@ class Http3Client:
         self.port = int(port)
         self.authority = address
         self.timeout = timeout
+        self.max_datagram_size = max_datagram_size
         self._protocol: _H3ClientProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._lock = asyncio.Lock()
@@ -144,7 +147,7 @@ class Http3Client:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
         family, _, _, _, addr = infos[0]
-        config = quic_configuration(True)
+        config = quic_configuration(True, max_datagram_size=self.max_datagram_size)
         config.verify_mode = ssl.CERT_NONE
         config.server_name = self.host
         connection = QuicConnection(configuration=config)
@@ -154,6 +157,7 @@ class Http3Client:
             local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
         )
         assert isinstance(protocol, _H3ClientProtocol)
+        tune_udp_socket(transport.get_extra_info("socket"))
         try:
             protocol.connect(addr)
             await protocol.wait_connected()

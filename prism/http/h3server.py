@@ -17,7 +17,7 @@ from prism.blob import is_valid_hash
 from prism.http.queue import QueueFull, RequestQueue
 from prism.http.server import ProtectedCheck
 from prism.http.stats import ServerStats
-from prism.http.tls import quic_configuration
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
 from prism.store.base import BlobNotFound, BlobStore
 
 log = logging.getLogger("prism.http")
@@ -41,11 +41,12 @@ class Http3BlobServer:
         protected: ProtectedCheck | None = None,
         queue: RequestQueue | None = None,
         request_queue_size: int = 200,
+        max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
     ) -> None:
         self.store = store
         self.host = host
         self._port = port
-        self.configuration = quic_configuration(False, cert_file, key_file)
+        self.configuration = quic_configuration(False, cert_file, key_file, max_datagram_size)
         self.protected = protected
         self.queue = queue or RequestQueue(request_queue_size)
         self.stats = ServerStats("http3")
@@ -66,6 +67,8 @@ class Http3BlobServer:
             configuration=self.configuration,
             create_protocol=lambda *a, **kw: _H3ServerProtocol(*a, blob_server=self, **kw),
         )
+        if self._server._transport is not None:
+            tune_udp_socket(self._server._transport.get_extra_info("socket"))
         log.info("HTTP/3 blob server listening on %s:%d (udp)", self.host, self.port)
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import socket
 
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
@@ -40,8 +42,17 @@ RECEIVE_WINDOW = 524_288_000
 """reflector.go's max stream and connection receive window (500 MiB)."""
 
 
+DEFAULT_DATAGRAM_SIZE = 1200
+"""QUIC's smallest guaranteed datagram size: safe on any path. Python's per-packet cost makes
+throughput roughly proportional to it, so links known to carry more (loopback, jumbo-frame
+LANs) can raise it with `--http3-max-datagram-size`."""
+
+
 def quic_configuration(
-    is_client: bool, cert_file: str | None = None, key_file: str | None = None
+    is_client: bool,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
 ) -> QuicConfiguration:
     config = QuicConfiguration(
         is_client=is_client,
@@ -51,6 +62,7 @@ def quic_configuration(
         max_data=RECEIVE_WINDOW,
         max_stream_data=RECEIVE_WINDOW,
     )
+    config.max_datagram_size = max_datagram_size
     if not is_client:
         if cert_file and key_file:
             config.load_cert_chain(cert_file, key_file)
@@ -59,3 +71,15 @@ def quic_configuration(
         else:
             config.certificate, config.private_key = self_signed_certificate()
     return config
+
+
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def tune_udp_socket(sock: object) -> None:
+    """Large UDP buffers: a burst of QUIC packets for a 2 MiB blob must not overflow them."""
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import logging
 
 from prism.blob import validate_hash
 from prism.http.h3client import Http3Client
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
 from prism.store.trace import BlobTrace, TraceError
 from prism.store.upstream import verify_received
@@ -20,10 +21,16 @@ log = logging.getLogger("prism.store")
 class Http3Store:
     """Blobs from `https://<address>/get/<hash>?trace=true` over one QUIC connection."""
 
-    def __init__(self, address: str, timeout: float = 30.0, name: str = "http3") -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = 30.0,
+        name: str = "http3",
+        max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
+    ) -> None:
         self.name = name
         self.address = address
-        self.client = Http3Client(address, timeout)
+        self.client = Http3Client(address, timeout, max_datagram_size)
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)
