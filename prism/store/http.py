@@ -30,6 +30,8 @@ class HttpStore:
         self.edge_token = edge_token
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.bytes_in = 0
+        """Blob bytes received from upstream (reflector_*_in_bytes)."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -81,6 +83,7 @@ class HttpStore:
                 trace = BlobTrace.from_json(via)
             except TraceError:
                 log.debug("upstream %s sent a Via header that is not a trace: %.80s", self.base, via)
+        self.bytes_in += len(data)
         return BlobRef.from_bytes(blob_hash, data, trace.stack(timer.elapsed(), self.name))
 
     async def put(self, blob_hash: str, data: bytes) -> None:

@@ -31,6 +31,8 @@ class Http3Store:
         self.name = name
         self.address = address
         self.client = Http3Client(address, timeout, max_datagram_size)
+        self.bytes_in = 0
+        """Blob bytes received from upstream (reflector_*_in_bytes)."""
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)
@@ -64,6 +66,7 @@ class Http3Store:
                 trace = BlobTrace.from_json(via)
             except TraceError:
                 log.debug("http3 upstream %s sent a Via header that is not a trace", self.address)
+        self.bytes_in += len(r.body)
         return BlobRef.from_bytes(blob_hash, r.body, trace.stack(timer.elapsed(), self.name))
 
     async def put(self, blob_hash: str, data: bytes) -> None:

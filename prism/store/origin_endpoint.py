@@ -36,6 +36,8 @@ class OriginEndpointStore:
         self.hits = [0] * len(self.endpoints)
         """Successful gets per endpoint (reflector_ittt_this_hit_total / _that_hit_total)."""
         self._session: aiohttp.ClientSession | None = None
+        self.bytes_in = 0
+        """Blob bytes received from upstream (reflector_*_in_bytes)."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -73,6 +75,7 @@ class OriginEndpointStore:
                 error = e
                 continue
             self.hits[i] += 1
+            self.bytes_in += len(data)
             return BlobRef.from_bytes(blob_hash, data, BlobTrace.new(timer.elapsed(), self.name))
         if isinstance(error, BlobNotFound):
             raise error
