@@ -322,3 +322,14 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     supervisor.add("metrics server", metrics_server, "--metrics-port")
     refl.servers["metrics"] = metrics_server
     return refl
+
+
+async def run_reflector(opts: ReflectorOptions, config: Config) -> None:
+    """Build, log the version, serve until SIGINT/SIGTERM, shut down gracefully."""
+    from prism.version import build_info
+
+    info = build_info()
+    refl = await build(opts, config)
+    log.info("reflector version %s, built %s", info.get("Version"), info.get("build date", "<now>"))
+    await refl.run()
+    log.info("reflector stopped")
