@@ -31,7 +31,9 @@ async def api(payloads: list[object]) -> tuple[web.AppRunner, str, list[int]]:
 
 
 async def test_list_is_fetched_once_and_cached():
-    runner, url, calls = await api([{"success": True, "error": None, "data": [{"sd_hash": H1, "claim_id": "x"}]}])
+    runner, url, calls = await api(
+        [{"success": True, "error": None, "data": [{"sd_hash": H1, "claim_id": "x"}]}]
+    )
     plist = ProtectedList(url, ttl=60)
     try:
         results = await asyncio.gather(*(plist.is_protected(H1) for _ in range(20)))

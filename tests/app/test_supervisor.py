@@ -52,7 +52,11 @@ async def test_port_in_use_names_the_flag():
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     sup = Supervisor()
-    sup.add("HTTP server", HttpBlobServer(CountingStore(), "127.0.0.1", taken.getsockname()[1]), "--http-peer-port")
+    sup.add(
+        "HTTP server",
+        HttpBlobServer(CountingStore(), "127.0.0.1", taken.getsockname()[1]),
+        "--http-peer-port",
+    )
     try:
         with pytest.raises(StartupError, match="--http-peer-port: .*already in use"):
             await sup.start()
