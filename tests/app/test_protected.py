@@ -46,7 +46,7 @@ async def test_list_is_fetched_once_and_cached():
 
 
 async def test_failed_fetch_means_not_protected_and_is_logged(caplog):
-    runner, url, calls = await api([None, {"success": False, "error": "nope", "data": []}])
+    runner, url, _calls = await api([None, {"success": False, "error": "nope", "data": []}])
     plist = ProtectedList(url, ttl=60)
     try:
         assert await plist.is_protected(H1) is False
@@ -58,7 +58,7 @@ async def test_failed_fetch_means_not_protected_and_is_logged(caplog):
 
 
 async def test_stale_list_is_served_while_refreshing():
-    runner, url, calls = await api(
+    runner, url, _calls = await api(
         [
             {"success": True, "data": [{"sd_hash": H1}]},
             {"success": True, "data": [{"sd_hash": H2}]},

@@ -74,8 +74,8 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Node:
-        out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(prism_cmd(*self.args), stdout=out, stderr=out, env=prism_env())
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(prism_cmd(*self.args), stdout=out, stderr=out, env=prism_env())
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -153,7 +153,8 @@ async def test_chain_origin_tcp_http_http3(tmp_path: Path):
     nodes = [origin]
     try:
         origin.start()
-        sent = subprocess.run(
+        sent = await asyncio.to_thread(
+            subprocess.run,
             prism_cmd("--conf", "none", "send", f"127.0.0.1:{origin.receiver}", str(source)),
             capture_output=True,
             text=True,

@@ -58,7 +58,7 @@ async def test_port_in_use_names_the_flag():
         "--http-peer-port",
     )
     try:
-        with pytest.raises(StartupError, match="--http-peer-port: .*already in use"):
+        with pytest.raises(StartupError, match=r"--http-peer-port: .*already in use"):
             await sup.start()
     finally:
         taken.close()
