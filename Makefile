@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 install: $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
-	$(PY) -m prism.buildinfo > prism/_build_info.py
+	$(PY) -m prism.buildinfo
 
 $(PY):
 	python3 -m venv $(VENV)

@@ -26,7 +26,9 @@ def build_info() -> dict[str, str]:
     try:
         from prism import _build_info  # type: ignore[attr-defined]
 
-        return dict(_build_info.INFO)
+        info = getattr(_build_info, "INFO", None)
+        if isinstance(info, dict):
+            return dict(info)
     except ImportError:
         pass
     describe = _git("describe", "--dirty", "--always", "--long", "--abbrev=7")
