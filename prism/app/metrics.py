@@ -119,6 +119,14 @@ class Metrics:
         errors = fam("error_total", "counter")
         for server in self.servers:
             stats = getattr(server, "stats", None)
+            if stats is not None and hasattr(stats, "bytes_sent") and hasattr(stats, "blobs_sent"):
+                # The peer server's own counters (prism.peer.server.PeerServerStats).
+                fam("tcp_out_bytes", "counter").add(stats.bytes_sent)
+                fam("peer_download_total", "counter").add(stats.blobs_sent)
+                fam("blob_download_total", "counter").add(stats.blobs_sent)
+                if getattr(stats, "protocol_errors", 0):
+                    errors.add(stats.protocol_errors, direction="download", error_type="invalid_peer_data")
+                continue
             if not isinstance(stats, ServerStats):
                 continue
             names = SERVER_METRICS.get(stats.protocol)
@@ -160,11 +168,9 @@ class Metrics:
         if stats is None:
             return
         for attr, short in (
-            ("bytes_in", "reflector_in_bytes"),
-            ("blobs", "blob_upload_total"),
-            ("blob_uploads", "blob_upload_total"),
-            ("sd_blobs", "sdblob_upload_total"),
-            ("sd_blob_uploads", "sdblob_upload_total"),
+            ("bytes_received", "reflector_in_bytes"),
+            ("blobs_received", "blob_upload_total"),
+            ("sd_blobs_received", "sdblob_upload_total"),
         ):
             value = getattr(stats, attr, None)
             if isinstance(value, int | float):
@@ -173,6 +179,8 @@ class Metrics:
         if isinstance(errs, dict):
             for kind, n in errs.items():
                 errors.add(n, direction="upload", error_type=str(kind))
+        elif isinstance(errs, int) and errs:
+            errors.add(errs, direction="upload", error_type="other")
 
     @staticmethod
     def _store(store: object, fam: object) -> None:
@@ -186,23 +194,27 @@ class Metrics:
         if name == "cloudfront_ro" and isinstance(hits, list):
             fam("ittt_this_hit_total", "counter").add(hits[0] if hits else 0)  # type: ignore[operator]
             fam("ittt_that_hit_total", "counter").add(sum(hits[1:]))  # type: ignore[operator]
-        stats = getattr(store, "stats", None)
-        if stats is None:
+        component = str(getattr(store, "component", "") or "reflector")
+        flights = getattr(store, "flights", None)
+        if name.startswith("sf_") and flights is not None:
+            # reflector.go's single-flight gauges: work in flight and callers waiting on it.
+            fam("cache_origin_requests_total", "gauge").add(
+                getattr(flights, "leaders", 0), cache_type=name, component=component
+            )  # type: ignore[operator]
+            fam("cache_waiting_requests_total", "gauge").add(
+                getattr(flights, "waiting", 0), cache_type=name, component=component
+            )  # type: ignore[operator]
             return
-        component = str(getattr(store, "component", getattr(stats, "component", "reflector")))
-        cache_type = str(getattr(stats, "cache_type", None) or _cache_name(store) or name)
-        for attr, short, kind in (
-            ("hits", "cache_hit_total", "counter"),
-            ("misses", "cache_miss_total", "counter"),
-            ("evictions", "cache_evict_total", "counter"),
-            ("evicted", "cache_evict_total", "counter"),
-            ("origin_requests", "cache_origin_requests_total", "gauge"),
-            ("in_flight", "cache_origin_requests_total", "gauge"),
-            ("waiting", "cache_waiting_requests_total", "gauge"),
-        ):
-            value = getattr(stats, attr, None)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                fam(short, kind).add(value, cache_type=cache_type, component=component)  # type: ignore[operator]
+        if name == "caching":
+            cache_type = _cache_name(store) or name
+            for attr, short in (("hits", "cache_hit_total"), ("misses", "cache_miss_total")):
+                value = getattr(store, attr, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    fam(short, "counter").add(value, cache_type=cache_type, component=component)  # type: ignore[operator]
+            return
+        evictions = getattr(store, "evictions", None)
+        if isinstance(evictions, int) and not isinstance(evictions, bool):
+            fam("cache_evict_total", "counter").add(evictions, cache_type=name, component=component)  # type: ignore[operator]
 
 
 def _cache_name(store: object) -> str | None:

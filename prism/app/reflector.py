@@ -184,6 +184,35 @@ def _s3_available() -> bool:
 # -- assembly -----------------------------------------------------------------------------
 
 
+class BytesInCounter:
+    """Counts the blob bytes an upstream store without its own counter hands back."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.bytes_in = 0
+
+    async def has(self, blob_hash: str) -> bool:
+        return await self.inner.has(blob_hash)
+
+    async def get(self, blob_hash: str) -> Any:
+        ref = await self.inner.get(blob_hash)
+        self.bytes_in += ref.size
+        return ref
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.inner.delete(blob_hash)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 def parse_cache_spec(flag: str, spec: str) -> Any:
     """`SIZE:PATH:MANAGER` via the cache-chain package, errors naming `flag`."""
     from prism.app import reflector_chain as caches
@@ -192,6 +221,8 @@ def parse_cache_spec(flag: str, spec: str) -> Any:
         return caches.parse_disk_cache(spec)
     except ValueError as e:
         raise ReflectorConfigError(f"{flag}: {e}") from None
+    except ImportError as e:  # pragma: no cover - only before the cache-chain issue lands
+        raise ReflectorConfigError(f"{flag}: this build has no disk caches ({e})") from None
 
 
 def build_origin(opts: ReflectorOptions, config: Config) -> BlobStore:
@@ -235,38 +266,40 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     supervisor = Supervisor(grace=opts.shutdown_grace)
     closers: list[Any] = []
     origin = build_origin(opts, config)
+    if opts.upstream_reflector and opts.upstream_protocol == "tcp":
+        origin = BytesInCounter(origin)
     closers.append(origin)
+    database: Any = None
     if opts.use_db:
-        origin = await caches.db_backed_origin(origin, config)
-        closers.append(origin)
+        origin, database = await caches.db_backed_origin(origin, config)
     underlying = origin
-    outer = await caches.build_cache_chain(
+    chain = caches.build_cache_chain(
         underlying,
         config,
         disk_cache=opts.disk_cache,
         optional_disk_cache=opts.optional_disk_cache,
         mem_cache=opts.mem_cache,
-        closers=closers,
-        supervisor=supervisor,
     )
+    outer: BlobStore = chain.store
     metrics = Metrics()
     metrics.stores.append(outer)
     protected = ProtectedList(config.protected_list_url)
 
     async def close_stores() -> None:
         await protected.close()
-        seen: set[int] = set()
-        for store in [outer, *reversed(closers)]:
-            if id(store) in seen:
-                continue
-            seen.add(id(store))
-            try:
-                await store.close()
-            except Exception as e:
-                log.warning("closing store %s: %s", getattr(store, "name", store), e)
+        try:
+            await outer.close()  # closes every layer down to the origin
+        except Exception as e:
+            log.warning("closing the store chain: %s", e)
+        if database is not None:
+            await database.close()
 
-    # Started first so it is stopped last: stores close after every server has stopped.
+    # Added first so it is stopped last: stores close after every server has stopped.
     supervisor.add("store chain", Call(stop=close_stores))
+    if database is not None:
+        supervisor.add("database", Call(start=database.start), "db_conn")
+    # Disk caches index themselves at start; at stop they flush the localdb access times.
+    supervisor.add("caches", chain, "--disk-cache")
     refl = Reflector(opts, underlying, outer, supervisor, metrics, closers=closers)
 
     if not opts.disable_uploads:

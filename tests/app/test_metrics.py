@@ -54,14 +54,11 @@ async def test_counters_move_with_exact_names():
 
 
 def test_cache_layers_are_reported_per_cache_type_and_component():
-    class Stats:
-        hits = 3
-        misses = 2
-
     class Cache:
         name = "caching"
         component = "reflector"
-        stats = Stats()
+        hits = 3
+        misses = 2
 
         def __init__(self) -> None:
             self.cache = CountingStore("disk")
