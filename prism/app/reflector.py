@@ -308,6 +308,8 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
         receiver = ReflectorReceiver(
             outer, underlying=underlying, host=opts.host, port=opts.receiver_port, timeout=RECEIVER_TIMEOUT
         )
+        if opts.disable_blocklist and hasattr(receiver, "blocklister"):
+            receiver.blocklister = None  # wants = "not stored yet", as reflector.go without a blocklist
         if not opts.use_db:
             log.info("no database: the reflector receiver applies no blocklist")
         elif opts.disable_blocklist:

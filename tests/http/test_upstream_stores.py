@@ -207,3 +207,20 @@ async def test_origin_endpoint_alone_and_with_fallback():
         await with_fallback.close()
         await runner.cleanup()
         await liar.cleanup()
+
+
+async def test_http3_stop_lets_a_request_in_flight_finish():
+    origin = CountingStore(delay=0.3)
+    h, d = make_blob(1_500_000)
+    await origin.put(h, d)
+    server = Http3BlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
+    try:
+        task = asyncio.create_task(store.get(h))
+        await asyncio.sleep(0.1)
+        await server.stop(grace=5)
+        ref = await task
+        assert ref.read() == d
+    finally:
+        await store.close()

@@ -1,0 +1,85 @@
+"""`prism reflector` assembled in-process (ports 0 on 127.0.0.1): chain shapes of reflector.md §3.4."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from prism.app.reflector import ReflectorOptions, build
+from prism.config import Config
+from prism.store.trace import BlobTrace
+from tests.http.helpers import make_blob
+
+NO_API = Config(protected_list_url="")
+
+
+def options(**kw: object) -> ReflectorOptions:
+    base: dict[str, object] = {
+        "host": "127.0.0.1",
+        "tcp_peer_port": 0,
+        "http3_peer_port": 0,
+        "http_peer_port": 0,
+        "receiver_port": 0,
+        "metrics_port": 0,
+        "use_db": False,
+        "shutdown_grace": 1.0,
+    }
+    base.update(kw)
+    return ReflectorOptions(**base)  # type: ignore[arg-type]
+
+
+async def test_origin_endpoint_alone_then_served_from_the_disk_cache(tmp_path):
+    h, d = make_blob(300_000)
+    hits = [0]
+
+    async def cdn(request: web.Request) -> web.Response:
+        hits[0] += 1
+        if request.match_info["name"] == h:
+            return web.Response(body=d)
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/bucket/{name}", cdn)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}/bucket/"
+
+    refl = await build(
+        options(origin_endpoint=endpoint, disable_uploads=True, disk_cache=f"1GB:{tmp_path / 'cache'}:lru"),
+        NO_API,
+    )
+    assert "receiver" not in refl.servers
+    await refl.supervisor.start()
+    try:
+        port = refl.servers["http"].port
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/blob?hash={h}") as r:
+                assert r.status == 200 and await r.read() == d
+                names = [st.origin_name for st in BlobTrace.from_json(r.headers["Via"]).stacks]
+                assert names[0] == "cloudfront_ro"
+            await runner.cleanup()  # the origin goes away: the cache answers
+            async with s.get(f"http://127.0.0.1:{port}/blob?hash={h}") as r:
+                assert r.status == 200 and await r.read() == d
+            async with s.get(f"http://127.0.0.1:{refl.servers['metrics'].port}/metrics") as r:
+                text = await r.text()
+        assert hits[0] == 1
+        assert "reflector_s3_in_bytes 300000" in text
+        assert 'reflector_cache_hit_total{cache_type="gcache",component="reflector"} 1' in text
+    finally:
+        await refl.supervisor.stop()
+
+
+async def test_store_path_is_a_durable_origin_without_caches(tmp_path):
+    h, d = make_blob(1000)
+    refl = await build(options(store_path=str(tmp_path / "blobs"), disk_cache=""), NO_API)
+    await refl.supervisor.start()
+    try:
+        await refl.outer.put(h, d)
+        assert (tmp_path / "blobs" / h[:2] / h).read_bytes() == d
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash={h}") as r:
+                assert await r.read() == d
+        assert refl.servers["receiver"].port > 0
+    finally:
+        await refl.supervisor.stop()
