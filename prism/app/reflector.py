@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.app.metrics import Metrics, MetricsServer
+from prism.app.metrics import Metrics, MetricsServer, walk_stores
 from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config
@@ -281,6 +281,12 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
         mem_cache=opts.mem_cache,
     )
     outer: BlobStore = chain.store
+    if opts.upstream_reflector or opts.origin_endpoint:
+        # The network origin already checked each blob's SHA-384 on arrival: a cache fill
+        # need not hash the same bytes again.
+        for store in walk_stores(outer):
+            if getattr(store, "name", "") == "caching" and isinstance(getattr(store, "verify", None), bool):
+                store.verify = False  # type: ignore[attr-defined]
     metrics = Metrics()
     metrics.stores.append(outer)
     protected = ProtectedList(config.protected_list_url)
