@@ -141,6 +141,168 @@ def reflector_cmd(obj: PrismContext, **flags: object) -> None:
 
 
 # --- end of issue #7 ----------------------------------------------------------------------------
+# --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
+
+
+@cli.command("dht")
+@click.argument("mode", type=click.Choice(["connect", "bootstrap"]))
+@click.option(
+    "--nodeID", "node_id", default=None, metavar="HEX", help="Node id, 96 hex characters (default random)."
+)
+@click.option("--port", default=4567, show_default=True, type=click.IntRange(0, 65535), help="UDP port.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind the UDP port to.")
+@click.option(
+    "--rpcPort",
+    "rpc_port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="JSON-RPC port (0 = off).",
+)
+@click.option(
+    "--seeds",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Seed nodes (repeatable or comma-separated; default lbry-sdk's known DHT nodes).",
+)
+@click.option(
+    "--allow-private-peers", is_flag=True, help="Deal with peers on loopback and private addresses."
+)
+@click.option(
+    "--routing-table",
+    "state_path",
+    default=None,
+    metavar="PATH",
+    help="Where the routing table is saved on shutdown and loaded at start "
+    "(default $XDG_CACHE_HOME/prism/dht-<port>.json).",
+)
+@click.option(
+    "--peer-port",
+    default=3333,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP peer-protocol port given in announcements.",
+)
+def dht_command(
+    mode: str,
+    node_id: str | None,
+    port: int,
+    host: str,
+    rpc_port: int,
+    seeds: tuple[str, ...],
+    allow_private_peers: bool,
+    state_path: str | None,
+    peer_port: int,
+) -> None:
+    """Run a DHT node: `connect` joins the network, `bootstrap` is a seed for others."""
+    import asyncio
+    from pathlib import Path
+
+    from prism.dht.persist import default_state_path
+    from prism.dht.service import parse_seeds, run_dht
+
+    raw_id = None
+    if node_id is not None:
+        try:
+            raw_id = bytes.fromhex(node_id)
+        except ValueError:
+            raw_id = b""
+        if len(raw_id) != 48:
+            raise click.BadParameter("must be 96 hex characters", param_hint="--nodeID")
+    try:
+        seed_list = parse_seeds(seeds) if seeds else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--seeds") from None
+    path = Path(state_path) if state_path else default_state_path(port)
+    asyncio.run(
+        run_dht(
+            mode,
+            node_id=raw_id,
+            host=host,
+            port=port,
+            rpc_port=rpc_port,
+            seeds=seed_list,
+            allow_private_peers=allow_private_peers,
+            state_path=path,
+            peer_port=peer_port,
+        )
+    )
+
+
+# --- end of issue #8 block -------------------------------------------------------------------------------
+# ---- issue 5: cache chain maintenance (check-integrity, populate-db) -------------------------
+
+
+@cli.command("check-integrity")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk store or cache directory to check.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hashing threads (default: CPUs - 1, at least 1).",
+)
+@click.option(
+    "--delete", is_flag=True, help="Delete corrupt blobs instead of moving them to DIR/quarantine/."
+)
+def check_integrity_cmd(store_path: str, threads: int | None, delete: bool) -> None:
+    """Re-hash every blob; quarantine (or delete) corrupt ones. Exit status 1 if any was bad."""
+    from prism.app.integrity import check_integrity, list_blobs
+
+    blobs = list_blobs(store_path)
+    with click.progressbar(length=len(blobs), label="checking blobs", file=sys.stderr) as bar:
+        report = check_integrity(store_path, threads, delete, progress=bar.update, blobs=blobs)
+    click.echo(report.summary())
+    for h in report.corrupt_hashes:
+        click.echo(f"corrupt: {h}")
+    for h in report.unreadable_hashes:
+        click.echo(f"unreadable: {h}")
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command("populate-db")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk cache directory to index.",
+)
+@click.option(
+    "--db",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="MySQL DSN USER:PASSWORD@tcp(HOST:PORT)/DBNAME (default: local_db_conn from the config, "
+    "else the SQLite index inside the store directory).",
+)
+@click.pass_obj
+def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None:
+    """Index an existing disk cache into the localdb index (real sizes; safe to run twice)."""
+    import asyncio
+
+    from prism.app.populate_db import populate_db
+    from prism.config import ConfigError
+    from prism.db.localdb import LocalDBError
+
+    try:
+        report, where = asyncio.run(
+            populate_db(store_path, dsn if dsn is not None else obj.config.local_db_conn)
+        )
+    except (ConfigError, LocalDBError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"indexed {report.scanned} blobs into {where}: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged"
+    )
+
+
+# ---- end of issue 5 ---------------------------------------------------------------------------
 
 
 def main() -> None:

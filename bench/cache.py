@@ -1,0 +1,288 @@
+"""Cache policies against Belady's optimum, the cost of a cache hit, and index rebuild time.
+
+1. Replays request traces over a catalogue of equal-sized blobs (most blobs are 2 MiB, so a
+   capacity counts blobs) through prism's own policy classes, exactly as the disk cache
+   drives them (`EvictionPolicy.admit`):
+   - zipf: Zipf(0.9) popularity;
+   - scan: the same, with a one-time sequential scan of never-seen blobs in the middle;
+   - shift: Zipf(0.9) whose popular set moves to other blobs several times.
+   Capacities are 1%, 5% and 20% of the catalogue. The limit printed next to each hit ratio
+   is Belady's offline optimum (evict the blob needed furthest in the future, and do not
+   admit a blob needed later than everything cached) for the same trace and capacity.
+2. Cost of one cache hit through the full chain that `prism reflector` builds
+   (SingleFlight(Caching(Caching(SingleFlight(origin), disk cache), memory cache))), for a
+   memory hit and a disk hit, next to the bare dict lookup and bare open+fstat below it.
+3. Time to rebuild a disk cache index with 100,000 blobs (lru from the directory, lru from
+   its snapshot, localdb/SQLite first start adopting everything, and localdb restart).
+
+Last line: best_policy_vs_optimal=<mean over cases of hit ratio / optimal hit ratio, for
+the policy with the best mean>.
+
+Usage: .venv/bin/python bench/cache.py [--catalogue N] [--requests N] [--restart-blobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import heapq
+import itertools
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from prism.app.cache_chain import build_cache_chain, make_local_db_index
+from prism.blob import sha384_hex
+from prism.store import DiskStore, MemoryStore
+from prism.store.disk_cache import DiskCacheStore
+from prism.store.eviction import make_policy
+from prism.store.singleflight import SingleFlightStore
+
+POLICIES = ("lru", "lfuda", "tinylfu")
+CAPACITIES = (0.01, 0.05, 0.20)
+
+
+# -- traces ---------------------------------------------------------------------------------
+
+
+def zipf_sampler(n: int, alpha: float, rng: random.Random) -> Callable[[], int]:
+    cum = list(itertools.accumulate(1.0 / (k**alpha) for k in range(1, n + 1)))
+    total = cum[-1]
+
+    def sample() -> int:
+        return bisect.bisect_left(cum, rng.random() * total)
+
+    return sample
+
+
+def trace_zipf(n: int, length: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    perm = list(range(n))
+    rng.shuffle(perm)
+    sample = zipf_sampler(n, 0.9, rng)
+    return [perm[sample()] for _ in range(length)]
+
+
+def trace_scan(n: int, length: int, seed: int) -> list[int]:
+    base = trace_zipf(n, length, seed)
+    half = length // 2
+    scan = list(range(n, 2 * n))  # a catalogue-sized crawl of blobs nobody asks for again
+    return base[:half] + scan + base[half:]
+
+
+def trace_shift(n: int, length: int, seed: int, phases: int = 5) -> list[int]:
+    rng = random.Random(seed)
+    perm = list(range(n))
+    rng.shuffle(perm)
+    sample = zipf_sampler(n, 0.9, rng)
+    out = []
+    per_phase = length // phases
+    for p in range(phases):
+        offset = p * (n // phases)  # the top ranks land on different blobs each phase
+        out.extend(perm[(sample() + offset) % n] for _ in range(per_phase))
+    return out
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+
+def replay(policy_name: str, trace: list[int], capacity: int) -> float:
+    p = make_policy(policy_name, capacity)
+    keys = [str(k) for k in range(max(trace) + 1)]
+    hits = 0
+    contains, touch, admit = p.__contains__, p.touch, p.admit
+    for k in trace:
+        key = keys[k]
+        if contains(key):
+            hits += 1
+            touch(key)
+        else:
+            admit(key, 1, capacity)
+    return hits / len(trace)
+
+
+def belady(trace: list[int], capacity: int) -> float:
+    """Offline optimum for equal sizes, with bypass."""
+    never = len(trace) + 1
+    next_use = [never] * len(trace)
+    last: dict[int, int] = {}
+    for i in range(len(trace) - 1, -1, -1):
+        next_use[i] = last.get(trace[i], never)
+        last[trace[i]] = i
+    cached: dict[int, int] = {}  # key -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, key), lazily invalidated
+    hits = 0
+    for i, k in enumerate(trace):
+        nu = next_use[i]
+        if k in cached:
+            hits += 1
+            cached[k] = nu
+            heapq.heappush(heap, (-nu, k))
+            continue
+        if len(cached) >= capacity:
+            while True:
+                neg, victim = heap[0]
+                if cached.get(victim) == -neg:
+                    break
+                heapq.heappop(heap)
+            if -neg <= nu:
+                continue  # the newcomer is needed last: do not admit it
+            heapq.heappop(heap)
+            del cached[victim]
+        cached[k] = nu
+        heapq.heappush(heap, (-nu, k))
+    return hits / len(trace)
+
+
+def policy_section(n: int, length: int) -> float:
+    traces = {
+        "zipf": trace_zipf(n, length, 1),
+        "scan": trace_scan(n, length, 2),
+        "shift": trace_shift(n, length, 3),
+    }
+    print(f"== hit ratio vs Belady's optimum: catalogue {n} blobs, {length} requests per trace")
+    print(f"{'trace':6} {'cap':>4} {'optimal':>8} " + " ".join(f"{p:>16}" for p in POLICIES) + "  best")
+    ratios: dict[str, list[float]] = {p: [] for p in POLICIES}
+    for tname, trace in traces.items():
+        for frac in CAPACITIES:
+            cap = max(1, int(n * frac))
+            opt = belady(trace, cap)
+            cells = []
+            best = ("", -1.0)
+            for p in POLICIES:
+                t0 = time.perf_counter()
+                hr = replay(p, trace, cap)
+                us = (time.perf_counter() - t0) / len(trace) * 1e6
+                r = hr / opt if opt else 1.0
+                ratios[p].append(r)
+                cells.append(f"{hr:6.3f} ({r:4.0%}) {us:3.1f}us")
+                if hr > best[1]:
+                    best = (p, hr)
+            print(f"{tname:6} {frac:4.0%} {opt:8.3f} " + " ".join(f"{c:>16}" for c in cells) + f"  {best[0]}")
+    print("(each cell: hit ratio, its share of the optimum, policy cost per request)")
+    means = {p: statistics.mean(v) for p, v in ratios.items()}
+    for p, m in means.items():
+        print(f"mean hit ratio / optimal  {p:8} {m:.3f}")
+    best_policy = max(means, key=lambda p: means[p])
+    print(f"best policy over all cases: {best_policy}")
+    return means[best_policy]
+
+
+# -- hit cost -------------------------------------------------------------------------------
+
+
+async def hit_cost(root: str, iterations: int) -> None:
+    print(f"== cost of one cache hit through the full chain ({iterations} gets each, get + close)")
+    blobs = []
+    for _ in range(64):
+        data = os.urandom(64 * 1024)
+        blobs.append((sha384_hex(data), data))
+    origin = MemoryStore("origin")
+    for h, d in blobs:
+        await origin.put(h, d)
+
+    async def measure(label: str, get: Callable[[str], object], ref_close: bool = True) -> float:
+        hashes = [h for h, _ in blobs]
+        for h in hashes:  # warm
+            r = await get(h)  # type: ignore[misc]
+            r.close()
+        t0 = time.perf_counter()
+        for i in range(iterations):
+            r = await get(hashes[i & 63])  # type: ignore[misc]
+            r.close()
+        us = (time.perf_counter() - t0) / iterations * 1e6
+        print(f"  {label:58} {us:7.2f} us")
+        return us
+
+    # Memory hit: the whole chain with a memory cache on top, as `--mem-cache` builds it.
+    chain = build_cache_chain(origin, disk_cache=f"1GB:{root}/mem_chain:lru", mem_cache=100)
+    await chain.start()
+    outer = SingleFlightStore(chain.store, component="sf-http")
+    await measure("memory hit: sf-http > caching > memory cache", outer.get)
+    mem_cache = chain.caches[-1]
+    bare = getattr(mem_cache, "_blobs", {})
+    t0 = time.perf_counter()
+    for i in range(iterations):
+        bare.get(blobs[i & 63][0])
+    print(f"  {'  limit: bare dict lookup':58} {(time.perf_counter() - t0) / iterations * 1e6:7.2f} us")
+    await chain.stop()
+
+    # Disk hit: chain without a memory cache (lru and localdb managers).
+    for manager in ("lru", "localdb"):
+        chain = build_cache_chain(origin, disk_cache=f"1GB:{root}/disk_{manager}:{manager}")
+        await chain.start()
+        outer = SingleFlightStore(chain.store, component="sf-http")
+        await measure(f"disk hit ({manager}): sf-http > caching > disk cache > open", outer.get)
+        await chain.stop()
+    disk = DiskStore(f"{root}/disk_lru")
+    await measure("  limit: bare DiskStore.get (open + fstat)", disk.get)
+
+
+# -- index rebuild --------------------------------------------------------------------------
+
+
+def make_files(root: str, n: int) -> None:
+    os.makedirs(root, exist_ok=True)
+    made: set[str] = set()
+    for i in range(n):
+        h = sha384_hex(i.to_bytes(4, "big"))
+        d = os.path.join(root, h[:2])
+        if h[:2] not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(h[:2])
+        fd = os.open(os.path.join(d, h), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"x" * (1 + i % 100))
+        os.close(fd)
+
+
+async def rebuild_time(root: str, n: int) -> None:
+    print(f"== index rebuild at start with {n} blobs on disk")
+    t0 = time.perf_counter()
+    make_files(root, n)
+    print(f"  (writing {n} files took {time.perf_counter() - t0:.1f}s)")
+
+    async def start(label: str, index: bool) -> None:
+        cap = 1 << 40
+        idx = make_local_db_index(root) if index else None
+        cache = DiskCacheStore(DiskStore(root), cap, make_policy("lru", cap), index=idx)
+        t0 = time.perf_counter()
+        await cache.start()
+        took = time.perf_counter() - t0
+        assert cache.rebuild is not None and cache.rebuild.blobs == n, cache.rebuild
+        print(f"  {label:40} {took:6.2f} s  ({cache.rebuild.adopted} adopted)")
+        await cache.stop()
+
+    await start("lru, no snapshot (directory scan)", False)
+    await start("lru, from snapshot", False)
+    await start("localdb (SQLite), first start", True)
+    await start("localdb (SQLite), restart", True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--catalogue", type=int, default=10_000)
+    ap.add_argument("--requests", type=int, default=200_000)
+    ap.add_argument("--hit-iterations", type=int, default=20_000)
+    ap.add_argument("--restart-blobs", type=int, default=100_000)
+    args = ap.parse_args()
+    best = policy_section(args.catalogue, args.requests)
+    tmp = tempfile.mkdtemp(prefix="prism-bench-cache-")
+    try:
+        asyncio.run(hit_cost(tmp, args.hit_iterations))
+        if args.restart_blobs:
+            asyncio.run(rebuild_time(os.path.join(tmp, "restart"), args.restart_blobs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"best_policy_vs_optimal={best:.3f}")
+
+
+if __name__ == "__main__":
+    main()

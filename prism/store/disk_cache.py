@@ -1,0 +1,396 @@
+"""A disk cache with a byte capacity and an eviction policy (`--disk-cache SIZE:PATH:MANAGER`).
+
+Blobs live in a `DiskStore`; which ones stay is decided by an in-memory `EvictionPolicy`
+(lru, lfuda, tinylfu). With the `localdb` manager the access times are also kept in a
+database (`AccessIndex`, see `prism.db.localdb`) so they survive restarts and can be
+shared with reflector.go tooling; writes to it are batched off the request path.
+
+- Hit path: one dict lookup, one `open` (the file handed back is already open, so an
+  eviction that unlinks it meanwhile never breaks the read), O(1) policy bookkeeping.
+- When stored bytes pass the capacity, the coldest blobs are evicted until the cache is at
+  `low_watermark` x capacity.
+- `start()` rebuilds the index from the directory (and from the snapshot written by the last
+  `stop()`, or from the database for localdb). Blobs on disk that the index does not know
+  are adopted, never deleted; what does not fit is evicted coldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from prism.blob import is_valid_hash, validate_hash
+from prism.store.base import BlobNotFound, BlobRef, StoreError, Timer
+from prism.store.disk import TMP_DIR, DiskStore
+from prism.store.eviction import EvictionPolicy, PolicyEntry
+
+log = logging.getLogger("prism.cache")
+
+SNAPSHOT_NAME = "cache-index.txt"
+SNAPSHOT_MAGIC = "prism-cache-index 1"
+QUARANTINE_DIR = "quarantine"
+DEFAULT_LOW_WATERMARK = 0.95
+_HEX = frozenset("0123456789abcdef")
+
+
+class AccessIndex(Protocol):
+    """Persistent record of stored blobs and their last access (the localdb manager).
+
+    The `record_*` methods only note the change in memory (O(1)); a background flusher
+    writes them in batches. `load` returns (hash, size, last access as unix time) of every
+    blob the index believes is stored.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float = 5.0) -> None: ...
+
+    async def load(self) -> list[tuple[str, int, float]]: ...
+
+    def record_add(self, blob_hash: str, size: int, accessed_at: float | None = None) -> None: ...
+
+    def record_access(self, blob_hash: str) -> None: ...
+
+    def record_delete(self, blob_hash: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class DiskBlob(NamedTuple):
+    hash: str
+    size: int
+    stamp: float  # last access or modification (unix time), whichever is later
+    path: str
+
+
+def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
+    """Every blob file under a DiskStore root (blocking). Skips tmp/, quarantine/, other files."""
+    if prefix_length > 0:
+        try:
+            with os.scandir(root) as it:
+                dirs = [
+                    e.path
+                    for e in it
+                    if len(e.name) == prefix_length
+                    and _HEX.issuperset(e.name)
+                    and e.is_dir(follow_symlinks=False)
+                ]
+        except FileNotFoundError:
+            return
+    else:
+        dirs = [root]
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if not is_valid_hash(e.name):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if e.is_file(follow_symlinks=False):
+                        yield DiskBlob(e.name, st.st_size, max(st.st_atime, st.st_mtime), e.path)
+        except FileNotFoundError:
+            continue
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    blobs: int = 0
+    bytes: int = 0
+    adopted: int = 0
+    forgotten: int = 0  # known to the index or snapshot but gone from disk
+    evicted: int = 0
+    seconds: float = 0.0
+
+
+class DiskCacheStore:
+    """Blobs on disk, at most `capacity` bytes of them, evicted by `policy`."""
+
+    def __init__(
+        self,
+        disk: DiskStore,
+        capacity: int,
+        policy: EvictionPolicy,
+        *,
+        index: AccessIndex | None = None,
+        low_watermark: float = DEFAULT_LOW_WATERMARK,
+        name: str | None = None,
+        component: str = "",
+    ) -> None:
+        if capacity <= 0:
+            raise ValueError(f"disk cache capacity must be positive, got {capacity}")
+        if not 0.0 < low_watermark <= 1.0:
+            raise ValueError(f"low watermark must be in (0, 1], got {low_watermark}")
+        self.inner = disk
+        self.disk = disk
+        self.capacity = capacity
+        self.policy = policy
+        self.index = index
+        self.low_watermark = low_watermark
+        self.name = name or ("db-backed" if index is not None else "gcache")
+        self.component = component
+        self.hits = 0
+        self.evictions = 0
+        self.rebuild: RebuildReport | None = None
+        self._started = False
+        self._stopped = False
+        self._evicting: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def root(self) -> str:
+        return self.disk.root
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.policy.bytes
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the index from disk (and snapshot or database), then start the flusher."""
+        if self._started:
+            return
+        t0 = time.monotonic()
+        rows: list[tuple[str, int, float]] | None = None
+        if self.index is not None:
+            await self.index.start()
+            rows = await self.index.load()
+        entries, adopted, forgotten = await asyncio.to_thread(self._plan_rebuild, rows)
+        self.policy.restore(entries)
+        if self.index is not None:
+            for b in adopted:
+                self.index.record_add(b.hash, b.size, b.stamp)
+            for h in forgotten:
+                self.index.record_delete(h)
+        report = RebuildReport(len(entries), self.policy.bytes, len(adopted), len(forgotten))
+        self._started = True
+        report.evicted = await self._evict_to(
+            int(self.capacity * self.low_watermark), threshold=self.capacity
+        )
+        if self.index is not None:
+            await self.index.flush()
+        report.seconds = time.monotonic() - t0
+        self.rebuild = report
+        log.info(
+            "%s cache %s: %d blobs (%d bytes) indexed in %.2fs, %d adopted, %d forgotten, %d evicted",
+            self.policy.name,
+            self.root,
+            report.blobs,
+            report.bytes,
+            report.seconds,
+            report.adopted,
+            report.forgotten,
+            report.evicted,
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Persist the index (snapshot file, or the database's pending writes)."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        for fut in list(self._evicting.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(fut), grace)
+        if self.index is not None:
+            await self.index.stop(grace)
+        else:
+            entries = self.policy.export()
+            await asyncio.to_thread(write_snapshot, self.root, self.policy.name, entries)
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.disk.close()
+
+    def _plan_rebuild(
+        self, rows: list[tuple[str, int, float]] | None
+    ) -> tuple[list[PolicyEntry], list[DiskBlob], list[str]]:
+        blobs = {b.hash: b for b in scan_blobs(self.root, self.disk.prefix_length)}
+        if rows is not None:
+            known = {h: ts for h, _size, ts in rows}
+            forgotten = [h for h in known if h not in blobs]
+            adopted = [b for h, b in blobs.items() if h not in known]
+            order = sorted(blobs.values(), key=lambda b: known.get(b.hash, b.stamp))
+            return [PolicyEntry(b.hash, b.size) for b in order], adopted, forgotten
+        snapshot = read_snapshot(self.root)
+        if snapshot is None:
+            order = sorted(blobs.values(), key=lambda b: b.stamp)
+            return [PolicyEntry(b.hash, b.size) for b in order], [], []
+        written_at, snap_entries = snapshot
+        kept = [
+            PolicyEntry(e.key, blobs[e.key].size, e.freq, e.score) for e in snap_entries if e.key in blobs
+        ]
+        in_snapshot = {e.key for e in snap_entries}
+        forgotten = [e.key for e in snap_entries if e.key not in blobs]
+        unknown = sorted((b for h, b in blobs.items() if h not in in_snapshot), key=lambda b: b.stamp)
+        # Unknown blobs older than the snapshot were there but not indexed: adopt them as the
+        # coldest. Newer ones arrived after it (e.g. before a crash): adopt them as the hottest.
+        low = min((e.score for e in kept), default=1.0)
+        cold = [PolicyEntry(b.hash, b.size, 1, low) for b in unknown if b.stamp <= written_at]
+        hot = [PolicyEntry(b.hash, b.size) for b in unknown if b.stamp > written_at]
+        return cold + kept + hot, [*unknown], forgotten
+
+    # -- BlobStore ---------------------------------------------------------------------------
+
+    async def has(self, blob_hash: str) -> bool:
+        return blob_hash in self.policy
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        if blob_hash not in self.policy:
+            raise BlobNotFound(blob_hash)
+        timer = Timer()
+        try:
+            ref = await self.disk.get(blob_hash)
+        except BlobNotFound:
+            # Removed behind our back (an operator, check-integrity): forget it.
+            self._forget(blob_hash)
+            raise
+        self.policy.touch(blob_hash)
+        if self.index is not None:
+            self.index.record_access(blob_hash)
+        self.hits += 1
+        ref.trace = ref.trace.stack(timer.elapsed(), self.name)
+        return ref
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        validate_hash(blob_hash)
+        if not self._started:
+            raise StoreError(f"disk cache {self.root} is not started")
+        size = len(data)
+        if size > self.capacity:
+            log.debug("not caching %s: %d bytes is more than the whole cache", blob_hash[:16], size)
+            return
+        if self.policy.size_of(blob_hash) == size and os.path.exists(self.disk.path_of(blob_hash)):
+            self.policy.touch(blob_hash)
+            return
+        while True:
+            pending = self._evicting.get(blob_hash)
+            if pending is not None:  # its unlink must not remove the file we write
+                await asyncio.shield(pending)
+            await self.disk.put(blob_hash, data)
+            if blob_hash not in self._evicting:  # (an eviction may have picked it meanwhile)
+                break
+        self.policy.remove(blob_hash)
+        over = self.policy.bytes + size > self.capacity
+        target = int(self.capacity * self.low_watermark) if over else self.capacity
+        victims = [h for h, _ in self.policy.admit(blob_hash, size, target)]
+        self.evictions += len(victims)
+        if self.index is not None:
+            for h in victims:  # (the newcomer too, if the policy refused it)
+                self.index.record_delete(h)
+            if blob_hash in self.policy:
+                self.index.record_add(blob_hash, size)
+        if victims:
+            await self._remove_files(victims)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.put(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        validate_hash(blob_hash)
+        self._forget(blob_hash)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.disk.path_of(blob_hash))
+
+    async def list_hashes(self) -> list[str]:
+        return list(self.policy.keys())
+
+    # -- eviction ----------------------------------------------------------------------------
+
+    def _forget(self, blob_hash: str) -> None:
+        if self.policy.remove(blob_hash) is not None and self.index is not None:
+            self.index.record_delete(blob_hash)
+
+    async def _evict_to(self, target: int, threshold: int | None = None) -> int:
+        """Evict until at most `target` bytes remain (if over `threshold`, default target)."""
+        if self.policy.bytes <= (target if threshold is None else threshold):
+            return 0
+        victims = self._select_victims(target)
+        await self._remove_files(victims)
+        return len(victims)
+
+    def _select_victims(self, target: int) -> list[str]:
+        """Take victims out of the index (synchronously) until at most `target` bytes remain."""
+        victims: list[str] = []
+        while self.policy.bytes > target:
+            v = self.policy.pop_victim()
+            if v is None:
+                break
+            victims.append(v[0])
+        self.evictions += len(victims)
+        if self.index is not None:
+            for h in victims:
+                self.index.record_delete(h)
+        return victims
+
+    async def _remove_files(self, victims: list[str]) -> None:
+        if not victims:
+            return
+        log.debug("evicting %d blobs from %s", len(victims), self.root)
+        if len(victims) <= 8:
+            self._unlink_many(victims)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for h in victims:
+            self._evicting[h] = done
+        try:
+            await asyncio.to_thread(self._unlink_many, victims)
+        finally:
+            for h in victims:
+                if self._evicting.get(h) is done:
+                    del self._evicting[h]
+            done.set_result(None)
+
+    def _unlink_many(self, hashes: list[str]) -> None:
+        for h in hashes:
+            try:
+                os.unlink(self.disk.path_of(h))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("cannot evict %s: %s", h[:16], e)
+
+
+def write_snapshot(root: str, policy_name: str, entries: list[PolicyEntry]) -> None:
+    """Atomically write the policy's order (coldest first) to `<root>/cache-index.txt`."""
+    path = os.path.join(root, SNAPSHOT_NAME)
+    tmp = os.path.join(root, TMP_DIR, f"{SNAPSHOT_NAME}.{os.getpid()}")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{SNAPSHOT_MAGIC} {policy_name} {time.time():.3f}\n")
+        f.writelines(f"{e.key} {e.size} {e.freq} {e.score!r}\n" for e in entries)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_snapshot(root: str) -> tuple[float, list[PolicyEntry]] | None:
+    """(time written, entries coldest first) or None when absent or unreadable."""
+    path = os.path.join(root, SNAPSHOT_NAME)
+    try:
+        with open(path, encoding="ascii") as f:
+            header = f.readline().split()
+            if len(header) != 4 or " ".join(header[:2]) != SNAPSHOT_MAGIC:
+                log.warning("ignoring %s: not a prism cache index", path)
+                return None
+            written_at = float(header[3])
+            entries = []
+            for line in f:
+                parts = line.split()
+                if len(parts) == 4 and is_valid_hash(parts[0]):
+                    entries.append(PolicyEntry(parts[0], int(parts[1]), int(parts[2]), float(parts[3])))
+            return written_at, entries
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        log.warning("ignoring unreadable cache index %s: %s", path, e)
+        return None

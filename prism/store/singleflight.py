@@ -1,0 +1,151 @@
+"""Request collapsing: concurrent `get`s of one hash share one call to the store below.
+
+Every caller still receives its own `BlobRef` (each must close its own): blobs in memory
+share the bytes, blobs in an open file get a duplicated file descriptor, created before
+the first caller can close the original. Writes are never folded into reads (unlike
+reflector.go, whose singleflight also grouped `Put` with `Get` of the same hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from time import perf_counter_ns
+
+from prism.store.base import BlobNotFound, BlobRef, BlobStore
+
+log = logging.getLogger("prism.store.singleflight")
+
+
+class _Retry:
+    """Sent to waiters when the leading caller was cancelled: one of them leads next."""
+
+
+_RETRY = _Retry()
+
+
+def clone_ref(ref: BlobRef) -> BlobRef:
+    """An independent BlobRef for the same blob (own file descriptor if file-backed)."""
+    if ref.file is not None:
+        dup = os.fdopen(os.dup(ref.file.fileno()), "rb", buffering=0)
+        return BlobRef(ref.hash, ref.size, ref.trace, data=ref.data, file=dup, path=ref.path)
+    return BlobRef(ref.hash, ref.size, ref.trace, data=ref.data, path=ref.path)
+
+
+def _copy_error(err: BaseException, key: str) -> BaseException:
+    # Waiters get their own not-found (a fresh traceback each); other errors are shared.
+    if isinstance(err, BlobNotFound):
+        return BlobNotFound(err.blob_hash or key, str(err))
+    return err
+
+
+class Flights:
+    """Per-key request collapsing for coroutines returning `BlobRef`s.
+
+    The first caller of a key (the leader) runs the work inline, so an uncontended call
+    costs one dict lookup; later callers wait for its result. If the leader is cancelled
+    the work is not lost for the others: a waiter takes over.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[str, list[asyncio.Future[BlobRef | _Retry]]] = {}
+        self.waiting = 0  # callers currently waiting on another caller's work
+        self.leaders = 0  # callers currently doing the work
+        self.calls = 0  # works actually started
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._flights
+
+    async def run(self, key: str, work: Callable[[str], Awaitable[BlobRef]]) -> BlobRef:
+        """`await work(key)` once for all concurrent callers of `key`; each gets its own ref."""
+        while True:
+            waiters = self._flights.get(key)
+            if waiters is None:
+                break
+            fut: asyncio.Future[BlobRef | _Retry] = asyncio.get_running_loop().create_future()
+            waiters.append(fut)
+            self.waiting += 1
+            try:
+                result = await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    r = fut.result()
+                    if isinstance(r, BlobRef):
+                        r.close()
+                raise
+            finally:
+                self.waiting -= 1
+            if isinstance(result, BlobRef):
+                return result
+            # The leader was cancelled: loop and either lead or wait for the new leader.
+
+        # Leading (inline, so an uncontended call costs one dict insert and delete).
+        waiters = []
+        self._flights[key] = waiters
+        self.leaders += 1
+        self.calls += 1
+        try:
+            ref = await work(key)
+        except asyncio.CancelledError:
+            self._finish(key, waiters)
+            for w in waiters:
+                if not w.done():
+                    w.set_result(_RETRY)
+            raise
+        except BaseException as err:
+            self._finish(key, waiters)
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(_copy_error(err, key))
+            raise
+        self._finish(key, waiters)
+        for w in waiters:
+            if not w.done():
+                try:
+                    w.set_result(clone_ref(ref))
+                except OSError as err:  # out of file descriptors: that waiter gets the error
+                    w.set_exception(err)
+        return ref
+
+    def _finish(self, key: str, waiters: list[asyncio.Future[BlobRef | _Retry]]) -> None:
+        self.leaders -= 1
+        if self._flights.get(key) is waiters:
+            del self._flights[key]
+
+
+class SingleFlightStore:
+    """Collapses concurrent `get`s of one hash into one `get` of `inner` (`sf_<inner name>`)."""
+
+    def __init__(self, inner: BlobStore, component: str = "") -> None:
+        self.inner = inner
+        self.component = component
+        self.name = f"sf_{inner.name}"
+        self.flights = Flights()
+
+    async def has(self, blob_hash: str) -> bool:
+        return await self.inner.has(blob_hash)
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        start = perf_counter_ns()
+        ref = await self.flights.run(blob_hash, self.inner.get)
+        ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
+        return ref
+
+    @property
+    def origin_calls(self) -> int:
+        """Inner gets actually made."""
+        return self.flights.calls
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.inner.delete(blob_hash)
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,237 @@
+"""DiskCacheStore: byte capacity, eviction order, watermark, restart, adoption, reads during eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import pytest
+
+from prism.store import BlobNotFound, DiskStore, StoreError
+from prism.store.disk_cache import SNAPSHOT_NAME, DiskCacheStore, scan_blobs
+from prism.store.eviction import make_policy
+from tests.store.cache_helpers import make_blob
+
+KB = 1000
+
+
+async def open_cache(root, capacity: int, policy: str = "lru", low: float = 1.0) -> DiskCacheStore:
+    cache = DiskCacheStore(DiskStore(root), capacity, make_policy(policy, capacity), low_watermark=low)
+    await cache.start()
+    return cache
+
+
+def on_disk(cache: DiskCacheStore, h: str) -> bool:
+    return os.path.exists(cache.disk.path_of(h))
+
+
+async def test_disk_cache_semantics(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 10 * KB)
+    h, data = make_blob(1, KB)
+    assert not await cache.has(h)
+    with pytest.raises(BlobNotFound):
+        await cache.get(h)
+    await cache.put(h, data)
+    assert await cache.has(h) and cache.stored_bytes == KB
+    with await cache.get(h) as ref:
+        assert ref.file is not None and ref.read() == data
+        assert [s.origin_name for s in ref.trace.stacks] == ["disk", "gcache"]
+    await cache.put(h, data)  # same blob again: nothing rewritten, nothing double counted
+    assert cache.stored_bytes == KB
+    assert await cache.list_hashes() == [h]
+    await cache.delete(h)
+    await cache.delete(h)
+    assert not await cache.has(h) and not on_disk(cache, h) and cache.stored_bytes == 0
+    await cache.close()
+
+
+async def test_disk_cache_put_before_start_fails(tmp_path) -> None:
+    cache = DiskCacheStore(DiskStore(tmp_path), 10 * KB, make_policy("lru", 10 * KB))
+    with pytest.raises(StoreError, match="not started"):
+        await cache.put(*make_blob(1))
+    with pytest.raises(ValueError, match="positive"):
+        DiskCacheStore(DiskStore(tmp_path), 0, make_policy("lru", 1))
+
+
+async def test_lru_eviction_order_on_disk(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 3 * KB, "lru")
+    a, b, c, d = (make_blob(i, KB) for i in range(4))
+    for h, data in (a, b, c):
+        await cache.put(h, data)
+    (await cache.get(a[0])).close()
+    await cache.put(*d)
+    assert [on_disk(cache, x[0]) for x in (a, b, c, d)] == [True, False, True, True]
+    assert not await cache.has(b[0]) and cache.evictions == 1 and cache.stored_bytes == 3 * KB
+
+
+async def test_lfuda_eviction_order_on_disk(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 3 * KB, "lfuda")
+    a, b, c, d, e = (make_blob(i, KB) for i in range(5))
+    for h, data in (a, b, c):
+        await cache.put(h, data)
+    for _ in range(3):
+        (await cache.get(a[0])).close()
+    (await cache.get(b[0])).close()
+    await cache.put(*d)  # c has the fewest hits
+    assert [on_disk(cache, x[0]) for x in (a, b, c, d)] == [True, True, False, True]
+    # c's eviction raised the age L to 1, so d entered at 1 + L = 2, tied with b (1 hit):
+    # b was used less recently and goes first.
+    await cache.put(*e)
+    assert [on_disk(cache, x[0]) for x in (a, b, d, e)] == [True, False, True, True]
+
+
+async def test_eviction_goes_down_to_low_watermark(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 10 * KB, "lru", low=0.5)
+    blobs = [make_blob(i, KB) for i in range(11)]
+    for h, data in blobs:
+        await cache.put(h, data)
+    # Passing the capacity brings the cache (new blob included) down to the watermark.
+    assert cache.stored_bytes == 5 * KB and len(cache) == 5
+    assert [on_disk(cache, h) for h, _ in blobs] == [False] * 6 + [True] * 5
+    assert sum(1 for _ in scan_blobs(str(tmp_path))) == 5
+
+
+async def test_eviction_does_not_break_a_read_in_progress(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 3 * 100 * KB, "lru")
+    victim, vdata = make_blob(100, 100 * KB)
+    await cache.put(victim, vdata)
+    ref = await cache.get(victim)  # a server holds this open, about to sendfile it
+    first = os.pread(ref.file.fileno(), 10 * KB, 0)
+    for i in range(5):  # push the victim out
+        await cache.put(*make_blob(200 + i, 100 * KB))
+    assert not on_disk(cache, victim) and not await cache.has(victim)
+    # The open file still serves every byte: through sendfile to a socket ...
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(True)
+        received = bytearray()
+        offset = 0
+        while offset < ref.size:
+            sent = os.sendfile(a.fileno(), ref.file.fileno(), offset, ref.size - offset)
+            offset += sent
+            while len(received) < offset:
+                received += b.recv(1 << 20)
+        assert bytes(received) == vdata
+    # ... and through read().
+    assert first + ref.read()[10 * KB :] == vdata
+    with pytest.raises(BlobNotFound):
+        await cache.get(victim)
+
+
+async def test_missing_file_is_forgotten(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 10 * KB)
+    h, data = make_blob(1, KB)
+    await cache.put(h, data)
+    os.unlink(cache.disk.path_of(h))  # an operator (or check-integrity) removed it
+    with pytest.raises(BlobNotFound):
+        await cache.get(h)
+    assert not await cache.has(h) and cache.stored_bytes == 0
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
+async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
+    cache = await open_cache(tmp_path, 4 * KB, policy)
+    blobs = [make_blob(i, KB) for i in range(4)]
+    for h, data in blobs:
+        await cache.put(h, data)
+    for _ in range(3):
+        for h, _ in (blobs[0], blobs[2], blobs[3]):
+            (await cache.get(h)).close()
+    await cache.stop()
+    assert SNAPSHOT_NAME in os.listdir(tmp_path)
+
+    again = await open_cache(tmp_path, 4 * KB, policy)
+    assert again.rebuild is not None and again.rebuild.blobs == 4 and again.rebuild.adopted == 0
+    assert again.stored_bytes == 4 * KB
+    for h, data in blobs:
+        assert (await again.get(h)).read() == data
+    for _ in range(3):
+        for h, _ in (blobs[0], blobs[2], blobs[3]):
+            (await again.get(h)).close()
+    # blob 1 was the coldest before the restart and still is after it.
+    new = [make_blob(10, KB)]
+    for h, data in new:
+        await again.put(h, data)
+    assert all([await again.has(h) for h, _ in (blobs[0], blobs[2], blobs[3])])
+    if policy == "tinylfu":  # the admission filter prefers blob 1 (2 uses) to a blob seen once
+        assert (
+            await again.has(blobs[1][0]) and not await again.has(new[0][0]) and not on_disk(again, new[0][0])
+        )
+    else:
+        assert not await again.has(blobs[1][0]) and not on_disk(again, blobs[1][0])
+    await again.stop()
+
+
+async def test_restart_adopts_unknown_blobs_and_keeps_what_fits(tmp_path) -> None:
+    disk = DiskStore(tmp_path)
+    blobs = [make_blob(i, KB) for i in range(6)]
+    now = time.time()
+    for i, (h, data) in enumerate(blobs):  # written by someone else: no index at all
+        await disk.put(h, data)
+        os.utime(disk.path_of(h), (now - 600 + i, now - 600 + i))
+    cache = await open_cache(tmp_path, 4 * KB, "lru", low=1.0)
+    assert cache.rebuild is not None and cache.rebuild.evicted == 2
+    # The two oldest files went; nothing else was deleted.
+    assert [on_disk(cache, h) for h, _ in blobs] == [False, False, True, True, True, True]
+    await cache.stop()
+
+    # A blob written after the snapshot (a crash) is adopted as recent, one with an old
+    # time as the coldest; a blob gone from disk is forgotten.
+    late, late_data = make_blob(50, KB)
+    old, old_data = make_blob(51, KB)
+    await disk.put(late, late_data)
+    await disk.put(old, old_data)
+    os.utime(disk.path_of(old), (now - 3600, now - 3600))
+    os.unlink(disk.path_of(blobs[5][0]))
+    again = await open_cache(tmp_path, 5 * KB, "lru", low=1.0)
+    assert again.rebuild is not None
+    assert again.rebuild.forgotten == 1 and again.rebuild.adopted == 2 and again.rebuild.evicted == 0
+    await again.put(*make_blob(60, KB))
+    assert not await again.has(old) and await again.has(late)
+
+
+async def test_concurrent_puts_and_gets_keep_accounting(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 20 * KB, "lfuda", low=0.8)
+    blobs = [make_blob(i, KB) for i in range(60)]
+
+    async def worker(offset: int) -> None:
+        for i in range(offset, 60, 3):
+            await cache.put(*blobs[i])
+            try:
+                (await cache.get(blobs[i // 2][0])).close()
+            except BlobNotFound:
+                pass
+
+    await asyncio.gather(*(worker(k) for k in range(3)))
+    on = {b.hash for b in scan_blobs(str(tmp_path))}
+    assert on == set(await cache.list_hashes())
+    assert cache.stored_bytes == KB * len(on) <= 20 * KB
+
+
+async def test_blob_larger_than_the_cache_is_not_cached(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 2 * KB)
+    small, sdata = make_blob(1, KB)
+    await cache.put(small, sdata)
+    big, bdata = make_blob(2, 3 * KB)
+    await cache.put(big, bdata)
+    assert not await cache.has(big) and not on_disk(cache, big)
+    assert await cache.has(small) and cache.stored_bytes == KB
+
+
+async def test_large_eviction_batch_runs_off_the_loop_and_put_waits_for_it(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 40 * KB, "lru", low=0.25)
+    blobs = [make_blob(i, KB) for i in range(41)]
+    for h, data in blobs[:40]:
+        await cache.put(h, data)
+    # The 41st put evicts 30 blobs (a batch unlinked in a thread); re-putting one of the
+    # victims at the same time (its file was lost, so it is rewritten) must leave it on
+    # disk and indexed, whichever write finishes first.
+    victim = blobs[0]
+    os.unlink(cache.disk.path_of(victim[0]))
+    await asyncio.gather(cache.put(*blobs[40]), cache.put(*victim))
+    assert await cache.has(victim[0]) and on_disk(cache, victim[0])
+    on = {b.hash for b in scan_blobs(str(tmp_path))}
+    assert on == set(await cache.list_hashes())
+    assert cache.stored_bytes == KB * len(on) <= 40 * KB
