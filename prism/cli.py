@@ -63,84 +63,107 @@ def version() -> None:
         click.echo(f"{key}: {value}")
 
 
-# --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
+# --- issue 3: peer protocol (peer, getstream) ---------------------------------------------
 
 
-def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyped-def]
-    """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
-    return click.option(
-        name,
-        type=click.BOOL,
-        default=default,
-        is_flag=False,
-        flag_value=True,
-        show_default=True,
-        help=help_text,
-    )
-
-
-@cli.command("reflector")
-@click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol (TCP) port.")
-@click.option("--http3-peer-port", type=int, default=5568, show_default=True, help="HTTP/3 (UDP) port.")
-@click.option("--http-peer-port", type=int, default=5569, show_default=True, help="HTTP port.")
-@click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
-@click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
-@_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
-@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
-@_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
-@click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
-@click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
-@click.option("--upstream-edge-token", default="", help="Edge token for protected content.")
+@cli.command()
 @click.option(
-    "--request-queue-size",
-    type=int,
-    default=200,
-    show_default=True,
-    help="HTTP and HTTP/3 GETs served at once.",
+    "--port", type=click.IntRange(0, 65535), default=3333, show_default=True, help="TCP port (0: any)."
 )
-@click.option("--origin-endpoint", default="", help="HTTP(S) origin base URL (URL = endpoint + hash).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option(
-    "--origin-endpoint-fallback", default="", help="Second origin base URL, tried when the first fails."
+    "--store-path",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Serve the blobs of this disk store (<DIR>/<hash[:2]>/<hash>).",
 )
-@click.option(
-    "--disk-cache",
-    default="100GB:/tmp/downloaded_blobs:localdb",
-    show_default=True,
-    help="SIZE:PATH:MANAGER.",
-)
-@click.option("--optional-disk-cache", default="", help="A second disk cache in front of the first.")
-@click.option("--mem-cache", type=int, default=0, show_default=True, help="In-memory LRU cache of N blobs.")
-@click.option("--store-path", default="", help="Durable disk origin that never evicts (prism addition).")
-@click.option("--http3-cert", default="", help="PEM certificate for HTTP/3 (default: self-signed ECDSA).")
-@click.option("--http3-key", default="", help="PEM private key for --http3-cert.")
-@click.option(
-    "--http3-max-datagram-size",
-    type=click.IntRange(1200, 65000),
-    default=1200,
-    show_default=True,
-    help="QUIC datagram size; raise it only on links that carry it (loopback, LAN).",
-)
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
-@click.option(
-    "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
-)
-@click.pass_obj
-def reflector_cmd(obj: PrismContext, **flags: object) -> None:
-    """Run a reflector / blob cache: receiver, peer, HTTP/3, HTTP and metrics servers."""
+@click.option("--nodb", is_flag=True, help="Do not wrap the store in the MySQL-backed store (compatibility).")
+@click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Seconds.")
+def peer(
+    port: int, host: str, store_path: str | None, nodb: bool, max_connections: int, idle_timeout: float
+) -> None:
+    """Run a standalone peer server (blob download protocol)."""
     import asyncio
 
-    from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
-    from prism.app.supervisor import StartupError
+    from prism.app.peer import run_peer_server
 
-    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]
+    if store_path is None:
+        click.echo(
+            "Error: --store-path DIR is required (serving from the S3/DB origin store is not available yet)",
+            err=True,
+        )
+        sys.exit(1)
     try:
-        asyncio.run(run_reflector(opts, obj.config))
-    except (ReflectorConfigError, StartupError) as e:
+        asyncio.run(
+            run_peer_server(
+                store_path, host=host, port=port, max_connections=max_connections, idle_timeout=idle_timeout
+            )
+        )
+    except OSError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
 
 
-# --- end of issue #7 ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("sd_hash", metavar="SDHASH")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    help="Output directory (default: here).",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep downloaded blobs here so an interrupted download resumes (default ~/.cache/prism/blobs).",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
+def getstream(
+    address: str, sd_hash: str, out_dir: str, blob_dir: str | None, timeout: float, parallel: int
+) -> None:
+    """Download a stream from a peer, verify and decrypt it into a file."""
+    import asyncio
+
+    from prism.app.getstream import GetStreamError, ProgressBar, default_blob_dir, get_stream
+
+    progress = ProgressBar()
+    try:
+        result = asyncio.run(
+            get_stream(
+                address,
+                sd_hash,
+                out_dir,
+                blob_dir,
+                peer_timeout=timeout,
+                parallel=parallel,
+                progress=progress,
+            )
+        )
+    except KeyboardInterrupt:
+        progress.finish()
+        click.echo(
+            f"Error: interrupted; downloaded blobs are kept in {blob_dir or default_blob_dir()}, "
+            "run the same command again to resume",
+            err=True,
+        )
+        sys.exit(130)
+    except (GetStreamError, OSError) as e:
+        progress.finish()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    progress.finish()
+    click.echo(result.path)
+
+
+# --- end of issue 3 block ------------------------------------------------------------------
+
+
 # --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
 
 
@@ -303,6 +326,86 @@ def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None
 
 
 # ---- end of issue 5 ---------------------------------------------------------------------------
+
+
+# --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
+
+
+def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyped-def]
+    """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
+    return click.option(
+        name,
+        type=click.BOOL,
+        default=default,
+        is_flag=False,
+        flag_value=True,
+        show_default=True,
+        help=help_text,
+    )
+
+
+@cli.command("reflector")
+@click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol (TCP) port.")
+@click.option("--http3-peer-port", type=int, default=5568, show_default=True, help="HTTP/3 (UDP) port.")
+@click.option("--http-peer-port", type=int, default=5569, show_default=True, help="HTTP port.")
+@click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
+@click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
+@_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
+@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
+@_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
+@click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
+@click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
+@click.option("--upstream-edge-token", default="", help="Edge token for protected content.")
+@click.option(
+    "--request-queue-size",
+    type=int,
+    default=200,
+    show_default=True,
+    help="HTTP and HTTP/3 GETs served at once.",
+)
+@click.option("--origin-endpoint", default="", help="HTTP(S) origin base URL (URL = endpoint + hash).")
+@click.option(
+    "--origin-endpoint-fallback", default="", help="Second origin base URL, tried when the first fails."
+)
+@click.option(
+    "--disk-cache",
+    default="100GB:/tmp/downloaded_blobs:localdb",
+    show_default=True,
+    help="SIZE:PATH:MANAGER.",
+)
+@click.option("--optional-disk-cache", default="", help="A second disk cache in front of the first.")
+@click.option("--mem-cache", type=int, default=0, show_default=True, help="In-memory LRU cache of N blobs.")
+@click.option("--store-path", default="", help="Durable disk origin that never evicts (prism addition).")
+@click.option("--http3-cert", default="", help="PEM certificate for HTTP/3 (default: self-signed ECDSA).")
+@click.option("--http3-key", default="", help="PEM private key for --http3-cert.")
+@click.option(
+    "--http3-max-datagram-size",
+    type=click.IntRange(1200, 65000),
+    default=1200,
+    show_default=True,
+    help="QUIC datagram size; raise it only on links that carry it (loopback, LAN).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
+@click.option(
+    "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
+)
+@click.pass_obj
+def reflector_cmd(obj: PrismContext, **flags: object) -> None:
+    """Run a reflector / blob cache: receiver, peer, HTTP/3, HTTP and metrics servers."""
+    import asyncio
+
+    from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
+    from prism.app.supervisor import StartupError
+
+    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]
+    try:
+        asyncio.run(run_reflector(opts, obj.config))
+    except (ReflectorConfigError, StartupError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# --- end of issue #7 ----------------------------------------------------------------------------
 
 
 def main() -> None:

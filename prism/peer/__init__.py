@@ -1,0 +1,1 @@
+"""LBRY peer protocol (TCP blob download): sans-IO codec, asyncio server and client."""

@@ -1,0 +1,421 @@
+"""asyncio peer server: answers availability, price and blob requests from a BlobStore.
+
+Per connection (reflector.md §4.2): requests are parsed by the sans-IO `RequestParser`; each
+answer is a compact JSON header in reflector.go's form followed by the blob bytes. Blobs held
+in a file are sent with `loop.sendfile` (zero copy, straight from the open file of the
+BlobRef); blobs in memory are written directly. Connections are kept alive; a connection that
+sends nothing for `idle_timeout` seconds, or whose answer does not drain within
+`send_timeout`, is closed. Bad input closes only that connection, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+from prism.peer.protocol import (
+    BLOB_NOT_FOUND,
+    RATE_ACCEPTED,
+    BlobRequest,
+    IncomingBlob,
+    PeerProtocolError,
+    RequestParser,
+    encode_found_header,
+    encode_response,
+    rate_answer,
+)
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+
+log = logging.getLogger("prism.peer")
+
+DEFAULT_PORT = 5567
+"""The peer port of the `reflector` command; `prism peer` uses 3333 like reflector.go's `peer`."""
+
+SEND_BUFFER_SIZE = 4 * 1024 * 1024
+"""SO_SNDBUF asked for each connection, so one sendfile call can usually queue a whole blob."""
+
+_NOT_FOUND = IncomingBlob("", 0, BLOB_NOT_FOUND)
+
+
+class PeerServerStats:
+    """Plain counters, read by logs, tests and (later) metrics."""
+
+    __slots__ = (
+        "accepted",
+        "blobs_sent",
+        "bytes_sent",
+        "not_found",
+        "protocol_errors",
+        "refused",
+        "requests",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0  # connections admitted so far
+        self.refused = 0
+        self.requests = 0
+        self.blobs_sent = 0
+        self.bytes_sent = 0
+        self.not_found = 0
+        self.protocol_errors = 0
+
+
+class PeerServer:
+    """Serves blobs of `store` to LBRY peers (lbry-sdk's and reflector.go's clients)."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        host: str = "0.0.0.0",
+        port: int = DEFAULT_PORT,
+        *,
+        max_connections: int = 1000,
+        idle_timeout: float = 60.0,
+        send_timeout: float = 60.0,
+        send_buffer_size: int | None = SEND_BUFFER_SIZE,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        self.send_buffer_size = send_buffer_size
+        self.stats = PeerServerStats()
+        self.connections: set[_PeerConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._last_refusal_log = 0.0
+        self._all_closed: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting; `.port` is the bound port afterwards (pass 0 for any)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _PeerConnection(self), self.host, self.port, reuse_address=True, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("peer server listening on %s:%d (store %s)", self.host, self.port, self.store.name)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let answers in progress finish for up to `grace` s, close the rest."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        if self.connections:
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), grace)
+            self._all_closed = None
+        for conn in list(self.connections):
+            conn.abort()
+        # Give aborted connections one turn of the loop to run their connection_lost.
+        await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+            log.info("peer server on port %d stopped", self.port)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self.stats.refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log > 10:
+            self._last_refusal_log = now
+            log.warning(
+                "refusing connection from %s: %d connections open (max_connections)",
+                _peer_name(transport),
+                len(self.connections),
+            )
+        transport.abort()
+
+
+class _PeerConnection(asyncio.Protocol):
+    """One client connection: parser, serving task, idle/send watchdog."""
+
+    def __init__(self, server: PeerServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser()
+        self.peer = "?"
+        self.task: asyncio.Task[None] | None = None
+        self.waiting_since = 0.0  # when we started waiting for the next request
+        self.busy_since = 0.0  # when the answer in progress started
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False
+        self.eof = False
+        self.paused_reading = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.sock_fd = -1
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            server._refuse(transport)
+            return
+        self.transport = transport
+        self.peer = _peer_name(transport)
+        server.connections.add(self)
+        server.stats.accepted += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.sock_fd = sock.fileno()
+            if server.send_buffer_size:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.send_buffer_size)
+        self.waiting_since = self.loop.time()
+        self.timer = self.loop.call_at(self.waiting_since + server.idle_timeout, self._on_timer)
+        log.debug("connection from %s", self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.receive_data(data)
+        if self.task is None:
+            self._serve_next()
+        elif self.parser.buffered > 65536 and not self.paused_reading and self.transport is not None:
+            # A client that pipelines without reading answers: stop reading until we catch up.
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        # The client half-closed: finish the answers it asked for, then close.
+        self.eof = True
+        if self.task is None:
+            self._check_eof()
+            if self.transport is not None:
+                self.transport.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.connections.discard(self)
+        if not server.connections and server._all_closed is not None:
+            server._all_closed.set()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_exception(ConnectionResetError("connection lost"))
+        self.transport = None
+        log.debug("connection from %s closed%s", self.peer, f" ({exc})" if exc else "")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def _serve_next(self) -> None:
+        try:
+            request = self.parser.next_request()
+        except PeerProtocolError as e:
+            self._bad_input(e)
+            return
+        if request is not None:
+            self.busy_since = now = self.loop.time()
+            self.task = self.loop.create_task(self._serve(request))
+            send_deadline = now + self.server.send_timeout
+            if self.timer is not None and send_deadline < self.timer.when():
+                # Only when send_timeout < idle_timeout: the watchdog must wake up earlier.
+                self.timer.cancel()
+                self.timer = self.loop.call_at(send_deadline, self._on_timer)
+
+    async def _serve(self, request: BlobRequest | None) -> None:
+        answered = 0
+        try:
+            while request is not None:
+                await self._answer(request)
+                if self.transport is None:
+                    return
+                if self.write_paused:
+                    # The client is not reading its answers: no more until it does (or the
+                    # send timeout ends the connection); reading stops too once 64 KiB queue up.
+                    await self._drain()
+                request = self.parser.next_request()
+                if request is not None:
+                    self.busy_since = self.loop.time()
+                    answered += 1
+                    if answered % 64 == 0:
+                        await asyncio.sleep(0)  # a long pipeline must not starve other connections
+        except PeerProtocolError as e:
+            self._bad_input(e)
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        except ConnectionError as e:
+            log.debug("connection from %s lost mid-answer: %s", self.peer, e)
+            self.abort()
+        except (StoreError, OSError, RuntimeError) as e:
+            # The store or the file failed: only this connection ends.
+            log.warning("closing connection from %s: %s: %s", self.peer, type(e).__name__, e)
+            self.abort()
+        except Exception:
+            log.exception("closing connection from %s after an unexpected error", self.peer)
+            self.abort()
+        finally:
+            self.task = None
+            self.waiting_since = self.loop.time()
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                if self.closing or self.eof:
+                    transport.close()
+                elif self.paused_reading:
+                    self.paused_reading = False
+                    transport.resume_reading()
+
+    async def _answer(self, request: BlobRequest) -> None:
+        server = self.server
+        store = server.store
+        stats = server.stats
+        stats.requests += 1
+        blob_hash = request.requested_blob
+        ref: BlobRef | None = None
+        if blob_hash is not None and (request.requested_blobs is None or request.is_plain_download):
+            # The usual download: one store lookup answers both availability and the blob.
+            try:
+                ref = await store.get(blob_hash)
+            except BlobNotFound:
+                ref = None
+            if request.requested_blobs is None:
+                available: list[str] | tuple[str, ...] = ()
+            else:
+                available = request.requested_blobs if ref is not None else ()
+        else:
+            available = [h for h in request.requested_blobs or () if await store.has(h)]
+            if blob_hash is not None:
+                try:
+                    ref = await store.get(blob_hash)
+                except BlobNotFound:
+                    ref = None
+        transport = self.transport
+        if transport is None:
+            if ref is not None:
+                ref.close()
+            return
+        rate = None if request.blob_data_payment_rate is None else rate_answer(request.blob_data_payment_rate)
+        if ref is None:
+            if blob_hash is not None:
+                stats.not_found += 1
+                log.debug("%s asked for %s: not found", self.peer, blob_hash[:8])
+            transport.write(encode_response(available, rate, _NOT_FOUND if blob_hash is not None else None))
+            return
+        with ref:
+            size = ref.size
+            if rate == RATE_ACCEPTED and request.is_plain_download:
+                header = encode_found_header(ref.hash, size)
+            else:
+                header = encode_response(available, rate, IncomingBlob(ref.hash, size))
+            transport.write(header)
+            if ref.file is not None:
+                sent = (
+                    self._sendfile_now(ref.file.fileno(), size)
+                    if transport.get_write_buffer_size() == 0
+                    else 0
+                )
+                if sent < size:
+                    sent += await self.loop.sendfile(transport, ref.file, sent, size - sent)
+                if sent != size:
+                    raise OSError(f"blob {ref.hash[:8]}: file ended after {sent} of {size} bytes")
+            else:
+                transport.write(ref.read())
+        stats.blobs_sent += 1
+        stats.bytes_sent += size
+        log.debug("sent %s (%d bytes) to %s", ref.hash[:8], size, self.peer)
+
+    def _sendfile_now(self, file_fd: int, size: int) -> int:
+        """Zero-copy send of as much of the file as the socket takes right now.
+
+        The header went out just before, so the transport's buffer is empty and the socket is
+        ours. On loopback and LAN a large send buffer usually takes the whole blob in one call;
+        `loop.sendfile` would add an epoll registration, a loop turn and pause/resume of
+        reading around that same call. Whatever is left is sent by `loop.sendfile`.
+        """
+        sent = 0
+        if self.sock_fd < 0:
+            return 0
+        try:
+            while sent < size:
+                n = os.sendfile(self.sock_fd, file_fd, sent, size - sent)
+                if n == 0:
+                    break  # the file is shorter than its BlobRef says; the caller reports it
+                sent += n
+        except (BlockingIOError, InterruptedError):
+            pass
+        return sent
+
+    async def _drain(self) -> None:
+        while self.write_paused and self.transport is not None:
+            self.drain_waiter = self.loop.create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def _bad_input(self, error: PeerProtocolError) -> None:
+        self.server.stats.protocol_errors += 1
+        log.info("closing connection from %s: %s", self.peer, error.reason)
+        self.abort()
+
+    def _check_eof(self) -> None:
+        try:
+            self.parser.check_eof()
+        except PeerProtocolError as e:
+            log.info("connection from %s: %s", self.peer, e.reason)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        transport = self.transport
+        if transport is None:
+            return
+        now = self.loop.time()
+        if self.task is not None:
+            deadline = self.busy_since + self.server.send_timeout
+            if now >= deadline:
+                log.info(
+                    "closing connection from %s: answer not sent within %.0f s",
+                    self.peer,
+                    now - self.busy_since,
+                )
+                self.task.cancel()
+                return
+        else:
+            deadline = self.waiting_since + self.server.idle_timeout
+            if now >= deadline:
+                log.debug("closing idle connection from %s", self.peer)
+                transport.close()
+                return
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def close_when_idle(self) -> None:
+        """Close now if no answer is in progress, else right after it (graceful stop)."""
+        self.closing = True
+        if self.task is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
