@@ -90,6 +90,7 @@ def test_port_in_use_exits_1_naming_the_flag(tmp_path):
     try:
         r = run_reflector(
             "--use-db=false",
+            "--disable-uploads",
             "--host",
             "127.0.0.1",
             "--store-path",
