@@ -74,42 +74,34 @@ def test_malformed_disk_cache_exits_1_naming_the_flag(spec, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_port_in_use_exits_1_naming_the_flag(tmp_path):
-    taken = socket.socket()
+@pytest.mark.parametrize(
+    ("flag", "kind"), [("--http-peer-port", socket.SOCK_STREAM), ("--http3-peer-port", socket.SOCK_DGRAM)]
+)
+def test_port_in_use_exits_1_naming_the_flag(tmp_path, flag, kind):
+    taken = socket.socket(socket.AF_INET, kind)
     taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    ports = []
-    for _ in range(4):
+    if kind == socket.SOCK_STREAM:
+        taken.listen()
+    ports = {}
+    for f in ("--tcp-peer-port", "--http-peer-port", "--metrics-port"):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        ports.append(s)
-    p = [s.getsockname()[1] for s in ports]
-    for s in ports:
+        ports[f] = s
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    ports["--http3-peer-port"] = u
+    numbers = {f: s.getsockname()[1] for f, s in ports.items()}
+    for s in ports.values():
         s.close()
+    numbers[flag] = taken.getsockname()[1]
+    args = ["--use-db=false", "--disable-uploads", "--host", "127.0.0.1"]
+    args += ["--store-path", str(tmp_path / "origin"), "--disk-cache", ""]
+    for f, n in numbers.items():
+        args += [f, str(n)]
     try:
-        r = run_reflector(
-            "--use-db=false",
-            "--disable-uploads",
-            "--host",
-            "127.0.0.1",
-            "--store-path",
-            str(tmp_path / "origin"),
-            "--disk-cache",
-            "",
-            "--receiver-port",
-            str(p[0]),
-            "--tcp-peer-port",
-            str(p[1]),
-            "--http3-peer-port",
-            str(p[2]),
-            "--metrics-port",
-            str(p[3]),
-            "--http-peer-port",
-            str(port),
-        )
+        r = run_reflector(*args)
     finally:
         taken.close()
     assert r.returncode == 1, r.stderr
-    assert "--http-peer-port" in r.stderr and "already in use" in r.stderr
+    assert flag in r.stderr and "already in use" in r.stderr
     assert "Traceback" not in r.stderr
