@@ -22,7 +22,7 @@ from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
-from prism.store.base import BlobStore
+from prism.store.base import BlobStore, StoreError
 
 log = logging.getLogger("prism.app")
 
@@ -213,6 +213,47 @@ class BytesInCounter:
         await self.inner.close()
 
 
+class ProtectedBlobError(StoreError):
+    """A protected blob was asked for over a protocol that carries no edge token."""
+
+
+class ProtectedGuard:
+    """Refuses protected hashes (reflector.md §7.2) for servers without edge tokens (the peer server).
+
+    reflector.go closes the peer connection when a protected hash is in `requested_blobs`;
+    this also covers `requested_blob`, which reflector.go forgot (§11 item 4).
+    """
+
+    def __init__(self, inner: BlobStore, is_protected: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.is_protected = is_protected
+
+    async def _check(self, blob_hash: str) -> None:
+        if await self.is_protected(blob_hash):
+            raise ProtectedBlobError("requested blob is protected")
+
+    async def has(self, blob_hash: str) -> bool:
+        await self._check(blob_hash)
+        return await self.inner.has(blob_hash)
+
+    async def get(self, blob_hash: str) -> Any:
+        await self._check(blob_hash)
+        return await self.inner.get(blob_hash)
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.inner.delete(blob_hash)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 def parse_cache_spec(flag: str, spec: str) -> Any:
     """`SIZE:PATH:MANAGER` via the cache-chain package, errors naming `flag`."""
     from prism.app import reflector_chain as caches
@@ -326,9 +367,8 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
 
     from prism.peer.server import PeerServer
 
-    peer = PeerServer(outer, opts.host, opts.tcp_peer_port, max_connections=10000, idle_timeout=60.0)
-    if hasattr(peer, "protected"):
-        peer.protected = protected.is_protected
+    peer_store = ProtectedGuard(outer, protected.is_protected) if protected.url else outer
+    peer = PeerServer(peer_store, opts.host, opts.tcp_peer_port, max_connections=10000, idle_timeout=60.0)
     supervisor.add("peer server", peer, "--tcp-peer-port")
     metrics.servers.append(peer)
     refl.servers["peer"] = peer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from prism.app.reflector import ReflectorOptions, build
@@ -83,3 +84,55 @@ async def test_store_path_is_a_durable_origin_without_caches(tmp_path):
         assert refl.servers["receiver"].port > 0
     finally:
         await refl.supervisor.stop()
+
+
+async def test_protected_content_on_every_download_server(tmp_path):
+    from prism.http.h3client import Http3Client
+    from prism.store.base import BlobNotFound
+    from prism.store.peer import PeerStore
+
+    secret_h, secret = make_blob(2000)
+    open_h, public = make_blob(3000)
+
+    async def api(request: web.Request) -> web.Response:
+        return web.json_response({"success": True, "error": None, "data": [{"sd_hash": secret_h}]})
+
+    app = web.Application()
+    app.router.add_get("/file/list_protected", api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    config = Config(protected_list_url=f"http://127.0.0.1:{runner.addresses[0][1]}/file/list_protected")
+    refl = await build(
+        options(
+            store_path=str(tmp_path / "blobs"), disk_cache="", disable_uploads=True, upstream_edge_token="tok"
+        ),
+        config,
+    )
+    await refl.supervisor.start()
+    h3 = Http3Client(f"127.0.0.1:{refl.servers['http3'].port}", timeout=10)
+    try:
+        await refl.outer.put(secret_h, secret)
+        await refl.outer.put(open_h, public)
+        base = f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash="
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + secret_h) as r:
+                assert r.status == 403
+            async with s.get(base + secret_h + "&edge_token=tok") as r:
+                assert r.status == 200 and await r.read() == secret
+            async with s.get(base + open_h) as r:
+                assert r.status == 200
+        assert (await h3.get(f"/get/{secret_h}")).status == 403
+        assert (await h3.get(f"/get/{open_h}")).status == 200
+        peer = PeerStore(f"127.0.0.1:{refl.servers['peer'].port}", 5)
+        try:
+            assert (await peer.get(open_h)).read() == public
+            with pytest.raises(Exception) as e:
+                await peer.get(secret_h)
+            assert not isinstance(e.value, BlobNotFound)
+        finally:
+            await peer.close()
+    finally:
+        await h3.close()
+        await refl.supervisor.stop()
+        await runner.cleanup()
