@@ -90,7 +90,7 @@ def run_wrk(port: int, paths: list[str], seconds: int, connections: int, workdir
         f.write("local paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n")
         f.write("local i = 0\nrequest = function()\n  i = i + 1\n")
         f.write("  return wrk.format('GET', paths[(i % #paths) + 1])\nend\n")
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [
             "wrk",
             "-t1",
@@ -101,11 +101,18 @@ def run_wrk(port: int, paths: list[str], seconds: int, connections: int, workdir
             script,
             f"http://127.0.0.1:{port}",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
-    return parse_wrk(out)
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}")
+    result = parse_wrk(out)
+    result["client_cpu"] = usage.ru_utime + usage.ru_stime
+    return result
 
 
 UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -179,7 +186,7 @@ http {{
     types {{ }}
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} sndbuf=4m;  # same socket buffer as prism asks for
         root {blobs};
         location / {{ }}
     }}
@@ -225,9 +232,11 @@ asyncio.run(main())
 def report(name: str, r: dict[str, float], cpu: float) -> float:
     gb = r["bytes"] / 1e9
     cpu_per_gb = cpu / gb if gb else float("inf")
+    client = r.get("client_cpu")
+    both = f"   server+client {(cpu + client) / gb:.3f} s/GB" if client is not None else ""
     print(
         f"{name:<14} {r['bytes'] / r['seconds'] / 1e6:9.1f} MB/s   p50 {r['p50_ms']:7.2f} ms   "
-        f"p99 {r['p99_ms']:7.2f} ms   server CPU {cpu:6.2f} s = {cpu_per_gb:.3f} s/GB   "
+        f"p99 {r['p99_ms']:7.2f} ms   server CPU {cpu:6.2f} s = {cpu_per_gb:.3f} s/GB{both}   "
         f"({int(r['requests'])} requests, {int(r['non2xx'])} non-2xx)"
     )
     return cpu_per_gb
