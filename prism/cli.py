@@ -328,6 +328,128 @@ def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None
 # ---- end of issue 5 ---------------------------------------------------------------------------
 
 
+# --- issue 4: reflector upload (send, sendblob, test) ------------------------------------
+
+
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--sd-cache", default=None, metavar="DIR", help="Keep the sd blob here so an interrupted send resumes."
+)
+@click.option(
+    "--protocol-version",
+    type=click.IntRange(0, 1),
+    default=1,
+    show_default=True,
+    help="Reflector handshake version (0 sends content blobs first, sd blob last).",
+)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
+def send(address: str, path: str, sd_cache: str | None, protocol_version: int, timeout: float) -> None:
+    """Stream-encode a file and upload it to a reflector."""
+    import asyncio
+    import json
+
+    from prism.app.send import ProgressBar, SendError, send_file
+    from prism.reflector.client import ReflectorError
+
+    progress = ProgressBar(0)
+
+    def on_progress(blobs: int, nbytes: int) -> None:
+        progress(blobs, nbytes)
+
+    async def run() -> tuple:
+        return await send_file(
+            address,
+            path,
+            sd_cache=sd_cache,
+            version=protocol_version,
+            io_timeout=timeout,
+            progress=on_progress,
+        )
+
+    try:
+        if progress.enabled:
+            progress.total = _count_blobs(path) + 1  # content blobs and the sd blob
+        stream, source_hash, _result = asyncio.run(run())
+    except KeyboardInterrupt:
+        progress.finish()
+        click.echo(
+            "Error: interrupted" + (f"; the sd blob is saved in {sd_cache}" if sd_cache else ""), err=True
+        )
+        sys.exit(1)
+    except (SendError, ReflectorError, OSError, ValueError) as e:
+        progress.finish()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    progress.finish()
+    click.echo(json.dumps({"sd_hash": stream.sd_hash, "source_hash": source_hash}, indent=2))
+
+
+def _count_blobs(path: str) -> int:
+    import os
+
+    from prism.blob import MAX_CHUNK_SIZE
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    return -(-size // MAX_CHUNK_SIZE)
+
+
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, exists=True))
+@click.option("--protocol-version", type=click.IntRange(0, 1), default=1, show_default=True)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
+def sendblob(address: str, path: str | None, protocol_version: int, timeout: float) -> None:
+    """Upload one random 1024-byte blob, or the whole stream of PATH (sd blob first)."""
+    import asyncio
+    import json
+
+    from prism.app.send import SendError, send_blob_or_stream
+    from prism.reflector.client import ReflectorError
+
+    try:
+        out = asyncio.run(send_blob_or_stream(address, path, version=protocol_version, io_timeout=timeout))
+    except (SendError, ReflectorError, OSError, ValueError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command("test")
+@click.option(
+    "--receiver-port", type=int, default=5566, show_default=True, help="Reflector receiver TCP port."
+)
+@click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol TCP port.")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Receiver read timeout (s).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) -> None:
+    """Run a receiver and a peer server on one memory store; list it on SIGINT/SIGTERM."""
+    import asyncio
+
+    from prism.app.testserver import run_test_servers
+
+    def ready(receiver: int, peer: int | None) -> None:
+        click.echo(f"prism test: reflector receiver on port {receiver}, peer server on port {peer}", err=True)
+
+    asyncio.run(
+        run_test_servers(
+            receiver_port=receiver_port,
+            peer_port=tcp_peer_port,
+            host=host,
+            read_timeout=timeout,
+            echo=click.echo,
+            ready=ready,
+        )
+    )
+
+
+# --- end of issue 4 ----------------------------------------------------------------------
+
+
 # --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
 
 

@@ -139,7 +139,9 @@ def find_capability(store: object, capability: type[T]) -> T | None:
         seen.add(id(current))
         if isinstance(current, capability):
             return current
-        current = getattr(current, "inner", None) or getattr(current, "origin", None)
+        # `is None`, not truthiness: an empty store with `__len__` is falsy but still a store.
+        nxt = getattr(current, "inner", None)
+        current = nxt if nxt is not None else getattr(current, "origin", None)
     return None
 
 

@@ -1,0 +1,210 @@
+"""`prism send` and `prism sendblob`: encode a file into a stream and reflect it.
+
+The sd blob lists every content blob's hash, so it exists only after a first pass over the
+whole file. `send` makes that pass (nothing is kept but the sd blob), saves the sd blob in
+the `--sd-cache` directory before any upload, uploads the sd blob, and then produces only the
+content blobs the reflector asks for: blob i is chunk i of the file encrypted again with the
+stream key and blob i's IV, checked against the hash the sd blob lists. A second `send` of the
+same file reuses the cached sd blob (same key and IVs, same blobs), so an interrupted upload
+resumes with what the reflector still lacks. Memory stays at a few blob-sized buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prism.blob import MAX_CHUNK_SIZE
+from prism.reflector.client import ReflectorClient, UploadResult
+from prism.stream import SdBlob, SourceChangedError, StreamEncoder
+from prism.stream.crypto import BLOCK, BlobCipher
+
+log = logging.getLogger("prism.reflector")
+
+
+class SendError(Exception):
+    """`send` failed; the message is shown to the user."""
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[v6]:PORT`."""
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise SendError(f"bad address {address!r}: want HOST:PORT")
+    host = host.strip("[]")
+    try:
+        port_num = int(port)
+    except ValueError:
+        raise SendError(f"bad address {address!r}: want HOST:PORT") from None
+    if not host or not 0 < port_num < 65536:
+        raise SendError(f"bad address {address!r}: want HOST:PORT")
+    return host, port_num
+
+
+def sd_cache_path(cache_dir: str, path: str) -> str:
+    return os.path.join(cache_dir, os.path.basename(os.path.abspath(path)) + ".sdblob")
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class PreparedStream:
+    sd_hash: str
+    sd_bytes: bytes
+    sd: SdBlob
+    source_hash: str
+
+
+def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
+    """The stream's sd blob and the file's hash, from one encoding pass over the file.
+
+    With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
+    it, so a file that changed since is an error rather than a stream that does not match.
+    """
+    cache_file = sd_cache_path(sd_cache, path) if sd_cache else None
+    cached: bytes | None = None
+    if cache_file and os.path.exists(cache_file):
+        with open(cache_file, "rb") as f:
+            cached = f.read()
+        try:
+            encoder = StreamEncoder.from_sd_bytes(cached)
+        except ValueError as e:
+            raise SendError(f"cached sd blob {cache_file} is invalid ({e}); delete it to start over") from e
+        log.info("reusing cached sd blob %s", cache_file)
+    else:
+        encoder = StreamEncoder(path)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            for _blob in encoder.encode(f):
+                pass
+    except SourceChangedError as e:
+        raise SendError(
+            f"{e} (cached sd blob {cache_file}: delete it to send the file as a new stream)"
+        ) from e
+    sd_bytes = encoder.sd_bytes
+    if cache_file and cached is None:
+        os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+        _write_atomically(cache_file, sd_bytes)
+    return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
+
+
+class BlobProducer:
+    """Re-encrypts chunk i of the file on demand, through one reused cipher and buffer."""
+
+    def __init__(self, path: str, sd: SdBlob) -> None:
+        self.path = path
+        self.sd = sd
+        self._by_hash = {b.blob_hash: b for b in sd.content_blobs}
+        self._cipher = BlobCipher(sd.key_bytes)
+        self._buf = bytearray(MAX_CHUNK_SIZE + BLOCK)
+        self._file = open(path, "rb", buffering=0)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def blob(self, blob_hash: str) -> bytes:
+        info = self._by_hash[blob_hash]
+        with self._lock:
+            view = memoryview(self._buf)
+            n = os.preadv(self._file.fileno(), [view[:MAX_CHUNK_SIZE]], info.blob_num * MAX_CHUNK_SIZE)
+            data = bytes(self._cipher.encrypt_padded(info.iv_bytes, self._buf, n))
+        if len(data) != info.length or hashlib.sha384(data).hexdigest() != blob_hash:
+            raise SourceChangedError(
+                f"blob {info.blob_num} of {self.path} no longer matches the sd blob: the file changed"
+            )
+        return data
+
+    async def get(self, blob_hash: str) -> bytes:
+        return await asyncio.to_thread(self.blob, blob_hash)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total_blobs: int, enabled: bool | None = None) -> None:
+        self.total = total_blobs
+        self.done = 0
+        self.bytes = 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.started = time.monotonic()
+
+    def __call__(self, blobs: int, nbytes: int) -> None:
+        self.done += blobs
+        self.bytes += nbytes
+        if not self.enabled:
+            return
+        width = 30
+        frac = self.done / self.total if self.total else 1.0
+        bar = "#" * int(frac * width)
+        rate = self.bytes / max(time.monotonic() - self.started, 1e-6) / 1e6
+        sys.stderr.write(
+            f"\r[{bar:<{width}}] {self.done}/{self.total} blobs,"
+            f" {self.bytes / 1e6:.1f} MB sent, {rate:.1f} MB/s"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def send_file(
+    address: str,
+    path: str,
+    *,
+    sd_cache: str | None = None,
+    version: int = 1,
+    io_timeout: float = 180.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[PreparedStream, str, UploadResult]:
+    """Encode `path` and upload the stream; returns (stream, source hash, upload counts)."""
+    host, port = parse_address(address)
+    if not os.path.isfile(path):
+        raise SendError(f"{path}: not a readable file")
+    stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
+    producer = BlobProducer(path, stream.sd)
+    try:
+        hashes = [b.blob_hash for b in stream.sd.content_blobs]
+        async with ReflectorClient(
+            host, port, version=version, timeout=io_timeout, on_progress=progress
+        ) as client:
+            result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
+    finally:
+        producer.close()
+    return stream, stream.source_hash, result
+
+
+async def send_blob_or_stream(
+    address: str, path: str | None, *, version: int = 1, io_timeout: float = 180.0
+) -> dict[str, object]:
+    """`sendblob`: one random 1024-byte blob, or the whole stream of `path` (sd blob first)."""
+    host, port = parse_address(address)
+    if path is None:
+        data = os.urandom(1024)
+        blob_hash = hashlib.sha384(data).hexdigest()
+        async with ReflectorClient(host, port, version=version, timeout=io_timeout) as client:
+            result = await client.send_blob(blob_hash, data)
+        return {"blob_hash": blob_hash, "sent": result.sent, "already_present": result.already_present}
+    stream, source_hash, result = await send_file(address, path, version=version, io_timeout=io_timeout)
+    return {
+        "sd_hash": stream.sd_hash,
+        "source_hash": source_hash,
+        "blobs_sent": result.sent,
+        "already_present": result.already_present,
+    }
