@@ -136,3 +136,34 @@ async def test_protected_content_on_every_download_server(tmp_path):
         await h3.close()
         await refl.supervisor.stop()
         await runner.cleanup()
+
+
+async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_path, mysql_database):
+    from prism.stream import encode_bytes
+
+    p = mysql_database
+    config = Config(
+        db_conn=f"{p.user}:{p.password}@tcp({p.host}:{p.port})/{p.database}", protected_list_url=""
+    )
+    blobs, enc = encode_bytes(b"x" * 3_000_000, "movie.mp4")
+    refl = await build(options(store_path=str(tmp_path / "blobs"), disk_cache="", use_db=True), config)
+    assert refl.servers["receiver"].blocklister is not None
+    await refl.supervisor.start()
+    try:
+        await refl.outer.put_sd(enc.sd_hash, enc.sd_bytes)
+        assert await refl.underlying.has(enc.sd_hash)
+        # The database is the truth: content blobs of the stream are known but not stored yet.
+        assert not await refl.underlying.has(blobs[0][0])
+        for h, d in blobs:
+            await refl.outer.put(h, d)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash={blobs[1][0]}") as r:
+                assert r.status == 200 and await r.read() == blobs[1][1]
+    finally:
+        await refl.supervisor.stop()
+
+    no_blocklist = await build(
+        options(store_path=str(tmp_path / "blobs"), disk_cache="", use_db=True, disable_blocklist=True),
+        config,
+    )
+    assert no_blocklist.servers["receiver"].blocklister is None
