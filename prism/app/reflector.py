@@ -344,7 +344,14 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     # Added first so it is stopped last: stores close after every server has stopped.
     supervisor.add("store chain", Call(stop=close_stores))
     if database is not None:
-        supervisor.add("database", Call(start=database.start), "db_conn")
+        db = database
+
+        async def start_database() -> None:
+            # A database that is down at start is refused, as reflector.go does, not found
+            # out on the first request.
+            await db.start(require=True)
+
+        supervisor.add("the database", Call(start=start_database), "db_conn")
     # Disk caches index themselves at start; at stop they flush the localdb access times.
     supervisor.add("caches", chain, "--disk-cache")
     refl = Reflector(opts, underlying, outer, supervisor, metrics, closers=closers)
