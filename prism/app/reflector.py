@@ -312,7 +312,10 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     closers.append(origin)
     database: Any = None
     if opts.use_db:
-        origin, database = await caches.db_backed_origin(origin, config)
+        try:
+            origin, database = await caches.db_backed_origin(origin, config)
+        except caches.MissingComponentError as e:
+            raise ReflectorConfigError(str(e)) from None
     underlying = origin
     chain = caches.build_cache_chain(
         underlying,

@@ -16,8 +16,8 @@ from prism.store.base import BlobStore
 log = logging.getLogger("prism.app")
 
 
-class MissingComponentError(RuntimeError):
-    """This build lacks a package the flags need."""
+class MissingComponentError(ValueError):
+    """This build lacks a package the flags need (reported like a configuration error)."""
 
 
 def parse_disk_cache(spec: str) -> Any:

@@ -105,3 +105,20 @@ def test_port_in_use_exits_1_naming_the_flag(tmp_path, flag, kind):
     assert r.returncode == 1, r.stderr
     assert flag in r.stderr and "already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_use_db_with_an_unreachable_database_exits_1(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    conf = tmp_path / "config.json"
+    conf.write_text(f'{{"db_conn": "u:p@tcp(127.0.0.1:{dead})/db", "protected_list_url": ""}}')
+    r = run_reflector(
+        "--store-path", str(tmp_path / "o"), "--disk-cache", "", "--host", "127.0.0.1",
+        "--receiver-port", "0", "--tcp-peer-port", "0", "--http-peer-port", "0", "--metrics-port", "0",
+        "--http3-peer-port", "0", conf=str(conf),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "db_conn" in r.stderr
+    assert "Traceback" not in r.stderr
