@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench clean
+.PHONY: install test lint format bench clean db
 
 install: $(PY)
 	$(PIP) install -q --upgrade pip
@@ -24,6 +24,11 @@ lint:
 format:
 	$(VENV)/bin/ruff format prism tests bench
 	$(VENV)/bin/ruff check --fix prism tests bench
+
+# issue 6: create the reflector database and user on a local MySQL/MariaDB and load schema.sql
+# (settings: see scripts/create-db.sh, e.g. `make db DB_PASSWORD=secret`).
+db:
+	scripts/create-db.sh
 
 bench:
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
