@@ -450,6 +450,86 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
 # --- end of issue 4 ----------------------------------------------------------------------
 
 
+# --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
+
+
+def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyped-def]
+    """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
+    return click.option(
+        name,
+        type=click.BOOL,
+        default=default,
+        is_flag=False,
+        flag_value=True,
+        show_default=True,
+        help=help_text,
+    )
+
+
+@cli.command("reflector")
+@click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol (TCP) port.")
+@click.option("--http3-peer-port", type=int, default=5568, show_default=True, help="HTTP/3 (UDP) port.")
+@click.option("--http-peer-port", type=int, default=5569, show_default=True, help="HTTP port.")
+@click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
+@click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
+@_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
+@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
+@_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
+@click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
+@click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
+@click.option("--upstream-edge-token", default="", help="Edge token for protected content.")
+@click.option(
+    "--request-queue-size",
+    type=int,
+    default=200,
+    show_default=True,
+    help="HTTP and HTTP/3 GETs served at once.",
+)
+@click.option("--origin-endpoint", default="", help="HTTP(S) origin base URL (URL = endpoint + hash).")
+@click.option(
+    "--origin-endpoint-fallback", default="", help="Second origin base URL, tried when the first fails."
+)
+@click.option(
+    "--disk-cache",
+    default="100GB:/tmp/downloaded_blobs:localdb",
+    show_default=True,
+    help="SIZE:PATH:MANAGER.",
+)
+@click.option("--optional-disk-cache", default="", help="A second disk cache in front of the first.")
+@click.option("--mem-cache", type=int, default=0, show_default=True, help="In-memory LRU cache of N blobs.")
+@click.option("--store-path", default="", help="Durable disk origin that never evicts (prism addition).")
+@click.option("--http3-cert", default="", help="PEM certificate for HTTP/3 (default: self-signed ECDSA).")
+@click.option("--http3-key", default="", help="PEM private key for --http3-cert.")
+@click.option(
+    "--http3-max-datagram-size",
+    type=click.IntRange(1200, 65000),
+    default=1200,
+    show_default=True,
+    help="QUIC datagram size; raise it only on links that carry it (loopback, LAN).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
+@click.option(
+    "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
+)
+@click.pass_obj
+def reflector_cmd(obj: PrismContext, **flags: object) -> None:
+    """Run a reflector / blob cache: receiver, peer, HTTP/3, HTTP and metrics servers."""
+    import asyncio
+
+    from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
+    from prism.app.supervisor import StartupError
+
+    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]
+    try:
+        asyncio.run(run_reflector(opts, obj.config))
+    except (ReflectorConfigError, StartupError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# --- end of issue #7 ----------------------------------------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="prism")

@@ -1,0 +1,334 @@
+"""HTTP blob serving: prism's HTTP server against nginx (sendfile on, one worker), plus HTTP/3.
+
+Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64]
+
+Both servers serve the same 2 MiB blob files from one directory (the page cache is warm);
+the load generator (wrk, keep-alive, 64 connections) runs in its own process. Server CPU is
+read from /proc for the server's processes only. Prints MB/s, p50/p99 latency and CPU
+seconds per GB for each, then HTTP/3 throughput and CPU per GB (a Python client process,
+one QUIC connection, 64 requests in flight), and last
+`http_vs_nginx_ratio=<nginx CPU/GB ÷ prism CPU/GB>` (>= 0.7 is the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+BLOB = 2 * 1024 * 1024
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def wait_port(port: int, kind: int = socket.SOCK_STREAM, timeout: float = 15.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if kind == socket.SOCK_DGRAM:
+            return
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def make_blobs(root: str, n: int) -> list[str]:
+    from prism.store.disk import DiskStore
+
+    old = os.umask(0o022)
+    store = DiskStore(root)
+    os.umask(old)
+    hashes = []
+    for i in range(n):
+        data = os.urandom(BLOB - 64) + i.to_bytes(64, "big")
+        import hashlib
+
+        h = hashlib.sha384(data).hexdigest()
+        store.write_blob(h, data)
+        hashes.append(h)
+    # warm the page cache
+    for h in hashes:
+        os.chmod(store.path_of(h), 0o644)
+        with open(store.path_of(h), "rb") as f:
+            f.read()
+    return hashes
+
+
+def run_wrk(port: int, paths: list[str], seconds: int, connections: int, workdir: str) -> dict[str, float]:
+    script = os.path.join(workdir, f"paths-{port}.lua")
+    with open(script, "w") as f:
+        f.write("local paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n")
+        f.write("local i = 0\nrequest = function()\n  i = i + 1\n")
+        f.write("  return wrk.format('GET', paths[(i % #paths) + 1])\nend\n")
+    proc = subprocess.Popen(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}")
+    result = parse_wrk(out)
+    result["client_cpu"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def latency(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        v, u = float(m[1]), m[2]
+        return v / 1000 if u == "us" else v if u == "ms" else v * 1000
+
+    m = re.search(r"(\d+) requests in ([\d.]+)s, ([\d.]+)(\w+) read", out)
+    if not m:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    requests, secs, nbytes = int(m[1]), float(m[2]), float(m[3]) * UNITS[m[4]]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": requests,
+        "seconds": secs,
+        "bytes": nbytes,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non2xx": int(errors[1]) if errors else 0,
+    }
+
+
+PRISM_SERVER = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from prism.http.server import HttpBlobServer
+from prism.http.h3server import Http3BlobServer
+from prism.store.disk import DiskStore
+
+async def main():
+    store = DiskStore({blobs!r})
+    http = HttpBlobServer(store, "127.0.0.1", {port})
+    h3 = Http3BlobServer(store, "127.0.0.1", {h3port})
+    h3big = Http3BlobServer(store, "127.0.0.1", {h3port2}, max_datagram_size=8192)
+    await http.start()
+    await h3.start()
+    await h3big.start()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await http.stop(1)
+    await h3.stop(1)
+    await h3big.stop(1)
+
+asyncio.run(main())
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port} sndbuf=4m;  # same socket buffer as prism asks for
+        root {blobs};
+        location / {{ }}
+    }}
+}}
+"""
+
+H3_CLIENT = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r})
+from prism.http.h3client import Http3Client
+
+async def main():
+    hashes = {hashes!r}
+    client = Http3Client("127.0.0.1:{port}", timeout=60, max_datagram_size={dgram})
+    await client.get("/has/" + hashes[0])
+    lat = []
+    total = 0
+    deadline = time.perf_counter() + {seconds}
+    i = 0
+
+    async def worker():
+        nonlocal total, i
+        while time.perf_counter() < deadline:
+            h = hashes[i % len(hashes)]
+            i += 1
+            t = time.perf_counter()
+            r = await client.get("/get/" + h)
+            lat.append(time.perf_counter() - t)
+            assert r.status == 200, r.status
+            total += len(r.body)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range({conc})))
+    secs = time.perf_counter() - t0
+    lat.sort()
+    print(total, secs, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, flush=True)
+    await client.close()
+
+asyncio.run(main())
+"""
+
+
+def report(name: str, r: dict[str, float], cpu: float) -> float:
+    gb = r["bytes"] / 1e9
+    cpu_per_gb = cpu / gb if gb else float("inf")
+    client = r.get("client_cpu")
+    both = f"   server+client {(cpu + client) / gb:.3f} s/GB" if client is not None else ""
+    print(
+        f"{name:<14} {r['bytes'] / r['seconds'] / 1e6:9.1f} MB/s   p50 {r['p50_ms']:7.2f} ms   "
+        f"p99 {r['p99_ms']:7.2f} ms   server CPU {cpu:6.2f} s = {cpu_per_gb:.3f} s/GB{both}   "
+        f"({int(r['requests'])} requests, {int(r['non2xx'])} non-2xx)"
+    )
+    return cpu_per_gb
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--blobs", type=int, default=32)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=64)
+    args = ap.parse_args()
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        sys.exit("bench/http.py needs wrk and nginx: apt-get install -y wrk nginx")
+
+    work = tempfile.mkdtemp(prefix="prism-bench-http-")
+    os.chmod(work, 0o755)  # nginx's worker runs as an unprivileged user
+    blobs = os.path.join(work, "blobs")
+    try:
+        hashes = make_blobs(blobs, args.blobs)
+        print(f"{args.blobs} blobs of 2 MiB, {args.connections} keep-alive connections, {args.seconds}s each")
+
+        # nginx
+        nport = free_port()
+        conf = os.path.join(work, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=work, port=nport, blobs=blobs))
+        nginx = subprocess.Popen(["nginx", "-c", conf, "-p", work], stderr=subprocess.DEVNULL)
+        try:
+            wait_port(nport)
+            npids = [nginx.pid, *children(nginx.pid)]
+            run_wrk(nport, [f"/{h[:2]}/{h}" for h in hashes[:4]], 1, args.connections, work)  # warm-up
+            c0 = cpu_seconds(npids)
+            nres = run_wrk(nport, [f"/{h[:2]}/{h}" for h in hashes], args.seconds, args.connections, work)
+            ncpu = cpu_seconds(npids) - c0
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+
+        # prism HTTP and HTTP/3
+        pport, h3port, h3port2 = free_port(), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        prism = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PRISM_SERVER.format(root=ROOT, blobs=blobs, port=pport, h3port=h3port, h3port2=h3port2),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert prism.stdout is not None and prism.stdout.readline().strip() == "ready"
+            paths = [f"/blob?hash={h}" for h in hashes]
+            run_wrk(pport, paths[:4], 1, args.connections, work)  # warm-up
+            c0 = cpu_seconds([prism.pid])
+            pres = run_wrk(pport, paths, args.seconds, args.connections, work)
+            pcpu = cpu_seconds([prism.pid]) - c0
+
+            h3runs = []
+            for port, dgram in ((h3port, 1200), (h3port2, 8192)):
+                c0 = cpu_seconds([prism.pid])
+                client = H3_CLIENT.format(
+                    root=ROOT, hashes=hashes, port=port, seconds=args.seconds, conc=16, dgram=dgram
+                )
+                out = subprocess.run(
+                    [sys.executable, "-c", client], capture_output=True, text=True, check=True
+                ).stdout.split()
+                h3runs.append((dgram, out, cpu_seconds([prism.pid]) - c0))
+        finally:
+            if prism.stdin:
+                prism.stdin.close()
+            prism.wait(15)
+
+        print()
+        ncpg = report("nginx", nres, ncpu)
+        pcpg = report("prism HTTP", pres, pcpu)
+        for dgram, out, h3cpu in h3runs:
+            h3 = {
+                "bytes": float(out[0]),
+                "seconds": float(out[1]),
+                "p50_ms": float(out[2]),
+                "p99_ms": float(out[3]),
+                "requests": float(out[0]) / BLOB,
+                "non2xx": 0,
+            }
+            report(f"HTTP/3 dg{dgram}", h3, h3cpu)
+        print("(HTTP/3: one QUIC connection from a Python client process, 16 requests in flight;")
+        print(" dg1200 = default datagram size, dg8192 = --http3-max-datagram-size 8192 for loopback/LAN)")
+        print(f"http_vs_nginx_ratio={ncpg / pcpg:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

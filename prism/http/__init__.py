@@ -1,0 +1,1 @@
+"""HTTP and HTTP/3 blob servers and clients (reflector.md §4.4, §4.5)."""

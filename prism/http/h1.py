@@ -1,0 +1,180 @@
+"""A small sans-IO HTTP/1.1 request codec for the blob server (GET and HEAD only).
+
+Bytes go in with `feed`, complete requests come out; responses are rendered to header
+bytes so the shell can follow them with `sendfile` or a plain write. Only what a blob
+server needs: no request bodies (a request announcing one is refused), no chunked input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import formatdate
+from urllib.parse import parse_qsl
+
+MAX_HEAD_SIZE = 16 * 1024
+"""Largest request line plus headers we accept."""
+
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HttpParseError(ValueError):
+    """The client sent something that is not a request we serve; `status` is the answer to give."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    target: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    """Lower-cased names; repeated headers are joined with ", "."""
+    keep_alive: bool
+
+
+class RequestParser:
+    """Feed bytes, get `Request`s. Raises HttpParseError on malformed input."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Request]:
+        self._buf += data
+        out: list[Request] = []
+        while True:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buf) > MAX_HEAD_SIZE:
+                    raise HttpParseError(431, "request head too large")
+                return out
+            if end > MAX_HEAD_SIZE:
+                raise HttpParseError(431, "request head too large")
+            head = bytes(self._buf[:end])
+            del self._buf[: end + 4]
+            out.append(parse_head(head))
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a complete request."""
+        return len(self._buf)
+
+
+def parse_head(head: bytes) -> Request:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise HttpParseError(400, "undecodable request") from None
+    lines = text.split("\r\n")
+    # Tolerate leading empty lines (RFC 9112 §2.2).
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        raise HttpParseError(400, "empty request")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise HttpParseError(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if version.startswith("HTTP/"):
+            raise HttpParseError(505, "unsupported HTTP version")
+        raise HttpParseError(400, "malformed request line")
+    if not method.isalpha() or not method.isupper():
+        raise HttpParseError(400, "malformed method")
+    if not target.startswith("/"):
+        raise HttpParseError(400, "request target must be an absolute path")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name:
+            raise HttpParseError(400, "malformed header line")
+        key = name.lower()
+        value = value.strip(" \t")
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if "transfer-encoding" in headers:
+        raise HttpParseError(400, "request bodies are not accepted")
+    length = headers.get("content-length", "0")
+    if not length.isdigit():
+        raise HttpParseError(400, "bad Content-Length")
+    if int(length) != 0:
+        raise HttpParseError(413, "request bodies are not accepted")
+    conn = headers.get("connection", "").lower()
+    if version == "HTTP/1.1":
+        keep_alive = "close" not in conn
+    else:
+        keep_alive = "keep-alive" in conn
+    path, _, qs = target.partition("?")
+    query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
+    return Request(method, target, path, query, headers, keep_alive)
+
+
+def render_head(status: int, headers: list[tuple[str, str]], keep_alive: bool = True) -> bytes:
+    """Status line and headers (with Date and Connection), ending with the blank line."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"Date: {http_date()}"]
+    lines.extend(f"{k}: {v}" for k, v in headers)
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The IMF-fixdate of now, recomputed at most once a second."""
+    global _date_cache
+    import time
+
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """A single `bytes=` range as (start, end_inclusive), None if unsatisfiable.
+
+    Raises ValueError when the header is not a single byte range we understand (the
+    caller then ignores it and sends the whole blob, as RFC 9110 allows).
+    """
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+        raise ValueError("unsupported Range")
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        raise ValueError("malformed Range")
+    if first == "":
+        if not last.isdigit():
+            raise ValueError("malformed Range")
+        n = int(last)
+        if n == 0:
+            return None
+        return max(0, size - n), size - 1
+    if not first.isdigit() or (last and not last.isdigit()):
+        raise ValueError("malformed Range")
+    start = int(first)
+    if start >= size:
+        return None
+    end = int(last) if last else size - 1
+    if end < start:
+        raise ValueError("malformed Range")
+    return start, min(end, size - 1)

@@ -1,0 +1,191 @@
+"""An HTTP/3 client that keeps ONE QUIC connection open and multiplexes GETs over it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
+
+log = logging.getLogger("prism.http")
+
+
+class Http3Error(ConnectionError):
+    """The QUIC connection failed or a request on it did."""
+
+
+@dataclass(slots=True)
+class Http3Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Http3Response]
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _H3ClientProtocol(QuicConnectionProtocol):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.http = H3Connection(self._quic)
+        self.pending: dict[int, _Pending] = {}
+        self.terminated = False
+
+    def request(self, authority: str, path: str) -> asyncio.Future[Http3Response]:
+        stream_id = self._quic.get_next_available_stream_id()
+        self.http.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", authority.encode()),
+                (b":path", path.encode()),
+                (b"user-agent", b"prism"),
+            ],
+            end_stream=True,
+        )
+        fut: asyncio.Future[Http3Response] = asyncio.get_running_loop().create_future()
+        self.pending[stream_id] = _Pending(fut)
+        self.transmit()
+        return fut
+
+    def cancel(self, fut: asyncio.Future[Http3Response]) -> None:
+        for sid, p in list(self.pending.items()):
+            if p.future is fut:
+                del self.pending[sid]
+                with contextlib.suppress(Exception):
+                    self._quic.reset_stream(sid, 0x10C)  # H3_REQUEST_CANCELLED
+                    self.transmit()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            self.terminated = True
+            err = Http3Error(f"HTTP/3 connection closed: {event.reason_phrase or event.error_code}")
+            for p in self.pending.values():
+                if not p.future.done():
+                    p.future.set_exception(err)
+            self.pending.clear()
+            return
+        if isinstance(event, StreamReset):
+            p = self.pending.pop(event.stream_id, None)
+            if p is not None and not p.future.done():
+                p.future.set_exception(Http3Error(f"stream reset by server (code {event.error_code})"))
+            return
+        for h3_event in self.http.handle_event(event):
+            self._h3_event(h3_event)
+
+    def _h3_event(self, event: H3Event) -> None:
+        p = self.pending.get(getattr(event, "stream_id", -1))
+        if p is None:
+            return
+        if isinstance(event, HeadersReceived):
+            for k, v in event.headers:
+                key = k.decode("latin-1")
+                if key == ":status":
+                    p.status = int(v)
+                else:
+                    p.headers[key] = v.decode("latin-1")
+        elif isinstance(event, DataReceived):
+            p.body += event.data
+        if getattr(event, "stream_ended", False):
+            del self.pending[event.stream_id]
+            if not p.future.done():
+                p.future.set_result(Http3Response(p.status, p.headers, bytes(p.body)))
+
+
+class Http3Client:
+    """GETs over one persistent QUIC connection to `host:port`, reconnecting when it drops.
+
+    Certificates are not verified (reflector.go's client skips verification too: the
+    blob's hash, checked by the caller, is what authenticates the content).
+    """
+
+    def __init__(
+        self, address: str, timeout: float = 30.0, max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
+    ) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"HTTP/3 address must be host:port, got {address!r}")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self.authority = address
+        self.timeout = timeout
+        self.max_datagram_size = max_datagram_size
+        self._protocol: _H3ClientProtocol | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._lock = asyncio.Lock()
+        self.connects = 0
+
+    async def _connected(self) -> _H3ClientProtocol:
+        proto = self._protocol
+        if proto is not None and not proto.terminated:
+            return proto
+        async with self._lock:
+            if self._protocol is not None and not self._protocol.terminated:
+                return self._protocol
+            await self._drop()
+            self._protocol = await asyncio.wait_for(self._connect(), self.timeout)
+            self.connects += 1
+            return self._protocol
+
+    async def _connect(self) -> _H3ClientProtocol:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, addr = infos[0]
+        config = quic_configuration(True, max_datagram_size=self.max_datagram_size)
+        config.verify_mode = ssl.CERT_NONE
+        config.server_name = self.host
+        connection = QuicConnection(configuration=config)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _H3ClientProtocol(connection),
+            family=family,
+            local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
+        )
+        assert isinstance(protocol, _H3ClientProtocol)
+        tune_udp_socket(transport.get_extra_info("socket"))
+        try:
+            protocol.connect(addr)
+            await protocol.wait_connected()
+        except BaseException:
+            transport.close()
+            raise
+        self._transport = transport  # type: ignore[assignment]
+        return protocol
+
+    async def get(self, path: str) -> Http3Response:
+        proto = await self._connected()
+        fut = proto.request(self.authority, path)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            proto.cancel(fut)
+            raise
+
+    async def _drop(self) -> None:
+        if self._protocol is not None:
+            with contextlib.suppress(Exception):
+                self._protocol.close()
+                await asyncio.wait_for(self._protocol.wait_closed(), 1.0)
+        if self._transport is not None:
+            self._transport.close()
+        self._protocol = None
+        self._transport = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()

@@ -1,0 +1,205 @@
+"""The HTTP/3 blob server (reflector.md §4.5): `/get/{hash}?trace=...` and `/has/{hash}` over QUIC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qsl
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.server import QuicServer
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import H3Event, HeadersReceived
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
+
+from prism.blob import is_valid_hash
+from prism.http.queue import QueueFull, RequestQueue
+from prism.http.server import ProtectedCheck
+from prism.http.stats import ServerStats
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
+from prism.store.base import BlobNotFound, BlobStore
+
+log = logging.getLogger("prism.http")
+
+LBRYCRD_ADDRESS = "bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct"
+TRUE_VALUES = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+"""What Go's strconv.ParseBool reads as true."""
+
+
+class Http3BlobServer:
+    """Serves blobs of `store` over HTTP/3 on UDP `port`. `start()`, `.port`, `stop(grace)`."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        host: str = "0.0.0.0",
+        port: int = 5568,
+        *,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        protected: ProtectedCheck | None = None,
+        queue: RequestQueue | None = None,
+        request_queue_size: int = 200,
+        max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self._port = port
+        self.configuration = quic_configuration(False, cert_file, key_file, max_datagram_size)
+        self.protected = protected
+        self.queue = queue or RequestQueue(request_queue_size)
+        self.stats = ServerStats("http3")
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.protocols: set[_H3ServerProtocol] = set()
+        self._server: QuicServer | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is not None and self._server._transport is not None:
+            return int(self._server._transport.get_extra_info("sockname")[1])
+        return self._port
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self.host,
+            self._port,
+            configuration=self.configuration,
+            create_protocol=lambda *a, **kw: _H3ServerProtocol(*a, blob_server=self, **kw),
+        )
+        if self._server._transport is not None:
+            tune_udp_socket(self._server._transport.get_extra_info("socket"))
+        log.info("HTTP/3 blob server listening on %s:%d (udp)", self.host, self.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let requests in flight finish (and their bytes leave) within `grace`, then close."""
+        if self._server is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        while loop.time() < deadline and any(p.unsent() for p in self.protocols):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        self._server.close()
+        self._server = None
+
+    async def answer(self, proto: _H3ServerProtocol, stream_id: int, method: str, path: str) -> None:
+        route, _, qs = path.partition("?")
+        parts = route.split("/")
+        if len(parts) != 3 or parts[1] not in ("get", "has"):
+            proto.respond(stream_id, 404, b"not found")
+            return
+        blob_hash = parts[2]
+        if not is_valid_hash(blob_hash):
+            self.stats.error("invalid blob hash")
+            proto.respond(stream_id, 400, b"invalid blob hash: want 96 lowercase hex characters")
+            return
+        if parts[1] == "has":
+            await self._has(proto, stream_id, blob_hash)
+            return
+        query = dict(parse_qsl(qs, keep_blank_values=True))
+        if self.protected is not None and await self.protected(blob_hash):
+            self.stats.error("protected")
+            proto.respond(stream_id, 403, b"requested blob is protected")
+            return
+        try:
+            async with self.queue.slot():
+                try:
+                    ref = await self.store.get(blob_hash)
+                except BlobNotFound:
+                    proto.respond(stream_id, 404, b"blob not found")
+                    return
+                except Exception as e:
+                    self.stats.error(e)
+                    log.warning("HTTP/3 GET %s: %s", blob_hash[:16], e)
+                    proto.respond(stream_id, 400, str(e).encode())
+                    return
+                with ref:
+                    data = ref.read()
+                headers = [(b"content-length", str(len(data)).encode())]
+                if query.get("trace", "") in TRUE_VALUES:
+                    headers.append((b"via", ref.trace.to_json().encode()))
+                proto.respond(stream_id, 200, data, headers)
+                self.stats.bytes_out += len(data)
+                self.stats.downloads += 1
+        except QueueFull:
+            self.stats.error("queue full")
+            proto.respond(stream_id, 503, b"server busy, retry later")
+
+    async def _has(self, proto: _H3ServerProtocol, stream_id: int, blob_hash: str) -> None:
+        try:
+            found = await self.store.has(blob_hash)
+        except Exception as e:
+            self.stats.error(e)
+            proto.respond(stream_id, 400, str(e).encode())
+            return
+        available = "true" if found else "false"
+        body = f'{{"lbrycrd_address":"{LBRYCRD_ADDRESS}","is_available":{available}}}'
+        proto.respond(
+            stream_id, 200 if found else 404, body.encode(), [(b"content-type", b"application/json")]
+        )
+
+
+class _H3ServerProtocol(QuicConnectionProtocol):
+    def __init__(self, *args: object, blob_server: Http3BlobServer, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.blob_server = blob_server
+        self._http: H3Connection | None = None
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            self._http = H3Connection(self._quic)
+            self.blob_server.protocols.add(self)
+        elif isinstance(event, ConnectionTerminated):
+            self.blob_server.protocols.discard(self)
+        if self._http is None:
+            return
+        try:
+            h3_events = self._http.handle_event(event)
+        except H3Error as e:
+            self.blob_server.stats.error(f"quic protocol violation: {e}")
+            return
+        for h3_event in h3_events:
+            self._h3_event(h3_event)
+
+    def _h3_event(self, event: H3Event) -> None:
+        if not isinstance(event, HeadersReceived):
+            return  # request bodies are ignored
+        headers = dict(event.headers)
+        method = headers.get(b":method", b"").decode("latin-1")
+        path = headers.get(b":path", b"").decode("latin-1")
+        task = asyncio.get_running_loop().create_task(
+            self._answer(event.stream_id, method, path), name=f"h3 {path[:40]}"
+        )
+        self.blob_server.tasks.add(task)
+        task.add_done_callback(self.blob_server.tasks.discard)
+
+    async def _answer(self, stream_id: int, method: str, path: str) -> None:
+        try:
+            await self.blob_server.answer(self, stream_id, method, path)
+        except Exception:
+            log.exception("HTTP/3: error answering %s", path[:120])
+
+    def respond(
+        self, stream_id: int, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        if self._http is None:
+            return
+        try:
+            hdrs = [(b":status", str(status).encode()), *(headers or [])]
+            if not any(k == b"content-length" for k, _ in hdrs):
+                hdrs.append((b"content-length", str(len(body)).encode()))
+            self._http.send_headers(stream_id, hdrs)
+            self._http.send_data(stream_id, body, end_stream=True)
+            self.transmit()
+        except Exception as e:  # the stream or connection went away meanwhile
+            log.debug("HTTP/3: cannot answer stream %d: %s", stream_id, e)
+
+    def unsent(self) -> bool:
+        """True while some stream still has response bytes not yet acknowledged."""
+        for stream_id, stream in self._quic._streams.items():
+            # Only request streams (client-initiated bidirectional); control streams never finish.
+            if stream_id % 4 == 0 and not stream.sender.is_finished:
+                return True
+        return False

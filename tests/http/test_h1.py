@@ -1,0 +1,86 @@
+"""The sans-IO HTTP/1.1 request codec: fixed cases and hypothesis fuzzing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prism.http.h1 import HttpParseError, RequestParser, parse_range, render_head
+
+H = "ab" * 48
+
+
+def test_pipelined_requests_split_anywhere_parse_the_same():
+    data = (
+        f"GET /blob?hash={H}&edge_token=t HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n"
+        f"HEAD /blob?hash={H} HTTP/1.1\r\nConnection: close\r\n\r\n"
+    ).encode()
+    for cut in range(len(data)):
+        p = RequestParser()
+        reqs = p.feed(data[:cut]) + p.feed(data[cut:])
+        assert [r.method for r in reqs] == ["GET", "HEAD"]
+        assert reqs[0].query == {"hash": H, "edge_token": "t"}
+        assert reqs[0].headers["range"] == "bytes=1-2"
+        assert reqs[0].keep_alive and not reqs[1].keep_alive
+        assert p.pending == 0
+
+
+def test_http10_defaults_to_close():
+    (r,) = RequestParser().feed(b"GET /blob HTTP/1.0\r\n\r\n")
+    assert not r.keep_alive
+    (r,) = RequestParser().feed(b"GET /blob HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert r.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /blob\r\n\r\n", 400),
+        (b"GET blob HTTP/1.1\r\n\r\n", 400),
+        (b"GET /blob HTTP/3.0\r\n\r\n", 505),
+        (b"get /blob HTTP/1.1\r\n\r\n", 400),
+        (b"GET /blob HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET /blob HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /blob HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /blob HTTP/1.1\r\nContent-Length: 3\r\n\r\n", 413),
+    ],
+)
+def test_malformed_requests(raw, status):
+    with pytest.raises(HttpParseError) as e:
+        RequestParser().feed(raw)
+    assert e.value.status == status
+
+
+def test_oversized_head_is_refused_before_it_ends():
+    p = RequestParser()
+    with pytest.raises(HttpParseError) as e:
+        p.feed(b"GET /" + b"a" * 20000)
+    assert e.value.status == 431
+
+
+@given(st.binary(max_size=2000))
+def test_random_bytes_only_ever_raise_http_parse_error(data):
+    p = RequestParser()
+    try:
+        p.feed(data)
+    except HttpParseError:
+        pass
+
+
+@given(st.integers(1, 5000), st.integers(0, 6000), st.integers(0, 6000))
+def test_ranges_stay_inside_the_blob(size, a, b):
+    for header in (f"bytes={a}-{b}", f"bytes={a}-", f"bytes=-{b}"):
+        try:
+            span = parse_range(header, size)
+        except ValueError:
+            continue
+        if span is not None:
+            start, end = span
+            assert 0 <= start <= end < size
+
+
+def test_render_head():
+    head = render_head(200, [("Content-Length", "3")], keep_alive=False)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: ")
+    assert head.endswith(b"Content-Length: 3\r\nConnection: close\r\n\r\n")

@@ -1,0 +1,309 @@
+"""The HTTP blob server over real sockets on 127.0.0.1 (reflector.md §4.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+
+from prism.http.queue import RequestQueue
+from prism.http.server import HttpBlobServer
+from prism.store.disk import DiskStore
+from prism.store.trace import BlobTrace
+from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request
+
+MISSING = "ab" * 48
+
+
+async def started(store, **kw) -> HttpBlobServer:
+    server = HttpBlobServer(store, "127.0.0.1", 0, **kw)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, session):
+    store = DiskStore(tmp_path)
+    h, data = make_blob(2 * 1024 * 1024)
+    await store.put(h, data)
+    server = await started(store)
+    try:
+        async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+            body = await r.read()
+            assert r.status == 200
+            assert body == data
+            assert r.headers["Content-Length"] == str(len(data))
+            assert r.headers["ETag"] == f'"{h}"'
+            assert "immutable" in r.headers["Cache-Control"]
+            assert r.headers["Content-Type"] == "application/octet-stream"
+            assert r.headers["Content-Disposition"] == f"filename={h}"
+            trace = BlobTrace.from_json(r.headers["Via"])
+            assert [s.origin_name for s in trace.stacks] == ["disk"]
+        assert server.stats.bytes_out == len(data)
+        assert server.stats.downloads == 1
+    finally:
+        await server.stop()
+
+
+async def test_get_memory_blob_keep_alive_many_requests(session):
+    store = CountingStore()
+    blobs = [make_blob(1000 + i) for i in range(5)]
+    for h, d in blobs:
+        await store.put(h, d)
+    server = await started(store)
+    try:
+        for _ in range(3):
+            for h, d in blobs:
+                async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": h}) as r:
+                    assert r.status == 200
+                    assert await r.read() == d
+        assert len(server.connections) == 1  # one keep-alive connection did it all
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("bad", ["", "xyz", "AB" * 48, "ab" * 47, "../../etc/passwd", "g" * 96])
+async def test_invalid_hash_is_400_and_never_reaches_the_store(session, bad):
+    store = CountingStore()
+    server = await started(store)
+    try:
+        async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
+            assert r.status == 400
+        async with session.head(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
+            assert r.status == 400
+        assert store.gets == 0 and store.hass == 0
+    finally:
+        await server.stop()
+
+
+async def test_missing_blob_is_404_with_via_and_then_negative_cached(session):
+    store = CountingStore()
+    server = await started(store)
+    try:
+        for _ in range(3):
+            async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={MISSING}") as r:
+                assert r.status == 404
+                assert await r.read() == b""
+                BlobTrace.from_json(r.headers["Via"])
+        assert store.gets == 1
+    finally:
+        await server.stop()
+
+
+async def test_head_is_204_or_404_and_500_on_store_error(session):
+    store = CountingStore()
+    h, d = make_blob(10)
+    await store.put(h, d)
+    server = await started(store)
+    bad = await started(FailingStore())
+    try:
+        async with session.head(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+            assert r.status == 204
+        async with session.head(f"http://127.0.0.1:{server.port}/blob?hash={MISSING}") as r:
+            assert r.status == 404
+        async with session.head(f"http://127.0.0.1:{bad.port}/blob?hash={h}") as r:
+            assert r.status == 500
+        async with session.get(f"http://127.0.0.1:{bad.port}/blob?hash={h}") as r:
+            assert r.status == 500
+            assert "disk on fire" in await r.text()
+        assert bad.stats.errors["other"] >= 1
+    finally:
+        await server.stop()
+        await bad.stop()
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+async def test_range_requests(tmp_path, session, on_disk):
+    store = DiskStore(tmp_path) if on_disk else CountingStore()
+    h, d = make_blob(50_000)
+    await store.put(h, d)
+    server = await started(store)
+    url = f"http://127.0.0.1:{server.port}/blob?hash={h}"
+    try:
+        async with session.get(url, headers={"Range": "bytes=100-199"}) as r:
+            assert r.status == 206
+            assert await r.read() == d[100:200]
+            assert r.headers["Content-Range"] == f"bytes 100-199/{len(d)}"
+        async with session.get(url, headers={"Range": "bytes=-10"}) as r:
+            assert r.status == 206
+            assert await r.read() == d[-10:]
+        async with session.get(url, headers={"Range": "bytes=49990-"}) as r:
+            assert await r.read() == d[49990:]
+        async with session.get(url, headers={"Range": "bytes=60000-"}) as r:
+            assert r.status == 416
+            assert r.headers["Content-Range"] == f"bytes */{len(d)}"
+        async with session.get(url, headers={"If-None-Match": f'"{h}"'}) as r:
+            assert r.status == 304
+    finally:
+        await server.stop()
+
+
+async def test_protected_blob_needs_the_edge_token(session):
+    store = CountingStore()
+    h, d = make_blob(100)
+    await store.put(h, d)
+
+    async def protected(blob_hash: str) -> bool:
+        return blob_hash == h
+
+    server = await started(store, protected=protected, edge_token="s3cret")
+    url = f"http://127.0.0.1:{server.port}/blob?hash={h}"
+    try:
+        async with session.get(url) as r:
+            assert r.status == 403
+            assert await r.text() == "requested blob is protected"
+        async with session.get(url + "&edge_token=wrong") as r:
+            assert r.status == 403
+        async with session.get(url + "&edge_token=s3cret") as r:
+            assert r.status == 200 and await r.read() == d
+    finally:
+        await server.stop()
+
+
+async def test_queue_bounds_work_and_refuses_with_503_beyond_the_wait_limit(session):
+    store = CountingStore(delay=0.3)
+    blobs = [make_blob(100 + i) for i in range(6)]
+    for h, d in blobs:
+        await store.put(h, d)
+    queue = RequestQueue(workers=2, max_waiting=2)
+    server = await started(store, queue=queue)
+    seen_active = []
+
+    async def one(h):
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+                seen_active.append(queue.active)
+                return r.status
+
+    try:
+        statuses = await asyncio.gather(*(one(h) for h, _ in blobs))
+        assert sorted(statuses) == [200, 200, 200, 200, 503, 503]
+        assert max(seen_active) <= 2
+        assert queue.active == 0 and queue.waiting == 0
+    finally:
+        await server.stop()
+
+
+async def test_slow_reader_times_out_and_frees_its_slot():
+    store = CountingStore()
+    big_h, big = make_blob(2 * 1024 * 1024)
+    await store.put(big_h, big)
+    queue = RequestQueue(workers=1, max_waiting=0)
+    server = await started(store, queue=queue, send_timeout=0.5)
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Ask for many blobs and never read: the send stalls once the buffers are full.
+        sock.sendall(f"GET /blob?hash={big_h} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 8)
+        await asyncio.sleep(1.5)
+        assert queue.active == 0
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={big_h}") as r:
+                assert r.status == 200 and await r.read() == big
+        sock.close()
+    finally:
+        await server.stop()
+
+
+async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
+    store = DiskStore(tmp_path)
+    h, d = make_blob(2 * 1024 * 1024)
+    await store.put(h, d)
+    queue = RequestQueue(workers=1, max_waiting=0)
+    server = await started(store, queue=queue)
+    try:
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode() * 4)
+            assert (await reader.readexactly(1000)).startswith(b"HTTP/1.1 200 ")
+            writer.transport.abort()
+            for _ in range(100):  # the server notices within a few event-loop turns
+                if queue.active == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert queue.active == 0
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+                assert await r.read() == d
+    finally:
+        await server.stop()
+
+
+async def test_thousand_idle_connections_do_not_block_a_get():
+    store = CountingStore()
+    h, d = make_blob(1000)
+    await store.put(h, d)
+    server = await started(store)
+    idle = []
+    try:
+        for _ in range(1000):
+            idle.append(await asyncio.open_connection("127.0.0.1", server.port))
+        # Half of them are mid-request: a partial head, never finished.
+        for _r, w in idle[::2]:
+            w.write(b"GET /blob?hash=")
+        await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+                assert r.status == 200 and await r.read() == d
+        assert len(server.connections) >= 1000
+    finally:
+        for _r, w in idle:
+            w.close()
+        await server.stop()
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout():
+    server = await started(CountingStore(), idle_timeout=0.2)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /blob?ha")
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /blob HTTP/2.0\r\n\r\n", 505),
+        (b"POST /blob?hash=" + MISSING.encode() + b" HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 413),
+        (b"GET /blob HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (b"GET /other HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
+        (b"DELETE /blob?hash=" + MISSING.encode() + b" HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
+    ],
+)
+async def test_bad_requests_get_clear_errors(request_bytes, status):
+    server = await started(CountingStore())
+    try:
+        answer = await raw_request(server.port, request_bytes)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:100]
+    finally:
+        await server.stop()
+
+
+async def test_stop_lets_a_transfer_in_flight_finish():
+    store = CountingStore(delay=0.3)
+    h, d = make_blob(500_000)
+    await store.put(h, d)
+    server = await started(store)
+
+    async def fetch():
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+                return r.status, await r.read()
+
+    task = asyncio.create_task(fetch())
+    await asyncio.sleep(0.1)
+    await server.stop(grace=5)
+    status, body = await task
+    assert status == 200 and body == d
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", server.port)

@@ -1,0 +1,226 @@
+"""Upstream stores (http, http3, origin endpoint) against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from prism.http.h3server import Http3BlobServer
+from prism.http.server import HttpBlobServer
+from prism.store.base import BlobNotFound, ReadOnlyStoreError
+from prism.store.http import HttpStore
+from prism.store.http3 import Http3Store
+from prism.store.origin_endpoint import OriginEndpointStore
+from prism.store.upstream import UpstreamDataError
+from tests.http.helpers import CountingStore, make_blob
+
+MISSING = "cd" * 48
+
+
+async def test_http_store_gets_verifies_and_extends_via():
+    origin = CountingStore()
+    h, d = make_blob(300_000)
+    await origin.put(h, d)
+    server = HttpBlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    store = HttpStore(f"127.0.0.1:{server.port}")
+    try:
+        with await store.get(h) as ref:
+            assert ref.read() == d
+            assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http"]
+        assert await store.has(h) is True
+        assert await store.has(MISSING) is False
+        with pytest.raises(BlobNotFound):
+            await store.get(MISSING)
+        with pytest.raises(ReadOnlyStoreError):
+            await store.put(h, d)
+    finally:
+        await store.close()
+        await server.stop()
+
+
+async def test_http_store_passes_the_edge_token():
+    origin = CountingStore()
+    h, d = make_blob(100)
+    await origin.put(h, d)
+
+    async def protected(_h: str) -> bool:
+        return True
+
+    server = HttpBlobServer(origin, "127.0.0.1", 0, protected=protected, edge_token="tok")
+    await server.start()
+    good = HttpStore(f"127.0.0.1:{server.port}", edge_token="tok")
+    bad = HttpStore(f"127.0.0.1:{server.port}")
+    try:
+        assert (await good.get(h)).read() == d
+        with pytest.raises(Exception, match="403"):
+            await bad.get(h)
+    finally:
+        await good.close()
+        await bad.close()
+        await server.stop()
+
+
+async def lying_server(payload: bytes) -> web.AppRunner:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=payload, headers={"Via": "1.1 some-cdn"})
+
+    app = web.Application()
+    app.router.add_get("/blob", handler)
+    app.router.add_get("/{name}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+def runner_port(runner: web.AppRunner) -> int:
+    return runner.addresses[0][1]
+
+
+async def test_http_store_rejects_bytes_that_do_not_match_the_hash():
+    h, _ = make_blob(1000)
+    runner = await lying_server(b"not the blob")
+    store = HttpStore(f"127.0.0.1:{runner_port(runner)}")
+    try:
+        with pytest.raises(UpstreamDataError):
+            await store.get(h)
+    finally:
+        await store.close()
+        await runner.cleanup()
+
+
+async def test_http3_store_one_connection_many_concurrent_requests():
+    origin = CountingStore()
+    blobs = [make_blob(200_000 + i) for i in range(20)]
+    for h, d in blobs:
+        await origin.put(h, d)
+    server = Http3BlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
+    try:
+        refs = await asyncio.gather(*(store.get(h) for h, _ in blobs))
+        for ref, (h, d) in zip(refs, blobs, strict=True):
+            assert ref.hash == h and ref.read() == d
+            assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http3"]
+        assert store.client.connects == 1
+        assert await store.has(blobs[0][0]) is True
+        assert await store.has(MISSING) is False
+        with pytest.raises(BlobNotFound):
+            await store.get(MISSING)
+        assert store.client.connects == 1
+        assert server.stats.downloads == 20
+    finally:
+        await store.close()
+        await server.stop()
+
+
+async def test_http3_server_protected_and_bad_hash():
+    origin = CountingStore()
+    h, d = make_blob(100)
+    await origin.put(h, d)
+
+    async def protected(x: str) -> bool:
+        return x == h
+
+    server = Http3BlobServer(origin, "127.0.0.1", 0, protected=protected)
+    await server.start()
+    store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
+    try:
+        r = await store.client.get(f"/get/{h}")
+        assert (r.status, r.body) == (403, b"requested blob is protected")
+        r = await store.client.get("/get/xyz")
+        assert r.status == 400
+        r = await store.client.get(f"/has/{h}")
+        assert r.status == 200 and b'"is_available":true' in r.body
+        assert origin.gets == 0
+    finally:
+        await store.close()
+        await server.stop()
+
+
+async def test_http3_store_reconnects_after_the_server_restarts():
+    origin = CountingStore()
+    h, d = make_blob(1000)
+    await origin.put(h, d)
+    server = Http3BlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    port = server.port
+    store = Http3Store(f"127.0.0.1:{port}", timeout=3)
+    try:
+        assert (await store.get(h)).read() == d
+        await server.stop()
+        with pytest.raises(Exception):  # noqa: B017 - a timeout or a closed connection
+            await store.get(h)
+        server = Http3BlobServer(origin, "127.0.0.1", port)
+        await server.start()
+        for _ in range(3):
+            try:
+                assert (await store.get(h)).read() == d
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+        else:
+            pytest.fail("did not reconnect")
+    finally:
+        await store.close()
+        await server.stop()
+
+
+async def test_origin_endpoint_alone_and_with_fallback():
+    h, d = make_blob(5000)
+    blobs = {h: d}
+
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name in blobs:
+            return web.Response(body=blobs[name])
+        return web.Response(status=403)
+
+    app = web.Application()
+    app.router.add_route("*", "/cdn/{name}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    liar = await lying_server(b"garbage")
+    good = f"http://127.0.0.1:{runner_port(runner)}/cdn/"
+    bad = f"http://127.0.0.1:{runner_port(liar)}/"
+    alone = OriginEndpointStore(good)
+    with_fallback = OriginEndpointStore(bad, fallback=good)
+    try:
+        assert (await alone.get(h)).read() == d
+        assert await alone.has(h) is True
+        assert await alone.has(MISSING) is False
+        with pytest.raises(BlobNotFound):
+            await alone.get(MISSING)
+        ref = await with_fallback.get(h)  # the first endpoint lies, the fallback is right
+        assert ref.read() == d
+        assert with_fallback.hits == [0, 1]
+        with pytest.raises(ReadOnlyStoreError):
+            await alone.delete(h)
+        with pytest.raises(ValueError):
+            OriginEndpointStore("ftp://x/")
+    finally:
+        await alone.close()
+        await with_fallback.close()
+        await runner.cleanup()
+        await liar.cleanup()
+
+
+async def test_http3_stop_lets_a_request_in_flight_finish():
+    origin = CountingStore(delay=0.3)
+    h, d = make_blob(1_500_000)
+    await origin.put(h, d)
+    server = Http3BlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
+    try:
+        task = asyncio.create_task(store.get(h))
+        await asyncio.sleep(0.1)
+        await server.stop(grace=5)
+        ref = await task
+        assert ref.read() == d
+    finally:
+        await store.close()
