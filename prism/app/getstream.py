@@ -166,8 +166,10 @@ async def get_stream(
         host, port = parse_address(address)
     except ValueError as e:
         raise GetStreamError(str(e)) from None
-    if not os.path.isdir(out_dir):
-        raise GetStreamError(f"output directory {out_dir} does not exist")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise GetStreamError(f"cannot create output directory {out_dir}: {e.strerror}") from None
     cache = DiskStore(blob_dir or default_blob_dir())
     client = PeerClient(host, port, peer_timeout, max_connections=max(1, parallel))
     source = _BlobSource(client, cache)
