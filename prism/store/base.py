@@ -102,6 +102,21 @@ class BlobStore(Protocol):
     async def close(self) -> None: ...
 
 
+class ReadOnlyStore:
+    """Base for stores that can only read (upstreams, origins): every write raises ReadOnlyStoreError."""
+
+    name: str
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        raise ReadOnlyStoreError(self.name)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        raise ReadOnlyStoreError(self.name)
+
+    async def delete(self, blob_hash: str) -> None:
+        raise ReadOnlyStoreError(self.name)
+
+
 # Optional capabilities. A wrapper that can answer them passes them through, so the
 # reflector receiver can ask the chain without knowing its shape (see `find_capability`).
 

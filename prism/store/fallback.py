@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from prism.store.base import BlobRef, BlobStore, ReadOnlyStoreError, Timer
+from prism.store.base import BlobRef, BlobStore, ReadOnlyStore, Timer
 
 log = logging.getLogger("prism.store.fallback")
 
 
-class FallbackStore:
+class FallbackStore(ReadOnlyStore):
     """`get` from `first`; on any error (not found included) `get` from `second`."""
 
     def __init__(self, first: BlobStore, second: BlobStore, name: str = "ittt") -> None:
@@ -41,15 +41,6 @@ class FallbackStore:
             self.second_hits += 1
         ref.trace = ref.trace.stack(timer.elapsed(), self.name)
         return ref
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def delete(self, blob_hash: str) -> None:
-        raise ReadOnlyStoreError(self.name)
 
     async def close(self) -> None:
         try:

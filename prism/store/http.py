@@ -12,14 +12,14 @@ import logging
 import aiohttp
 
 from prism.blob import MAX_BLOB_SIZE, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.trace import BlobTrace, TraceError
 from prism.store.upstream import read_limited, verify_received
 
 log = logging.getLogger("prism.store")
 
 
-class HttpStore:
+class HttpStore(ReadOnlyStore):
     """Blobs from `http://<upstream>/blob?hash=...` over pooled keep-alive connections."""
 
     def __init__(
@@ -85,15 +85,6 @@ class HttpStore:
                 log.debug("upstream %s sent a Via header that is not a trace: %.80s", self.base, via)
         self.bytes_in += len(data)
         return BlobRef.from_bytes(blob_hash, data, trace.stack(timer.elapsed(), self.name))
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def delete(self, blob_hash: str) -> None:
-        raise ReadOnlyStoreError(self.name)
 
     async def close(self) -> None:
         if self._session is not None:

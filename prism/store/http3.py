@@ -11,14 +11,14 @@ import logging
 from prism.blob import validate_hash
 from prism.http.h3client import Http3Client
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
-from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.trace import BlobTrace, TraceError
 from prism.store.upstream import verify_received
 
 log = logging.getLogger("prism.store")
 
 
-class Http3Store:
+class Http3Store(ReadOnlyStore):
     """Blobs from `https://<address>/get/<hash>?trace=true` over one QUIC connection."""
 
     def __init__(
@@ -68,15 +68,6 @@ class Http3Store:
                 log.debug("http3 upstream %s sent a Via header that is not a trace", self.address)
         self.bytes_in += len(r.body)
         return BlobRef.from_bytes(blob_hash, r.body, trace.stack(timer.elapsed(), self.name))
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def delete(self, blob_hash: str) -> None:
-        raise ReadOnlyStoreError(self.name)
 
     async def close(self) -> None:
         await self.client.close()

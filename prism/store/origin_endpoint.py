@@ -12,14 +12,14 @@ import aiohttp
 
 from prism import __version__
 from prism.blob import MAX_BLOB_SIZE, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.trace import BlobTrace
 from prism.store.upstream import read_limited, verify_received
 
 log = logging.getLogger("prism.store")
 
 
-class OriginEndpointStore:
+class OriginEndpointStore(ReadOnlyStore):
     """GET/HEAD `endpoint + hash`; 404 and 403 mean "not there"."""
 
     def __init__(
@@ -90,15 +90,6 @@ class OriginEndpointStore:
             data = await read_limited(r.content, MAX_BLOB_SIZE, endpoint)
         await verify_received(blob_hash, data, endpoint)
         return data
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def delete(self, blob_hash: str) -> None:
-        raise ReadOnlyStoreError(self.name)
 
     async def close(self) -> None:
         if self._session is not None:

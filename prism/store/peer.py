@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prism.blob import validate_hash
 from prism.peer.client import DEFAULT_TIMEOUT, PeerClient, PeerError
-from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStoreError, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.trace import BlobTrace
 
 
@@ -25,7 +25,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-class PeerStore:
+class PeerStore(ReadOnlyStore):
     """Gets blobs from one peer over the peer protocol; every blob is hash-verified."""
 
     def __init__(
@@ -53,15 +53,6 @@ class PeerStore:
         except PeerError as e:
             raise PeerStoreError(str(e)) from e
         return BlobRef.from_bytes(blob_hash, data, BlobTrace.new(timer.elapsed(), self.name))
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        raise ReadOnlyStoreError(self.name)
-
-    async def delete(self, blob_hash: str) -> None:
-        raise ReadOnlyStoreError(self.name)
 
     async def close(self) -> None:
         await self.client.close()
