@@ -88,6 +88,7 @@ def peer(
     import asyncio
 
     from prism.app.peer import run_peer_server
+    from prism.app.supervisor import StartupError
 
     if store_path is None:
         click.echo(
@@ -101,7 +102,7 @@ def peer(
                 store_path, host=host, port=port, max_connections=max_connections, idle_timeout=idle_timeout
             )
         )
-    except OSError as e:
+    except (OSError, StartupError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
 
@@ -430,21 +431,26 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
     """Run a receiver and a peer server on one memory store; list it on SIGINT/SIGTERM."""
     import asyncio
 
+    from prism.app.supervisor import StartupError
     from prism.app.testserver import run_test_servers
 
-    def ready(receiver: int, peer: int | None) -> None:
+    def ready(receiver: int, peer: int) -> None:
         click.echo(f"prism test: reflector receiver on port {receiver}, peer server on port {peer}", err=True)
 
-    asyncio.run(
-        run_test_servers(
-            receiver_port=receiver_port,
-            peer_port=tcp_peer_port,
-            host=host,
-            read_timeout=timeout,
-            echo=click.echo,
-            ready=ready,
+    try:
+        asyncio.run(
+            run_test_servers(
+                receiver_port=receiver_port,
+                peer_port=tcp_peer_port,
+                host=host,
+                read_timeout=timeout,
+                echo=click.echo,
+                ready=ready,
+            )
         )
-    )
+    except StartupError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
 
 
 # --- end of issue 4 ----------------------------------------------------------------------

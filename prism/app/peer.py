@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Callable
 
+from prism.app.supervisor import Call, Supervisor
 from prism.peer.server import PeerServer
 from prism.store.disk import DiskStore
 
@@ -25,24 +24,19 @@ async def run_peer_server(
     idle_timeout: float = 60.0,
     ready: Callable[[PeerServer], None] | None = None,
 ) -> None:
-    """Serve the blobs under `store_path` until SIGINT or SIGTERM, then stop gracefully."""
+    """Serve the blobs under `store_path` until SIGINT or SIGTERM, then stop gracefully.
+
+    Raises StartupError (naming the flag) when the port cannot be bound.
+    """
     store = DiskStore(store_path)
     server = PeerServer(store, host, port, max_connections=max_connections, idle_timeout=idle_timeout)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start()
+
+    async def started() -> None:
         log.info("serving blobs from %s", store.root)
         if ready is not None:
             ready(server)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await server.stop()
+
+    async def finished() -> None:
         await store.close()
         s = server.stats
         log.info(
@@ -54,3 +48,9 @@ async def run_peer_server(
             s.not_found,
             s.protocol_errors,
         )
+
+    supervisor = Supervisor()
+    supervisor.add("store", Call(stop=finished))
+    supervisor.add("peer server", server, "--port")
+    supervisor.add("ready", Call(start=started))
+    await supervisor.run()

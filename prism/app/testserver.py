@@ -6,25 +6,12 @@ On SIGINT/SIGTERM both stop and the store's contents are printed as reflector.go
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import signal
 from collections.abc import Callable
 
+from prism.app.supervisor import Call, Supervisor
+from prism.peer.server import PeerServer
 from prism.reflector.receiver import ReflectorReceiver
 from prism.store.memory import MemoryStore
-
-log = logging.getLogger("prism.app")
-
-
-def _peer_server_class() -> type | None:
-    """The TCP peer server (issue 3) if this build has it."""
-    try:
-        from prism.peer.server import PeerServer
-    except ImportError:
-        return None
-    return PeerServer
 
 
 def store_listing(store: MemoryStore) -> list[str]:
@@ -38,33 +25,25 @@ async def run_test_servers(
     host: str = "0.0.0.0",
     read_timeout: float = 180.0,
     echo: Callable[[str], None] = print,
-    ready: Callable[[int, int | None], None] | None = None,
+    ready: Callable[[int, int], None] | None = None,
 ) -> MemoryStore:
-    """Run until SIGINT/SIGTERM, then print the store listing and return the store."""
+    """Run until SIGINT/SIGTERM, then print the store listing and return the store.
+
+    Raises StartupError (naming the flag) when a port cannot be bound.
+    """
     store = MemoryStore()
     receiver = ReflectorReceiver(store, host=host, port=receiver_port, timeout=read_timeout)
-    peer_cls = _peer_server_class()
-    peer = peer_cls(store, host=host, port=peer_port) if peer_cls is not None else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await receiver.start()
-        if peer is not None:
-            await peer.start()
-        else:
-            log.warning("this build has no peer server (prism.peer.server): only the receiver runs")
+    peer = PeerServer(store, host=host, port=peer_port)
+
+    async def announce() -> None:
         if ready is not None:
-            ready(receiver.port, peer.port if peer is not None else None)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if peer is not None:
-            with contextlib.suppress(Exception):
-                await peer.stop(1.0)
-        await receiver.stop(1.0)
+            ready(receiver.port, peer.port)
+
+    supervisor = Supervisor(grace=1.0)
+    supervisor.add("reflector receiver", receiver, "--receiver-port")
+    supervisor.add("peer server", peer, "--tcp-peer-port")
+    supervisor.add("ready", Call(start=announce))
+    await supervisor.run()
     for line in store_listing(store):
         echo(line)
     return store
