@@ -247,6 +247,7 @@ def main() -> None:
     ap.add_argument("--blobs", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating nginx/prism rounds")
     args = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("bench/http.py needs wrk and nginx: apt-get install -y wrk nginx")
@@ -254,28 +255,24 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="prism-bench-http-")
     os.chmod(work, 0o755)  # nginx's worker runs as an unprivileged user
     blobs = os.path.join(work, "blobs")
+    nginx = prism = None
     try:
         hashes = make_blobs(blobs, args.blobs)
-        print(f"{args.blobs} blobs of 2 MiB, {args.connections} keep-alive connections, {args.seconds}s each")
-
-        # nginx
+        print(
+            f"{args.blobs} blobs of 2 MiB, {args.connections} keep-alive connections,"
+            f" {args.seconds}s per run,"
+            f" {args.rounds} alternating rounds; noise only adds cost,"
+            " so each server's cheapest round is compared"
+        )
         nport = free_port()
         conf = os.path.join(work, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(dir=work, port=nport, blobs=blobs))
         nginx = subprocess.Popen(["nginx", "-c", conf, "-p", work], stderr=subprocess.DEVNULL)
-        try:
-            wait_port(nport)
-            npids = [nginx.pid, *children(nginx.pid)]
-            run_wrk(nport, [f"/{h[:2]}/{h}" for h in hashes[:4]], 1, args.connections, work)  # warm-up
-            c0 = cpu_seconds(npids)
-            nres = run_wrk(nport, [f"/{h[:2]}/{h}" for h in hashes], args.seconds, args.connections, work)
-            ncpu = cpu_seconds(npids) - c0
-        finally:
-            nginx.terminate()
-            nginx.wait(10)
+        wait_port(nport)
+        npids = [nginx.pid, *children(nginx.pid)]
+        npaths = [f"/{h[:2]}/{h}" for h in hashes]
 
-        # prism HTTP and HTTP/3
         pport, h3port, h3port2 = free_port(), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         prism = subprocess.Popen(
             [
@@ -287,32 +284,42 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        try:
-            assert prism.stdout is not None and prism.stdout.readline().strip() == "ready"
-            paths = [f"/blob?hash={h}" for h in hashes]
-            run_wrk(pport, paths[:4], 1, args.connections, work)  # warm-up
-            c0 = cpu_seconds([prism.pid])
-            pres = run_wrk(pport, paths, args.seconds, args.connections, work)
-            pcpu = cpu_seconds([prism.pid]) - c0
+        assert prism.stdout is not None and prism.stdout.readline().strip() == "ready"
+        ppaths = [f"/blob?hash={h}" for h in hashes]
+        run_wrk(nport, npaths[:4], 1, args.connections, work)  # warm-up
+        run_wrk(pport, ppaths[:4], 1, args.connections, work)
 
-            h3runs = []
-            for port, dgram in ((h3port, 1200), (h3port2, 8192)):
-                c0 = cpu_seconds([prism.pid])
-                client = H3_CLIENT.format(
-                    root=ROOT, hashes=hashes, port=port, seconds=args.seconds, conc=16, dgram=dgram
-                )
-                out = subprocess.run(
-                    [sys.executable, "-c", client], capture_output=True, text=True, check=True
-                ).stdout.split()
-                h3runs.append((dgram, out, cpu_seconds([prism.pid]) - c0))
-        finally:
-            if prism.stdin:
-                prism.stdin.close()
-            prism.wait(15)
+        def measure(port: int, paths: list[str], pids: list[int]) -> tuple[dict[str, float], float]:
+            c0 = cpu_seconds(pids)
+            res = run_wrk(port, paths, args.seconds, args.connections, work)
+            return res, cpu_seconds(pids) - c0
 
+        nruns, pruns = [], []
         print()
-        ncpg = report("nginx", nres, ncpu)
-        pcpg = report("prism HTTP", pres, pcpu)
+        for i in range(args.rounds):
+            nres, ncpu = measure(nport, npaths, npids)
+            pres, pcpu = measure(pport, ppaths, [prism.pid])
+            nruns.append((report(f"nginx      r{i + 1}", nres, ncpu), nres, ncpu))
+            pruns.append((report(f"prism HTTP r{i + 1}", pres, pcpu), pres, pcpu))
+
+        h3runs = []
+        for port, dgram in ((h3port, 1200), (h3port2, 8192)):
+            c0 = cpu_seconds([prism.pid])
+            client = H3_CLIENT.format(
+                root=ROOT, hashes=hashes, port=port, seconds=args.seconds, conc=16, dgram=dgram
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", client], capture_output=True, text=True, check=True
+            ).stdout
+            h3runs.append((dgram, out.split(), cpu_seconds([prism.pid]) - c0))
+
+        nmed = sorted(r[0] for r in nruns)[len(nruns) // 2]
+        pmed = sorted(r[0] for r in pruns)[len(pruns) // 2]
+        print(f"\nmedian CPU/GB: nginx {nmed:.3f}, prism {pmed:.3f} (ratio {nmed / pmed:.2f})")
+        print("cheapest rounds:")
+        nbest, pbest = min(nruns, key=lambda r: r[0]), min(pruns, key=lambda r: r[0])
+        ncpg = report("nginx", nbest[1], nbest[2])
+        pcpg = report("prism HTTP", pbest[1], pbest[2])
         for dgram, out, h3cpu in h3runs:
             h3 = {
                 "bytes": float(out[0]),
@@ -327,6 +334,13 @@ def main() -> None:
         print(" dg1200 = default datagram size, dg8192 = --http3-max-datagram-size 8192 for loopback/LAN)")
         print(f"http_vs_nginx_ratio={ncpg / pcpg:.2f}")
     finally:
+        if prism is not None:
+            if prism.stdin:
+                prism.stdin.close()
+            prism.wait(15)
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
 
