@@ -22,7 +22,7 @@ from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
-from prism.store.base import BlobStore, StoreError
+from prism.store.base import BlobStore, StoreError, WrappingStore
 
 log = logging.getLogger("prism.app")
 
@@ -184,7 +184,7 @@ def _s3_available() -> bool:
 # -- assembly -----------------------------------------------------------------------------
 
 
-class BytesInCounter:
+class BytesInCounter(WrappingStore):
     """Counts the blob bytes an upstream store without its own counter hands back."""
 
     def __init__(self, inner: BlobStore) -> None:
@@ -192,32 +192,17 @@ class BytesInCounter:
         self.name = inner.name
         self.bytes_in = 0
 
-    async def has(self, blob_hash: str) -> bool:
-        return await self.inner.has(blob_hash)
-
     async def get(self, blob_hash: str) -> Any:
         ref = await self.inner.get(blob_hash)
         self.bytes_in += ref.size
         return ref
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put(blob_hash, data)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put_sd(blob_hash, data)
-
-    async def delete(self, blob_hash: str) -> None:
-        await self.inner.delete(blob_hash)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class ProtectedBlobError(StoreError):
     """A protected blob was asked for over a protocol that carries no edge token."""
 
 
-class ProtectedGuard:
+class ProtectedGuard(WrappingStore):
     """Refuses protected hashes (reflector.md §7.2) for servers without edge tokens (the peer server).
 
     reflector.go closes the peer connection when a protected hash is in `requested_blobs`;
@@ -240,18 +225,6 @@ class ProtectedGuard:
     async def get(self, blob_hash: str) -> Any:
         await self._check(blob_hash)
         return await self.inner.get(blob_hash)
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put(blob_hash, data)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put_sd(blob_hash, data)
-
-    async def delete(self, blob_hash: str) -> None:
-        await self.inner.delete(blob_hash)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def parse_cache_spec(flag: str, spec: str) -> Any:

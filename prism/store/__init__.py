@@ -10,6 +10,7 @@ from prism.store.base import (
     ReadOnlyStore,
     ReadOnlyStoreError,
     StoreError,
+    WrappingStore,
     find_capability,
 )
 from prism.store.disk import DiskStore
@@ -30,5 +31,6 @@ __all__ = [
     "ReadOnlyStoreError",
     "Stack",
     "StoreError",
+    "WrappingStore",
     "find_capability",
 ]

@@ -102,6 +102,31 @@ class BlobStore(Protocol):
     async def close(self) -> None: ...
 
 
+class WrappingStore:
+    """Base for a store that wraps `inner` and forwards every call it does not override."""
+
+    name: str
+    inner: BlobStore
+
+    async def has(self, blob_hash: str) -> bool:
+        return await self.inner.has(blob_hash)
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        return await self.inner.get(blob_hash)
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.inner.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.inner.delete(blob_hash)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class ReadOnlyStore:
     """Base for stores that can only read (upstreams, origins): every write raises ReadOnlyStoreError."""
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 
-from prism.store.base import BlobNotFound, BlobRef, BlobStore
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, WrappingStore
 
 log = logging.getLogger("prism.store.singleflight")
 
@@ -115,7 +115,7 @@ class Flights:
             del self._flights[key]
 
 
-class SingleFlightStore:
+class SingleFlightStore(WrappingStore):
     """Collapses concurrent `get`s of one hash into one `get` of `inner` (`sf_<inner name>`)."""
 
     def __init__(self, inner: BlobStore, component: str = "") -> None:
@@ -123,9 +123,6 @@ class SingleFlightStore:
         self.component = component
         self.name = f"sf_{inner.name}"
         self.flights = Flights()
-
-    async def has(self, blob_hash: str) -> bool:
-        return await self.inner.has(blob_hash)
 
     async def get(self, blob_hash: str) -> BlobRef:
         start = perf_counter_ns()
@@ -137,15 +134,3 @@ class SingleFlightStore:
     def origin_calls(self) -> int:
         """Inner gets actually made."""
         return self.flights.calls
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put(blob_hash, data)
-
-    async def put_sd(self, blob_hash: str, data: bytes) -> None:
-        await self.inner.put_sd(blob_hash, data)
-
-    async def delete(self, blob_hash: str) -> None:
-        await self.inner.delete(blob_hash)
-
-    async def close(self) -> None:
-        await self.inner.close()
