@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -70,18 +69,16 @@ async def test_get_survives_delete_while_open(tmp_path) -> None:
     assert ref.read() == data  # the open file keeps the bytes readable
 
 
-async def test_listing_100k_blobs_is_fast(tmp_path) -> None:
+async def test_listing_100k_blobs(tmp_path) -> None:
+    # Correctness only; the speed (index rebuild over 100,000 blobs) is measured by bench/cache.py.
     store = DiskStore(tmp_path)
     names = [sha384_hex(i.to_bytes(4, "big")) for i in range(100_000)]
     for name in names:  # direct file creation: we time the listing, not the writes
         d = tmp_path / name[:2]
         d.mkdir(exist_ok=True)
         (d / name).touch()
-    t = time.perf_counter()
     listed = await store.list_hashes()
-    elapsed = time.perf_counter() - t
-    assert len(listed) == 100_000
-    assert elapsed < 5, elapsed
+    assert sorted(listed) == sorted(names)
 
 
 WRITER = textwrap.dedent(
