@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench clean db
+.PHONY: install test lint typecheck format bench clean db
 
 install: $(PY)
 	$(PIP) install -q --upgrade pip
@@ -20,6 +20,9 @@ test:
 lint:
 	$(VENV)/bin/ruff check prism tests bench
 	$(VENV)/bin/ruff format --check prism tests bench
+
+typecheck:
+	$(VENV)/bin/mypy
 
 format:
 	$(VENV)/bin/ruff format prism tests bench
