@@ -12,7 +12,6 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from prism.http.stats import ServerStats
+from prism.store.base import BlobStore, walk_chain
 
 log = logging.getLogger("prism.app")
 
@@ -93,8 +93,8 @@ class Metrics:
         self.servers: list[object] = []
         """Download servers: objects with `.stats: ServerStats` (and optionally `.queue`)."""
         self.receivers: list[object] = []
-        self.stores: list[object] = []
-        """Roots of store chains, walked through `.inner`, `.origin`, `.cache`, `.stores`."""
+        self.stores: list[BlobStore] = []
+        """Roots of store chains, walked with `walk_chain`."""
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             try:
@@ -146,7 +146,7 @@ class Metrics:
         for receiver in self.receivers:
             self._receiver(receiver, fam, errors)
         for root in self.stores:
-            for store in walk_stores(root):
+            for store in walk_chain(root):
                 self._store(store, fam)
         try:
             fam("routines", "gauge").add(len(asyncio.all_tasks()), package="asyncio", kind="tasks")
@@ -220,24 +220,6 @@ class Metrics:
 def _cache_name(store: object) -> str | None:
     cache = getattr(store, "cache", None)
     return getattr(cache, "name", None) if cache is not None else None
-
-
-def walk_stores(root: object) -> Iterable[object]:
-    """Every store in a chain, each once: follows `.inner`, `.origin`, `.cache` and `.stores`."""
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        s = todo.pop()
-        if s is None or id(s) in seen:
-            continue
-        seen.add(id(s))
-        yield s
-        for attr in ("inner", "origin", "cache", "underlying", "store"):
-            child = getattr(s, attr, None)
-            if child is not None and hasattr(child, "get"):
-                todo.append(child)
-        for child in getattr(s, "stores", None) or ():
-            todo.append(child)
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:

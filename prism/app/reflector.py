@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.app.metrics import Metrics, MetricsServer, walk_stores
+from prism.app.metrics import Metrics, MetricsServer
 from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config
@@ -22,7 +22,7 @@ from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
-from prism.store.base import BlobStore, StoreError, WrappingStore
+from prism.store.base import BlobStore, StoreError, WrappingStore, walk_chain
 
 log = logging.getLogger("prism.app")
 
@@ -301,7 +301,7 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     if opts.upstream_reflector or opts.origin_endpoint:
         # The network origin already checked each blob's SHA-384 on arrival: a cache fill
         # need not hash the same bytes again.
-        for store in walk_stores(outer):
+        for store in walk_chain(outer):
             if getattr(store, "name", "") == "caching" and isinstance(getattr(store, "verify", None), bool):
                 store.verify = False  # type: ignore[attr-defined]
     metrics = Metrics()

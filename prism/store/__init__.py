@@ -10,8 +10,10 @@ from prism.store.base import (
     ReadOnlyStore,
     ReadOnlyStoreError,
     StoreError,
+    StoreWrapper,
     WrappingStore,
     find_capability,
+    walk_chain,
 )
 from prism.store.disk import DiskStore
 from prism.store.memory import MemoryStore
@@ -31,6 +33,8 @@ __all__ = [
     "ReadOnlyStoreError",
     "Stack",
     "StoreError",
+    "StoreWrapper",
     "WrappingStore",
     "find_capability",
+    "walk_chain",
 ]

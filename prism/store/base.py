@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
 
@@ -102,11 +103,23 @@ class BlobStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class StoreWrapper(Protocol):
+    """A store built on other stores; `wrapped()` names them so the chain can be walked."""
+
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        """The stores this one calls, in the order `find_capability` should prefer them."""
+        ...
+
+
 class WrappingStore:
     """Base for a store that wraps `inner` and forwards every call it does not override."""
 
     name: str
     inner: BlobStore
+
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.inner,)
 
     async def has(self, blob_hash: str) -> bool:
         return await self.inner.has(blob_hash)
@@ -171,17 +184,25 @@ class Lister(Protocol):
     async def list_hashes(self) -> list[str]: ...
 
 
-def find_capability(store: object, capability: type[T]) -> T | None:
-    """The first store down the chain (following `.inner`/`.origin`) that offers `capability`."""
+def walk_chain(store: BlobStore) -> Iterator[BlobStore]:
+    """Every store of the chain rooted at `store`, each once: depth first, in `wrapped()` order."""
     seen: set[int] = set()
-    current: object | None = store
-    while current is not None and id(current) not in seen:
+    todo: list[BlobStore] = [store]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
+        yield current
+        if isinstance(current, StoreWrapper):
+            todo.extend(reversed(current.wrapped()))
+
+
+def find_capability(store: BlobStore, capability: type[T]) -> T | None:
+    """The first store of the chain (see `walk_chain`) that offers `capability`."""
+    for current in walk_chain(store):
         if isinstance(current, capability):
             return current
-        # `is None`, not truthiness: an empty store with `__len__` is falsy but still a store.
-        nxt = getattr(current, "inner", None)
-        current = nxt if nxt is not None else getattr(current, "origin", None)
     return None
 
 

@@ -43,6 +43,9 @@ class CachingStore:
         self.misses = 0
         self.fill_errors = 0
 
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.origin, self.cache)
+
     async def has(self, blob_hash: str) -> bool:
         if await self.cache.has(blob_hash):
             return True

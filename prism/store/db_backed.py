@@ -52,6 +52,9 @@ class DBBackedStore:
         self._blocked: set[str] | None = None
         self._blocked_lock = asyncio.Lock()
 
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.inner,)
+
     async def has(self, blob_hash: str) -> bool:
         try:  # not `_db_errors()`: this is the hot path, and a context manager costs
             return await self.db.has_blob(blob_hash, touch=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from prism.blob import is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
 from prism.store.disk import TMP_DIR, DiskStore
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 
@@ -156,6 +156,9 @@ class DiskCacheStore:
         return len(self.policy)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.disk,)
 
     async def start(self) -> None:
         """Rebuild the index from disk (and snapshot or database), then start the flusher."""

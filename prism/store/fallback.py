@@ -22,6 +22,9 @@ class FallbackStore(ReadOnlyStore):
         self.first_hits = 0  # reflector_ittt_this_hit_total
         self.second_hits = 0  # reflector_ittt_that_hit_total
 
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.first, self.second)
+
     async def has(self, blob_hash: str) -> bool:
         try:
             if await self.first.has(blob_hash):

@@ -10,7 +10,9 @@ import pytest
 from prism.config import MysqlParams
 from prism.db import MysqlDatabase, TrackAccess
 from prism.store import BlobNotFound, Blocklister, DiskStore, MemoryStore, NeededBlobChecker, find_capability
+from prism.store.caching import CachingStore
 from prism.store.db_backed import DBBackedStore, InvalidSdBlobError
+from prism.store.singleflight import SingleFlightStore
 from tests.db.streams import make_stream, random_hash
 
 
@@ -103,11 +105,10 @@ async def test_sd_blob_with_wrong_stream_hash_is_rejected(db: MysqlDatabase, dis
 async def test_capabilities_are_found_through_wrappers(db: MysqlDatabase) -> None:
     store = DBBackedStore(MemoryStore(), db)
 
-    class Wrapper:  # any wrapper exposing `.inner`, as the caching stores do
-        inner = store
-
-    assert find_capability(Wrapper(), Blocklister) is store
-    assert find_capability(Wrapper(), NeededBlobChecker) is store
+    # Two layers of real wrappers, as `prism reflector` builds them.
+    outer = CachingStore(SingleFlightStore(store), MemoryStore("cache"))
+    assert find_capability(outer, Blocklister) is store
+    assert find_capability(outer, NeededBlobChecker) is store
 
 
 async def test_wants_refuses_stored_and_blocked(db: MysqlDatabase, disk: DiskStore) -> None:

@@ -107,11 +107,14 @@ class CapableStore(MemoryStore):
 
 
 class Wrapper(MemoryStore):
-    """An outer store that only passes capabilities through `.inner`."""
+    """An outer store that only passes capabilities through `wrapped()`."""
 
     def __init__(self, inner: MemoryStore) -> None:
         super().__init__("outer")
         self.inner = inner
+
+    def wrapped(self) -> tuple[MemoryStore, ...]:
+        return (self.inner,)
 
     async def has(self, blob_hash: str) -> bool:
         return await self.inner.has(blob_hash)
