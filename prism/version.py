@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 
@@ -24,9 +25,8 @@ def _git(*args: str) -> str:
 def build_info() -> dict[str, str]:
     """Name, version, branch, commits and build date: from `_build_info.py` if built, else from git."""
     try:
-        from prism import _build_info  # type: ignore[attr-defined]
-
-        info = getattr(_build_info, "INFO", None)
+        # Imported by name: the module exists only after `python -m prism.buildinfo`.
+        info = getattr(importlib.import_module("prism._build_info"), "INFO", None)
         if isinstance(info, dict):
             return dict(info)
     except ImportError:
