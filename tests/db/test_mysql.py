@@ -13,6 +13,7 @@ from prism.blob import BlobSizeError, InvalidHashError
 from prism.config import MysqlParams
 from prism.db import DatabaseError, MysqlDatabase, StreamBlob, TrackAccess
 from prism.db import mysql as mysql_module
+from prism.db.runner import Connection, QueryRunner
 from tests.db.streams import make_stream, random_hash
 
 
@@ -114,13 +115,13 @@ async def test_has_blobs_batches_ten_thousand(
     conn.close()
     db = open_db()
     calls: list[int] = []
-    real_query = MysqlDatabase._query
+    real_query = QueryRunner.query
 
-    async def counting_query(self: MysqlDatabase, conn: object, statement: str, args: tuple = ()) -> list:
+    async def counting_query(self: QueryRunner, conn: Connection, statement: str, args: tuple = ()) -> list:
         calls.append(len(args))
-        return await real_query(self, conn, statement, args)  # type: ignore[arg-type]
+        return await real_query(self, conn, statement, args)
 
-    monkeypatch.setattr(MysqlDatabase, "_query", counting_query)
+    monkeypatch.setattr(QueryRunner, "query", counting_query)
     found = await db.has_blobs(hashes)
     assert found == set(hashes[:10040])
     assert sorted(calls) == [50, 10000]  # one IN (...) query per 10000 hashes
@@ -376,13 +377,13 @@ async def test_query_timeout_is_bounded(open_db: Callable[..., MysqlDatabase]) -
     db = open_db(query_timeout=0.5)
     await db.ping()
 
-    async def slow(conn: object) -> None:
-        await db._query(conn, "SELECT SLEEP(5)")  # type: ignore[arg-type]
+    async def slow(conn: Connection) -> None:
+        await db.runner.query(conn, "SELECT SLEEP(5)")
 
     loop = asyncio.get_running_loop()
     start = loop.time()
     with pytest.raises(DatabaseError, match=r"did not answer within 0.5s"):
-        await db._run("slow query", slow)
+        await db.runner.run("slow query", slow)
     assert loop.time() - start < 2.0
 
 
