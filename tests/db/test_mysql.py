@@ -332,17 +332,25 @@ async def test_count_block_and_ranges(open_db: Callable[..., MysqlDatabase]) -> 
         await db.block("nope")
 
 
-async def test_lock_wait_timeout_is_retried(
-    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams, caplog: pytest.LogCaptureFixture
-) -> None:
+async def locked_blob(
+    open_db: Callable[..., MysqlDatabase], params: MysqlParams
+) -> tuple[MysqlDatabase, str, pymysql.Connection]:
+    """A handle with 1 s lock waits, and a known blob whose row another session holds locked."""
     db = open_db(lock_wait_timeout=1, query_timeout=10.0)
     h = random_hash()
     await db.add_blob(h, 1, stored=False)
-    # Another session holds the row lock a little longer than one lock wait.
-    holder = connect(mysql_database)
+    holder = connect(params)
     holder.autocommit(False)
     with holder.cursor() as cur:
         cur.execute("SELECT id FROM blob_ WHERE hash = %s FOR UPDATE", (h,))
+    return db, h, holder
+
+
+async def test_lock_wait_timeout_is_retried(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another session holds the row lock a little longer than one lock wait.
+    db, h, holder = await locked_blob(open_db, mysql_database)
     release = threading.Timer(1.5, holder.commit)
     release.start()
     try:
@@ -357,14 +365,8 @@ async def test_lock_wait_timeout_is_retried(
 async def test_lock_wait_gives_up_after_three_retries(
     open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
 ) -> None:
-    db = open_db(lock_wait_timeout=1, query_timeout=10.0)
-    h = random_hash()
-    await db.add_blob(h, 1, stored=False)
-    holder = connect(mysql_database)
-    holder.autocommit(False)
+    db, h, holder = await locked_blob(open_db, mysql_database)
     try:
-        with holder.cursor() as cur:
-            cur.execute("SELECT id FROM blob_ WHERE hash = %s FOR UPDATE", (h,))
         with pytest.raises(DatabaseError, match=r"add blob failed: Lock wait timeout.*1205"):
             await db.add_blob(h, 1, stored=True)
     finally:
