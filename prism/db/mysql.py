@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prism.blob import validate_hash, validate_size
 from prism.config import ConfigError, MysqlParams, parse_mysql_dsn
 from prism.db.base import StreamBlob, TrackAccess, stream_blobs
 from prism.db.coalesce import HAS_BATCH, HasCoalescer, TakeHashes
 from prism.db.errors import DatabaseError, DatabaseUnavailable
-from prism.db.runner import Connection, QueryRunner
+from prism.db.runner import Connection, QueryRunner, RunnerOptions
 from prism.stream.sd import SdBlob
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("prism.db")
 
@@ -64,7 +67,7 @@ class MysqlDatabase:
         track_access: TrackAccess | str | int = TrackAccess.NONE,
         soft_delete: bool = False,
         coalesce_has: bool = True,
-        **runner_options: Any,
+        **runner_options: Unpack[RunnerOptions],
     ) -> None:
         self.params = params
         self.track_access = TrackAccess.parse(track_access)
@@ -95,14 +98,6 @@ class MysqlDatabase:
     def available(self) -> bool:
         """False while the last attempt to reach the server failed."""
         return self.runner.available
-
-    @property
-    def query_timeout(self) -> float:
-        return self.runner.query_timeout
-
-    @property
-    def connect_timeout(self) -> float:
-        return self.runner.connect_timeout
 
     # -- lifecycle ------------------------------------------------------------------------
 

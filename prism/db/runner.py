@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 import aiomysql
 import pymysql
@@ -64,6 +64,18 @@ class Pool(Protocol):
     async def wait_closed(self) -> None: ...
 
     def terminate(self) -> None: ...
+
+
+class RunnerOptions(TypedDict, total=False):
+    """The keyword options of `QueryRunner`, for wrappers that pass them through."""
+
+    query_timeout: float
+    connect_timeout: float
+    lock_wait_timeout: int
+    max_connections: int
+    retry_interval: float
+    log_queries: bool
+    clock: Callable[[], float]
 
 
 class QueryRunner:

@@ -394,7 +394,7 @@ def test_from_dsn_reads_go_timeouts() -> None:
         "reflector:pw@tcp(db.example:3307)/reflector?parseTime=1&timeout=2s&readTimeout=1500ms",
         track_access="streams",
     )
-    assert (db.connect_timeout, db.query_timeout) == (2.0, 1.5)
+    assert (db.runner.connect_timeout, db.runner.query_timeout) == (2.0, 1.5)
     assert db.track_access is TrackAccess.STREAMS
     assert db.where == "MySQL reflector@db.example:3307/reflector"
     assert mysql_module._go_duration("1m30s") == 90.0
