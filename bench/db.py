@@ -104,7 +104,7 @@ async def bench(args: argparse.Namespace, params, hashes: list[str]) -> None:
         await single_store.has(random.choice(probe))
 
     async def select1() -> None:
-        pool = await db._get_pool()  # the same pool, no prism code in the way
+        pool = await db.runner.pool()  # the same pool, no prism code in the way
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("SELECT 1")
             await cur.fetchall()

@@ -11,7 +11,8 @@ Two backends with the same table shape (`blob_`: hash, is_stored, length, last_a
 deletes are only noted in a dict; a flusher task writes them in batches about once a
 second, never one write per hit.
 
-This module keeps its MySQL use to itself; the general MySQL layer of `prism.db` is separate.
+MySQL calls go through `prism.db.runner.QueryRunner` (timeouts, lock-wait retries, fail-fast
+while the server is down), as the tracking database's do.
 """
 
 from __future__ import annotations
@@ -23,23 +24,27 @@ import os
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import aiomysql
-import pymysql
+from typing import Any, TypeVar
 
 from prism.config import MysqlParams
+from prism.db.errors import DatabaseError
+from prism.db.runner import Connection, QueryRunner
 
 log = logging.getLogger("prism.db.localdb")
+
+T = TypeVar("T")
 
 SQLITE_NAME = "localdb.sqlite3"
 """File name of the embedded index inside a cache directory."""
 
 BATCH = 1000
-LOCK_WAIT_TIMEOUT = 1205
+MYSQL_QUERY_TIMEOUT = 120.0
+"""Per statement: generous, since `known()` reads every row of a large cache's index at start."""
+MYSQL_LOCK_WAIT_TIMEOUT = 50
+"""The server's default innodb_lock_wait_timeout, which this index always ran with."""
 _MIN_TS = 1.0  # MySQL TIMESTAMP cannot hold 0
 
 
@@ -103,7 +108,7 @@ class SqliteLocalDB(LocalDB):
     def in_cache_dir(cls, cache_dir: str) -> SqliteLocalDB:
         return cls(os.path.join(cache_dir, SQLITE_NAME))
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise LocalDBError(f"localdb {self.path} is not open")
         loop = asyncio.get_running_loop()
@@ -209,62 +214,56 @@ class SqliteLocalDB(LocalDB):
 
 
 class MysqlLocalDB(LocalDB):
-    """The index in MySQL/MariaDB's `blob_` table (schema.sql), through aiomysql."""
+    """The index in MySQL/MariaDB's `blob_` table (schema.sql), through the `QueryRunner` of prism.db."""
 
     kind = "mysql"
 
     def __init__(self, params: MysqlParams) -> None:
         self.params = params
-        self._pool: aiomysql.Pool | None = None
+        self._runner: QueryRunner | None = None
         self.statements = 0
 
     async def open(self) -> None:
-        if self._pool is not None:
+        if self._runner is not None:
             return
+        runner = QueryRunner(
+            self.params,
+            max_connections=2,
+            connect_timeout=10.0,
+            query_timeout=MYSQL_QUERY_TIMEOUT,
+            lock_wait_timeout=MYSQL_LOCK_WAIT_TIMEOUT,
+        )
         try:
-            self._pool = await aiomysql.create_pool(
-                minsize=1,
-                maxsize=2,
-                autocommit=True,
-                connect_timeout=10,
-                charset="utf8mb4",
-                **self.params.kwargs(),
-            )
-        except (pymysql.MySQLError, OSError) as e:
+            await runner.run("open localdb", lambda conn: runner.query(conn, "SELECT 1"))
+        except DatabaseError as e:
+            await runner.close()
             where = self.params.unix_socket or f"{self.params.host}:{self.params.port}"
             raise LocalDBError(
                 f"cannot connect to localdb MySQL at {where}/{self.params.database}: {e}"
             ) from e
+        self._runner = runner
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            await self._pool.wait_closed()
-            self._pool = None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.close()
 
-    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self._pool is None:
+    async def _run(self, what: str, fn: Callable[[QueryRunner, Connection], Awaitable[T]]) -> T:
+        runner = self._runner
+        if runner is None:
             raise LocalDBError("localdb MySQL is not open")
         try:
-            async with self._pool.acquire() as conn, conn.cursor() as cur:
-                await cur.execute(sql, args)
-                return list(await cur.fetchall())
-        except pymysql.MySQLError as e:
+            return await runner.run(what, lambda conn: fn(runner, conn))
+        except DatabaseError as e:
             raise LocalDBError(f"localdb MySQL: {e}") from e
 
+    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._run("read localdb", lambda runner, conn: runner.query(conn, sql, args))
+
     async def _exec(self, sql: str, args: Sequence[Any]) -> None:
-        if self._pool is None:
-            raise LocalDBError("localdb MySQL is not open")
-        for attempt in range(4):  # reflector.go retries lock wait timeouts 3 more times
-            try:
-                async with self._pool.acquire() as conn, conn.cursor() as cur:
-                    await cur.execute(sql, args)
-                self.statements += 1
-                return
-            except pymysql.MySQLError as e:
-                if e.args and e.args[0] == LOCK_WAIT_TIMEOUT and attempt < 3:
-                    continue
-                raise LocalDBError(f"localdb MySQL: {e}") from e
+        """One write (lock-wait timeouts are retried by the runner, as reflector.go)."""
+        await self._run("write localdb", lambda runner, conn: runner.execute(conn, sql, args))
+        self.statements += 1
 
     async def load_stored(self) -> list[tuple[str, int, float]]:
         rows = await self._query(

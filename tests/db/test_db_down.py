@@ -57,6 +57,18 @@ async def _wait_until_served(store: DBBackedStore, h: str, limit: float = 15.0) 
     pytest.fail(f"the store did not recover within {limit}s of the database coming back")
 
 
+async def _put_once_back(store: DBBackedStore, h: str, data: bytes, failure: str, limit: float = 10) -> None:
+    """Retry `put` until the database takes it (fails the test with `failure` after `limit` s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            await store.put(h, data)
+            return
+        except DatabaseStoreError:
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+
 def _down_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "requests fail until it is back" in r.getMessage()]
 
@@ -161,14 +173,7 @@ async def test_database_down_at_start(
         assert isinstance(result, DatabaseStoreError) and took < 0.5
         await asyncio.to_thread(private_mariadb.start)
         h = random_hash()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                await store.put(h, b"late")
-                break
-            except DatabaseStoreError:
-                assert time.monotonic() < deadline, "no recovery after the database started"
-                await asyncio.sleep(0.05)
+        await _put_once_back(store, h, b"late", "no recovery after the database started")
         assert await store.has(h)
         assert db.available
         assert len(_down_messages(caplog)) == 1
@@ -199,14 +204,7 @@ async def test_login_refused_then_granted(
             f"GRANT ALL ON `{private_database.database}`.* TO '{user}'@'%'",
         )
         h = random_hash()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                await store.put(h, b"ok")
-                break
-            except DatabaseStoreError:
-                assert time.monotonic() < deadline, "no recovery after the login was granted"
-                await asyncio.sleep(0.05)
+        await _put_once_back(store, h, b"ok", "no recovery after the login was granted")
         assert await store.has(h)
     finally:
         await db.close()

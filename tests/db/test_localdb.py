@@ -115,12 +115,20 @@ async def test_access_times_are_batched_not_written_per_hit(db_kind: str, mysql_
         await index.stop()
 
 
-async def test_flusher_writes_about_every_interval(tmp_path) -> None:
+async def started_sqlite_index(
+    tmp_path, flush_interval: float, size: int
+) -> tuple[SqliteLocalDB, LocalDBIndex, str]:
+    """A started SQLite-backed index with one blob of `size` recorded (not flushed yet)."""
     db = SqliteLocalDB(str(tmp_path / SQLITE_NAME))
-    index = LocalDBIndex(db, flush_interval=0.1)
+    index = LocalDBIndex(db, flush_interval=flush_interval)
     await index.start()
     h, _ = make_blob(1)
-    index.record_add(h, 1234)
+    index.record_add(h, size)
+    return db, index, h
+
+
+async def test_flusher_writes_about_every_interval(tmp_path) -> None:
+    _, index, h = await started_sqlite_index(tmp_path, 0.1, 1234)
     await asyncio.sleep(0.35)
     assert index.pending == 0 and 2 <= index.flushes + 1
     assert sqlite_rows(str(tmp_path / SQLITE_NAME))[h][:2] == (1, 1234)
@@ -130,11 +138,7 @@ async def test_flusher_writes_about_every_interval(tmp_path) -> None:
 
 
 async def test_failed_flush_keeps_changes(tmp_path) -> None:
-    db = SqliteLocalDB(str(tmp_path / SQLITE_NAME))
-    index = LocalDBIndex(db, flush_interval=3600)
-    await index.start()
-    h, _ = make_blob(1)
-    index.record_add(h, 10)
+    db, index, _ = await started_sqlite_index(tmp_path, 3600, 10)
     await db.close()  # the database goes away
     with pytest.raises(LocalDBError):
         await index.flush()

@@ -13,6 +13,7 @@ from prism.blob import BlobSizeError, InvalidHashError
 from prism.config import MysqlParams
 from prism.db import DatabaseError, MysqlDatabase, StreamBlob, TrackAccess
 from prism.db import mysql as mysql_module
+from prism.db.runner import Connection, QueryRunner
 from tests.db.streams import make_stream, random_hash
 
 
@@ -114,13 +115,13 @@ async def test_has_blobs_batches_ten_thousand(
     conn.close()
     db = open_db()
     calls: list[int] = []
-    real_query = MysqlDatabase._query
+    real_query = QueryRunner.query
 
-    async def counting_query(self: MysqlDatabase, conn: object, statement: str, args: tuple = ()) -> list:
+    async def counting_query(self: QueryRunner, conn: Connection, statement: str, args: tuple = ()) -> list:
         calls.append(len(args))
-        return await real_query(self, conn, statement, args)  # type: ignore[arg-type]
+        return await real_query(self, conn, statement, args)
 
-    monkeypatch.setattr(MysqlDatabase, "_query", counting_query)
+    monkeypatch.setattr(QueryRunner, "query", counting_query)
     found = await db.has_blobs(hashes)
     assert found == set(hashes[:10040])
     assert sorted(calls) == [50, 10000]  # one IN (...) query per 10000 hashes
@@ -331,17 +332,25 @@ async def test_count_block_and_ranges(open_db: Callable[..., MysqlDatabase]) -> 
         await db.block("nope")
 
 
-async def test_lock_wait_timeout_is_retried(
-    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams, caplog: pytest.LogCaptureFixture
-) -> None:
+async def locked_blob(
+    open_db: Callable[..., MysqlDatabase], params: MysqlParams
+) -> tuple[MysqlDatabase, str, pymysql.Connection]:
+    """A handle with 1 s lock waits, and a known blob whose row another session holds locked."""
     db = open_db(lock_wait_timeout=1, query_timeout=10.0)
     h = random_hash()
     await db.add_blob(h, 1, stored=False)
-    # Another session holds the row lock a little longer than one lock wait.
-    holder = connect(mysql_database)
+    holder = connect(params)
     holder.autocommit(False)
     with holder.cursor() as cur:
         cur.execute("SELECT id FROM blob_ WHERE hash = %s FOR UPDATE", (h,))
+    return db, h, holder
+
+
+async def test_lock_wait_timeout_is_retried(
+    open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another session holds the row lock a little longer than one lock wait.
+    db, h, holder = await locked_blob(open_db, mysql_database)
     release = threading.Timer(1.5, holder.commit)
     release.start()
     try:
@@ -356,14 +365,8 @@ async def test_lock_wait_timeout_is_retried(
 async def test_lock_wait_gives_up_after_three_retries(
     open_db: Callable[..., MysqlDatabase], mysql_database: MysqlParams
 ) -> None:
-    db = open_db(lock_wait_timeout=1, query_timeout=10.0)
-    h = random_hash()
-    await db.add_blob(h, 1, stored=False)
-    holder = connect(mysql_database)
-    holder.autocommit(False)
+    db, h, holder = await locked_blob(open_db, mysql_database)
     try:
-        with holder.cursor() as cur:
-            cur.execute("SELECT id FROM blob_ WHERE hash = %s FOR UPDATE", (h,))
         with pytest.raises(DatabaseError, match=r"add blob failed: Lock wait timeout.*1205"):
             await db.add_blob(h, 1, stored=True)
     finally:
@@ -376,13 +379,13 @@ async def test_query_timeout_is_bounded(open_db: Callable[..., MysqlDatabase]) -
     db = open_db(query_timeout=0.5)
     await db.ping()
 
-    async def slow(conn: object) -> None:
-        await db._query(conn, "SELECT SLEEP(5)")  # type: ignore[arg-type]
+    async def slow(conn: Connection) -> None:
+        await db.runner.query(conn, "SELECT SLEEP(5)")
 
     loop = asyncio.get_running_loop()
     start = loop.time()
     with pytest.raises(DatabaseError, match=r"did not answer within 0.5s"):
-        await db._run("slow query", slow)
+        await db.runner.run("slow query", slow)
     assert loop.time() - start < 2.0
 
 
@@ -391,7 +394,7 @@ def test_from_dsn_reads_go_timeouts() -> None:
         "reflector:pw@tcp(db.example:3307)/reflector?parseTime=1&timeout=2s&readTimeout=1500ms",
         track_access="streams",
     )
-    assert (db.connect_timeout, db.query_timeout) == (2.0, 1.5)
+    assert (db.runner.connect_timeout, db.runner.query_timeout) == (2.0, 1.5)
     assert db.track_access is TrackAccess.STREAMS
     assert db.where == "MySQL reflector@db.example:3307/reflector"
     assert mysql_module._go_duration("1m30s") == 90.0
