@@ -318,9 +318,16 @@ class LocalDBIndex:
     for the next one.
     """
 
-    def __init__(self, db: LocalDB, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: LocalDB,
+        flush_interval: float = 1.0,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.db = db
         self.flush_interval = flush_interval
+        self._sleep = sleep  # injectable so tests step the flusher instead of racing it
         self._pending: dict[str, tuple[Any, ...]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -387,7 +394,7 @@ class LocalDBIndex:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.flush_interval)
+            await self._sleep(self.flush_interval)
             try:
                 await self.flush()
             except LocalDBError as e:

@@ -23,6 +23,7 @@ from prism.db.localdb import (
 from prism.store import DiskStore
 from prism.store.disk_cache import DiskCacheStore, scan_blobs
 from prism.store.eviction import LRUPolicy
+from tests.helpers import ManualSleep
 from tests.store.cache_helpers import make_blob
 
 KB = 1000
@@ -116,22 +117,30 @@ async def test_access_times_are_batched_not_written_per_hit(db_kind: str, mysql_
 
 
 async def started_sqlite_index(
-    tmp_path, flush_interval: float, size: int
+    tmp_path, flush_interval: float, size: int, sleep: ManualSleep | None = None
 ) -> tuple[SqliteLocalDB, LocalDBIndex, str]:
     """A started SQLite-backed index with one blob of `size` recorded (not flushed yet)."""
     db = SqliteLocalDB(str(tmp_path / SQLITE_NAME))
-    index = LocalDBIndex(db, flush_interval=flush_interval)
+    index = LocalDBIndex(db, flush_interval=flush_interval, sleep=sleep or asyncio.sleep)
     await index.start()
     h, _ = make_blob(1)
     index.record_add(h, size)
     return db, index, h
 
 
-async def test_flusher_writes_about_every_interval(tmp_path) -> None:
-    _, index, h = await started_sqlite_index(tmp_path, 0.1, 1234)
-    await asyncio.sleep(0.35)
-    assert index.pending == 0 and 2 <= index.flushes + 1
+async def test_flusher_writes_every_interval(tmp_path) -> None:
+    sleep = ManualSleep()
+    _, index, h = await started_sqlite_index(tmp_path, 0.1, 1234, sleep=sleep)
+    assert await sleep.calls.get() == 0.1  # the flusher waits one interval before writing
+    assert index.pending == 1 and index.flushes == 0
+    sleep.release()
+    assert await sleep.calls.get() == 0.1  # one flush done, waiting for the next interval
+    assert index.pending == 0 and index.flushes == 1
     assert sqlite_rows(str(tmp_path / SQLITE_NAME))[h][:2] == (1, 1234)
+    index.record_access(h)
+    sleep.release()
+    assert await sleep.calls.get() == 0.1
+    assert index.pending == 0 and index.flushes == 2
     index.record_delete(h)
     await index.stop()  # stop flushes what is left
     assert sqlite_rows(str(tmp_path / SQLITE_NAME))[h][0] == 0
