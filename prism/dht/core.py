@@ -60,6 +60,21 @@ class DhtBusyError(Exception):
     """Too many outgoing requests are already waiting for an answer."""
 
 
+class RpcFailed(Exception):
+    """A DHT request got no answer in time, or an error datagram."""
+
+
+class RpcTimeout(RpcFailed):
+    pass
+
+
+class RpcErrorReply(RpcFailed):
+    def __init__(self, exc_type: bytes, message: bytes) -> None:
+        super().__init__(f"{exc_type.decode(errors='replace')}: {message.decode(errors='replace')}")
+        self.exc_type = exc_type
+        self.message = message
+
+
 @dataclass(slots=True)
 class RpcOutcome:
     """How one request sent with `send_request` ended: a response, an error datagram, or a timeout."""
@@ -178,8 +193,8 @@ class NodeCore:
             self._on_request(msg, ip, port, now)
         elif type(msg) is Response:
             self._on_response(msg, ip, port, now)
-        else:
-            self._on_error(msg, ip, port, now)  # type: ignore[arg-type]
+        elif type(msg) is ErrorMessage:
+            self._on_error(msg, ip, port, now)
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
@@ -234,6 +249,11 @@ class NodeCore:
         heapq.heappush(self._timers, (now + self.config.rpc_timeout, self._seq, _TIMEOUT, rpc_id))
         self._out.append((data, addr))
         return rpc_id
+
+    def contacts_from(self, triples: list[tuple[bytes, str, int]]) -> list[Contact]:
+        """The contacts of an answer we may use: not ourselves, addresses the policy allows."""
+        ok, own = self.policy.addr_ok, self.node_id
+        return [Contact(i, ip, p) for i, ip, p in triples if i != own and ok(ip, p)]
 
     def cancel(self, rpc_id: bytes) -> None:
         """Forget a pending request (its answer, if any, will be ignored)."""
@@ -344,7 +364,7 @@ class NodeCore:
             if isinstance(v, int):
                 contact.protocol_version = v
         if p.replacement is not None:
-            self._replacing.discard(p.expect_id)  # type: ignore[arg-type]
+            self._replacing.discard(p.expect_id)
         if msg.node_id != self.node_id and not self.routing.add(contact, now):
             self._challenge_stale(contact, now)
         if not p.internal:

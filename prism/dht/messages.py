@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
+from prism.blob import validate_hash
 from prism.dht.bencode import BencodeError, DhtCodecError, decode, encode
 
 NODE_ID_LENGTH = 48
@@ -37,6 +38,15 @@ STORED_OK = b"OK"
 VALUE_ERROR = b"<class 'ValueError'>"
 ATTRIBUTE_ERROR = b"<class 'AttributeError'>"
 INVALID_TOKEN = b"Invalid token"
+
+
+def to_key(value: str | bytes) -> bytes:
+    """A 48-byte DHT key from a 96-hex blob hash (or the raw bytes)."""
+    if isinstance(value, bytes):
+        if len(value) != NODE_ID_LENGTH:
+            raise ValueError("DHT keys are 48 bytes")
+        return value
+    return bytes.fromhex(validate_hash(value))
 
 
 class MessageError(DhtCodecError):
@@ -217,7 +227,7 @@ def store_args_legacy(blob_hash: bytes, token: bytes, tcp_port: int, node_id: by
 # --- request arguments (server side) ------------------------------------------------------------------
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
