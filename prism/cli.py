@@ -222,8 +222,10 @@ def dht_command(
     import asyncio
     from pathlib import Path
 
+    from prism.app.dht import DhtOptions, run_dht
+    from prism.app.supervisor import StartupError
     from prism.dht.persist import default_state_path
-    from prism.dht.service import parse_seeds, run_dht
+    from prism.hostport import AddressError, parse_host_port_list
 
     raw_id = None
     if node_id is not None:
@@ -234,23 +236,25 @@ def dht_command(
         if len(raw_id) != 48:
             raise click.BadParameter("must be 96 hex characters", param_hint="--nodeID")
     try:
-        seed_list = parse_seeds(seeds) if seeds else None
-    except ValueError as e:
+        seed_list = parse_host_port_list(seeds, what="seed") if seeds else None
+    except AddressError as e:
         raise click.BadParameter(str(e), param_hint="--seeds") from None
-    path = Path(state_path) if state_path else default_state_path(port)
-    asyncio.run(
-        run_dht(
-            mode,
-            node_id=raw_id,
-            host=host,
-            port=port,
-            rpc_port=rpc_port,
-            seeds=seed_list,
-            allow_private_peers=allow_private_peers,
-            state_path=path,
-            peer_port=peer_port,
-        )
+    opts = DhtOptions(
+        mode=mode,
+        state_path=Path(state_path) if state_path else default_state_path(port),
+        node_id=raw_id,
+        host=host,
+        port=port,
+        rpc_port=rpc_port,
+        seeds=seed_list,
+        allow_private_peers=allow_private_peers,
+        peer_port=peer_port,
     )
+    try:
+        asyncio.run(run_dht(opts))
+    except StartupError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
 
 
 # --- end of issue #8 block -------------------------------------------------------------------------------

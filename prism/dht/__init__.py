@@ -1,7 +1,7 @@
 """The LBRY DHT: a Kademlia node wire-compatible with lbry-sdk (lbrynet) and reflector.go.
 
-Sans-IO at the core (`bencode`, `messages`, `routing`, `tokens`, `peerstore`, `lookup`, `core`), with an
-asyncio shell (`node.DhtNode`) and an optional JSON-RPC front (`rpc`).
+Sans-IO at the core (`bencode`, `messages`, `routing`, `tokens`, `peerstore`, `lookup`, `schedule`, `core`),
+with an asyncio shell (`node.DhtNode`, `workers`) and an optional JSON-RPC front (`rpc`).
 """
 
 from prism.dht.config import DEFAULT_SEEDS, DhtConfig

@@ -26,6 +26,7 @@ from prism.dht.messages import (
     PING,
     PROTOCOL_VERSION,
     RECV_SIZE_LIMIT,
+    RESPONSE_HEAD,
     STORE,
     VALUE_ERROR,
     ErrorMessage,
@@ -35,6 +36,7 @@ from prism.dht.messages import (
     decode_message,
     encode_error,
     encode_request,
+    id_part,
     parse_find_args,
     parse_store_args,
     ping_args,
@@ -47,9 +49,8 @@ log = logging.getLogger("prism.dht")
 
 Addr = tuple[str, int]
 
-_RESP_HEAD = b"di0ei1ei1e20:"
-_PONG_TAIL = b"4:ponge"
-_OK_TAIL = b"2:OKe"
+_PONG = b"4:pong"
+_OK = b"2:OK"
 _TIMEOUT = 0
 _MAYBE_PING = 1
 STALE_AFTER = 60.0
@@ -58,6 +59,21 @@ STALE_AFTER = 60.0
 
 class DhtBusyError(Exception):
     """Too many outgoing requests are already waiting for an answer."""
+
+
+class RpcFailed(Exception):
+    """A DHT request got no answer in time, or an error datagram."""
+
+
+class RpcTimeout(RpcFailed):
+    pass
+
+
+class RpcErrorReply(RpcFailed):
+    def __init__(self, exc_type: bytes, message: bytes) -> None:
+        super().__init__(f"{exc_type.decode(errors='replace')}: {message.decode(errors='replace')}")
+        self.exc_type = exc_type
+        self.message = message
 
 
 @dataclass(slots=True)
@@ -120,7 +136,7 @@ class NodeCore:
         self._maybe_ping: dict[Addr, bytes] = {}
         self._replacing: set[bytes] = set()
         self._next_housekeeping = now + config.housekeeping_interval
-        self._id_part = b"i2e48:" + node_id + b"i3e"
+        self._id_part = id_part(node_id) + b"i3e"
         self._handlers = {
             PING: self._on_ping,
             FIND_NODE: self._on_find_node,
@@ -178,8 +194,8 @@ class NodeCore:
             self._on_request(msg, ip, port, now)
         elif type(msg) is Response:
             self._on_response(msg, ip, port, now)
-        else:
-            self._on_error(msg, ip, port, now)  # type: ignore[arg-type]
+        elif type(msg) is ErrorMessage:
+            self._on_error(msg, ip, port, now)
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
@@ -235,6 +251,11 @@ class NodeCore:
         self._out.append((data, addr))
         return rpc_id
 
+    def contacts_from(self, triples: list[tuple[bytes, str, int]]) -> list[Contact]:
+        """The contacts of an answer we may use: not ourselves, addresses the policy allows."""
+        ok, own = self.policy.addr_ok, self.node_id
+        return [Contact(i, ip, p) for i, ip, p in triples if i != own and ok(ip, p)]
+
     def cancel(self, rpc_id: bytes) -> None:
         """Forget a pending request (its answer, if any, will be ignored)."""
         self._pending.pop(rpc_id, None)
@@ -264,12 +285,16 @@ class NodeCore:
                 self._timers, (now + self.config.maybe_ping_delay, self._seq, _MAYBE_PING, (ip, port))
             )
 
+    def _reply(self, rpc_id: bytes, ip: str, port: int, result: bytes) -> None:
+        """Queue a response around an already-bencoded result."""
+        self._out.append((RESPONSE_HEAD + rpc_id + self._id_part + result + b"e", (ip, port)))
+
     def _send_error(self, rpc_id: bytes, exc_type: bytes, message: bytes, addr: Addr) -> None:
         self.stats.errors_sent += 1
         self._out.append((encode_error(rpc_id, self.node_id, exc_type, message), addr))
 
     def _on_ping(self, msg: Request, ip: str, port: int, now: float) -> None:
-        self._out.append((_RESP_HEAD + msg.rpc_id + self._id_part + _PONG_TAIL, (ip, port)))
+        self._reply(msg.rpc_id, ip, port, _PONG)
 
     def _on_find_node(self, msg: Request, ip: str, port: int, now: float) -> None:
         args = msg.args
@@ -278,7 +303,7 @@ class NodeCore:
             key = parse_find_args(args)[0]  # raises with the reason
         closest = self.routing.closest(key, exclude=msg.node_id)
         body = b"".join([c.encoded for c in closest])
-        self._out.append((_RESP_HEAD + msg.rpc_id + self._id_part + b"l" + body + b"ee", (ip, port)))
+        self._reply(msg.rpc_id, ip, port, b"l" + body + b"e")
 
     def find_value_result(
         self, key: bytes, page: int, version: int | None, requester: bytes, token: bytes, now: float
@@ -314,7 +339,7 @@ class NodeCore:
         key, page, version = parse_find_args(msg.args)
         token = self.tokens.issue(msg.node_id, ip, port, now)
         body = self.find_value_result(key, page, version, msg.node_id, token, now)
-        self._out.append((_RESP_HEAD + msg.rpc_id + self._id_part + body + b"e", (ip, port)))
+        self._reply(msg.rpc_id, ip, port, body)
 
     def _on_store(self, msg: Request, ip: str, port: int, now: float) -> None:
         args = parse_store_args(msg.args)
@@ -327,7 +352,7 @@ class NodeCore:
         if not self.peers.add(args.blob_hash, msg.node_id, ip, args.tcp_port, now):
             self._send_error(msg.rpc_id, VALUE_ERROR, b"peer store is full", (ip, port))
             return
-        self._out.append((_RESP_HEAD + msg.rpc_id + self._id_part + _OK_TAIL, (ip, port)))
+        self._reply(msg.rpc_id, ip, port, _OK)
 
     # --- responses ------------------------------------------------------------------------------------
 
@@ -344,7 +369,7 @@ class NodeCore:
             if isinstance(v, int):
                 contact.protocol_version = v
         if p.replacement is not None:
-            self._replacing.discard(p.expect_id)  # type: ignore[arg-type]
+            self._replacing.discard(p.expect_id)
         if msg.node_id != self.node_id and not self.routing.add(contact, now):
             self._challenge_stale(contact, now)
         if not p.internal:

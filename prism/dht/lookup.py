@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from prism.dht.messages import FindValueResult
 from prism.dht.routing import Contact, id_int
+
+MAX_VALUE_PAGES = 16
+"""Pages of peers fetched from one findValue holder, at most (8 peers a page)."""
+
+
+def more_value_pages(first: FindValueResult) -> range:
+    """The further pages to ask a findValue holder for, after its first answer: lbry-sdk-style nodes page
+    more than 8 holders and say how many pages there are."""
+    return range(1, min(first.pages, MAX_VALUE_PAGES)) if first.peers else range(0)
 
 
 class IterativeLookup:

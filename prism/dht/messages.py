@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
+from prism.blob import validate_hash
 from prism.dht.bencode import BencodeError, DhtCodecError, decode, encode
 
 NODE_ID_LENGTH = 48
@@ -37,6 +38,15 @@ STORED_OK = b"OK"
 VALUE_ERROR = b"<class 'ValueError'>"
 ATTRIBUTE_ERROR = b"<class 'AttributeError'>"
 INVALID_TOKEN = b"Invalid token"
+
+
+def to_key(value: str | bytes) -> bytes:
+    """A 48-byte DHT key from a 96-hex blob hash (or the raw bytes)."""
+    if isinstance(value, bytes):
+        if len(value) != NODE_ID_LENGTH:
+            raise ValueError("DHT keys are 48 bytes")
+        return value
+    return bytes.fromhex(validate_hash(value))
 
 
 class MessageError(DhtCodecError):
@@ -118,12 +128,20 @@ def decode_message(data: bytes) -> Message:
 # --- encoding -------------------------------------------------------------------------------------------
 
 _REQ_HEAD = b"di0ei0ei1e20:"
-_RESP_HEAD = b"di0ei1ei1e20:"
+RESPONSE_HEAD = b"di0ei1ei1e20:"
+"""How a response datagram starts; then the 20-byte rpc id, `id_part(node_id)`, `i3e`, the result, `e`."""
 _ERR_HEAD = b"di0ei2ei1e20:"
 
 
-def _id_part(node_id: bytes) -> bytes:
+def id_part(node_id: bytes) -> bytes:
     return b"i2e48:" + node_id
+
+
+def _datagram(head: bytes, rpc_id: bytes, node_id: bytes, string3: bytes, encoded4: bytes) -> bytes:
+    """A request or error datagram: a string at key 3 (method or exception type), anything at key 4."""
+    return b"".join(
+        (head, rpc_id, id_part(node_id), b"i3e%d:" % len(string3), string3, b"i4e", encoded4, b"e")
+    )
 
 
 def encode_request(
@@ -148,23 +166,12 @@ def encode_request(
                 b"e",
             )
         )
-    return b"".join(
-        (
-            _REQ_HEAD,
-            rpc_id,
-            _id_part(node_id),
-            b"i3e%d:" % len(method),
-            method,
-            b"i4e",
-            encode(args),
-            b"e",
-        )
-    )
+    return _datagram(_REQ_HEAD, rpc_id, node_id, method, encode(args))
 
 
 def encode_response_raw(rpc_id: bytes, node_id: bytes, result_encoded: bytes) -> bytes:
     """A response datagram around an already-bencoded result."""
-    return b"".join((_RESP_HEAD, rpc_id, _id_part(node_id), b"i3e", result_encoded, b"e"))
+    return b"".join((RESPONSE_HEAD, rpc_id, id_part(node_id), b"i3e", result_encoded, b"e"))
 
 
 def encode_response(rpc_id: bytes, node_id: bytes, result: Any) -> bytes:
@@ -173,18 +180,7 @@ def encode_response(rpc_id: bytes, node_id: bytes, result: Any) -> bytes:
 
 def encode_error(rpc_id: bytes, node_id: bytes, exc_type: bytes, message: bytes) -> bytes:
     """An error in lbry-sdk's form (key 4 is a string), which reflector.go also tolerates."""
-    return b"".join(
-        (
-            _ERR_HEAD,
-            rpc_id,
-            _id_part(node_id),
-            b"i3e%d:" % len(exc_type),
-            exc_type,
-            b"i4e%d:" % len(message),
-            message,
-            b"e",
-        )
-    )
+    return _datagram(_ERR_HEAD, rpc_id, node_id, exc_type, b"%d:%s" % (len(message), message))
 
 
 # --- request arguments (client side) ------------------------------------------------------------------
@@ -217,7 +213,7 @@ def store_args_legacy(blob_hash: bytes, token: bytes, tcp_port: int, node_id: by
 # --- request arguments (server side) ------------------------------------------------------------------
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prism.dht.messages import encode_compact_peer
 
 DATA_EXPIRATION = 86400.0
 MAX_PEERS_PER_KEY = 128
 MAX_PEERS_TOTAL = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A holder of a blob: where to fetch it over the TCP peer protocol."""
+
+    ip: str
+    tcp_port: int
+    node_id: bytes
 
 
 class StoredPeer:

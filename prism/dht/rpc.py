@@ -16,9 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from prism.dht.core import RpcFailed
 from prism.dht.messages import NODE_ID_LENGTH
-from prism.dht.node import DhtNode, RpcFailed
+from prism.dht.node import DhtNode
 from prism.dht.routing import Contact
+from prism.dht.workers import resolve_ipv4
+from prism.hostport import AddressError, parse_host_port
 
 log = logging.getLogger("prism.dht")
 
@@ -73,9 +76,8 @@ class DhtRpcServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self._runner.addresses:  # the port actually bound, when 0 was asked for
+            self.port = int(self._runner.addresses[0][1])
         log.info("dht json-rpc listening on %s:%d", self.host, self.port)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -105,11 +107,11 @@ class DhtRpcServer:
             return web.json_response({"result": None, "error": str(e), "id": req_id})
 
     async def ping(self, args: dict[str, Any]) -> str:
-        address = str(args.get("Address", ""))
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise RpcArgError("Address must be host:port")
-        resolved = await self.node._resolve(host, int(port))
+        try:
+            host, port = parse_host_port(str(args.get("Address", "")), what="Address")
+        except AddressError as e:
+            raise RpcArgError(str(e)) from None
+        resolved = await resolve_ipv4(host, port)
         if resolved is None:
             raise RpcArgError(f"cannot resolve {host}")
         await self.node.ping(resolved)

@@ -165,3 +165,35 @@ def test_bad_flags():
             prism_cmd("--conf=none", "dht", *args), env=prism_env(), capture_output=True, timeout=30
         )
         assert r.returncode == 2, (args, r.stderr)
+
+
+def test_port_in_use_names_the_flag(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        args = [
+            "bootstrap",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--routing-table",
+            str(tmp_path / "t"),
+        ]
+        r = subprocess.run(
+            prism_cmd("--conf=none", "dht", *args), env=prism_env(), capture_output=True, timeout=30
+        )
+    assert r.returncode == 1 and b"--port" in r.stderr and b"already in use" in r.stderr, r.stderr
+
+
+def test_mode_defaults_for_seeds_and_ping_delay(tmp_path):
+    from prism.app.dht import BOOTSTRAP_PING_DELAY, DhtOptions, build_node
+    from prism.dht import DEFAULT_SEEDS
+    from prism.hostport import HostPort
+
+    connect = build_node(DhtOptions(mode="connect", state_path=tmp_path / "c"))
+    assert connect.seeds == list(DEFAULT_SEEDS) and connect.config.maybe_ping_delay == 60.0
+    boot = build_node(DhtOptions(mode="bootstrap", state_path=tmp_path / "b"))
+    assert boot.seeds == [] and boot.config.maybe_ping_delay == BOOTSTRAP_PING_DELAY
+    given = [HostPort("127.0.0.1", 4444)]
+    assert build_node(DhtOptions(mode="bootstrap", state_path=tmp_path / "g", seeds=given)).seeds == given

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from prism.dht.lookup import IterativeLookup
+from prism.dht.lookup import MAX_VALUE_PAGES, IterativeLookup, more_value_pages
+from prism.dht.messages import FindValueResult
 from prism.dht.routing import Contact, RoutingTable, distance
 
 
@@ -82,3 +83,11 @@ def test_find_value_stops_at_the_first_holder():
 def test_empty_start_is_done_at_once():
     lk = IterativeLookup(b"\0" * 48, b"\1" * 48, [])
     assert lk.done and lk.next_probes() == [] and lk.result() == []
+
+
+def test_more_value_pages_only_when_the_first_page_has_peers_and_at_most_sixteen():
+    peer = ("1.2.3.4", 3333, b"P" * 48)
+    assert more_value_pages(FindValueResult(None, [], [peer], 3, 1)) == range(1, 3)
+    assert more_value_pages(FindValueResult(None, [], [peer], 1, 1)) == range(1, 1)
+    assert more_value_pages(FindValueResult(None, [], [peer], 100, 1)) == range(1, MAX_VALUE_PAGES)
+    assert list(more_value_pages(FindValueResult(None, [], [], 5, 1))) == []

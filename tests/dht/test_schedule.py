@@ -1,0 +1,110 @@
+"""The announce and maintenance schedules, driven with a fake clock and no sockets."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import pytest
+
+from prism.dht.config import DhtConfig
+from prism.dht.routing import Contact, RoutingTable
+from prism.dht.schedule import AnnounceSchedule, Maintenance, MaintenanceSchedule, RateLimiter
+
+
+def test_rate_limiter_bursts_then_paces():
+    rl = RateLimiter(10.0, now=0.0)
+    assert sum(rl.try_take(0.0) for _ in range(15)) == 10  # a burst of `rate`
+    assert rl.ready_at(0.0) == pytest.approx(0.1)
+    assert not rl.try_take(0.05)
+    assert rl.try_take(0.1)
+    assert rl.ready_at(100.0) == 100.0
+    assert sum(rl.try_take(100.0) for _ in range(15)) == 10  # refilled, but never above the burst
+    with pytest.raises(ValueError):
+        RateLimiter(0.0, now=0.0)
+
+
+def test_new_hashes_are_due_at_once_and_rate_limited():
+    s = AnnounceSchedule(rate=10.0, interval=600.0, now=0.0)
+    assert s.due(0.0) is None and s.take_ready(0.0) == []
+    keys = [os.urandom(48) for _ in range(15)]
+    s.add(keys, now=0.0)
+    assert len(s) == 15 and keys[0] in s
+    assert s.due(0.0) == 0.0
+    first = s.take_ready(0.0)
+    assert first == keys[:10]  # in the order added, a burst of 10
+    assert s.due(0.0) == pytest.approx(0.1)  # the rest wait for the rate
+    t, taken = 0.0, list(first)
+    while len(taken) < 15:
+        t = s.due(t)
+        taken += s.take_ready(t)
+    assert taken == keys and t == pytest.approx(0.5)
+    assert s.due(t) == pytest.approx(600.0)  # next: the first re-announcement
+
+
+def test_every_hash_is_reannounced_each_interval():
+    s = AnnounceSchedule(rate=100.0, interval=43200.0, now=0.0)
+    keys = [os.urandom(48) for _ in range(3)]
+    s.add(keys, now=0.0)
+    times: dict[bytes, list[float]] = {k: [] for k in keys}
+    t = 0.0
+    while t <= 2 * 86400.0:
+        for k in s.take_ready(t):
+            times[k].append(t)
+        t = s.due(t)
+    for ts in times.values():
+        assert ts[0] == 0.0 and len(ts) == 5  # at 0, 12 h, 24 h, 36 h and 48 h
+        # stored peers expire after 24 h: every hash is renewed well before that
+        assert max(b - a for a, b in itertools.pairwise(ts)) == pytest.approx(43200.0)
+
+
+def test_remove_and_readd():
+    s = AnnounceSchedule(rate=10.0, interval=60.0, now=0.0)
+    a, b = os.urandom(48), os.urandom(48)
+    s.add([a, b], now=0.0)
+    s.remove([a])
+    assert a not in s and s.take_ready(0.0) == [b]
+    assert s.due(1.0) == 60.0
+    s.add([b], now=5.0)  # added again: due at once
+    assert s.due(5.0) == 5.0 and s.take_ready(5.0) == [b]
+    s.remove([b])
+    assert len(s) == 0 and s.due(100.0) is None and s.take_ready(100.0) == []
+
+
+def test_take_ready_limit_and_capacity():
+    s = AnnounceSchedule(rate=10.0, interval=100.0, now=0.0)
+    keys = [os.urandom(48) for _ in range(5)]
+    s.add(keys, now=0.0)
+    assert s.take_ready(0.0, limit=2) == keys[:2]
+    assert s.take_ready(0.0, limit=0) == []
+    assert s.take_ready(0.0) == keys[2:]
+    assert s.capacity == 1000.0
+
+
+def test_maintenance_join_top_up_and_refresh():
+    cfg = DhtConfig(k=8, join_retry=5.0, refresh_interval=720.0)
+    ms = MaintenanceSchedule(cfg, can_join=True)
+    assert ms.join_retry == 5.0
+    assert ms.delay(0) == 5.0 and ms.action(0) is Maintenance.JOIN
+    assert ms.delay(3) == 5.0 and ms.action(3) is Maintenance.TOP_UP
+    assert ms.delay(8) == 720.0 and ms.action(8) is Maintenance.REFRESH
+    assert ms.delay(3) == 5.0 and ms.action(20) is Maintenance.TOP_UP  # the round was planned as a top-up
+    assert ms.delay(20) == 720.0 and ms.action(0) is Maintenance.JOIN  # the table emptied meanwhile
+    lonely = MaintenanceSchedule(cfg, can_join=False)  # no seeds, nothing saved: nobody to join through
+    assert lonely.delay(0) == 5.0 and lonely.action(0) is Maintenance.TOP_UP
+
+
+def test_refresh_targets_are_in_stale_buckets_only():
+    own = os.urandom(48)
+    table = RoutingTable(own, 8, now=0.0)
+    for _ in range(40):
+        table.add(Contact(os.urandom(48), "10.0.0.1", random.randrange(1, 65535)), now=0.0)
+    ms = MaintenanceSchedule(DhtConfig(refresh_age=3600.0), can_join=True, rng=random.Random(1))
+    assert ms.refresh_targets(table, now=100.0) == []  # nothing stale yet
+    targets = ms.refresh_targets(table, now=4000.0)
+    assert len(targets) == len(table.buckets)
+    for t in targets:
+        assert table.buckets.index(table.bucket_of(t)) == targets.index(t)
+    assert ms.refresh_targets(table, now=4001.0) == []  # marked refreshed
+    assert len(ms.refresh_targets(table, now=4002.0, max_age=0.0)) == len(table.buckets)
