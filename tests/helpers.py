@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class ManualSleep:
@@ -22,3 +23,16 @@ class ManualSleep:
 
     def release(self) -> None:
         self._releases.put_nowait(None)
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 5.0, what: str = "condition") -> None:
+    """Wait until `condition()` holds (checked every few ms), failing after `limit` seconds.
+
+    For state another task or process changes without an event to wait on; never a fixed sleep.
+    """
+    try:
+        async with asyncio.timeout(limit):
+            while not condition():  # noqa: ASYNC110 - no event exists for such state
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"{what} did not hold within {limit} s") from None

@@ -15,11 +15,13 @@ from tests.http.helpers import CountingStore
 class Recorder:
     def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
         self.name, self.log, self.fail = name, log, fail
+        self.started = asyncio.Event()
 
     async def start(self) -> None:
         if self.fail:
             raise RuntimeError("boom")
         self.log.append(f"start {self.name}")
+        self.started.set()
 
     async def stop(self, grace: float) -> None:
         self.log.append(f"stop {self.name}")
@@ -28,10 +30,11 @@ class Recorder:
 async def test_reverse_order_and_stop_on_request():
     log: list[str] = []
     sup = Supervisor(grace=1)
-    for n in "abc":
-        sup.add(n, Recorder(n, log))
+    recorders = [Recorder(n, log) for n in "abc"]
+    for r in recorders:
+        sup.add(r.name, r)
     task = asyncio.create_task(sup.run())
-    await asyncio.sleep(0.05)
+    await recorders[-1].started.wait()
     sup.request_stop()
     await task
     assert log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]

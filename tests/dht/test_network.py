@@ -7,6 +7,7 @@ import os
 
 from prism.dht import DhtConfig, DhtNode
 from prism.dht.routing import distance
+from tests.helpers import eventually
 
 
 def cfg(**kw) -> DhtConfig:
@@ -32,7 +33,11 @@ async def test_fifty_nodes_find_an_announced_hash_even_after_a_third_die():
                 await n.start()
                 nodes.append(n)
                 await n.joined.wait()  # nodes join one after another, as on a real network
-                await asyncio.sleep(0.02)  # the seed's ping back to the newcomer
+                # The seed's ping back to the newcomer (its table may be full, so wait for the seed to be idle).
+                await eventually(
+                    lambda: seed.core.maybe_ping_count == 0 and seed.core.pending_count == 0,
+                    what="the seed's ping back",
+                )
 
             announcer = nodes[1]
             key = os.urandom(48)

@@ -12,6 +12,7 @@ from prism.blob import InvalidHashError
 from prism.dht import DhtConfig, DhtNode, RpcTimeout
 from prism.dht.persist import load_state, save_state
 from prism.dht.routing import Contact
+from tests.helpers import eventually
 
 
 def cfg(**kw) -> DhtConfig:
@@ -29,7 +30,10 @@ async def small_network(n: int, **kw) -> list[DhtNode]:
         await node.start()
         await node.joined.wait()
         nodes.append(node)
-        await asyncio.sleep(0.03)  # the seed pings the newcomer back before the next one joins
+        # The seed pings the newcomer back before the next one joins.
+        await eventually(
+            lambda node=node: node.node_id in seed.core.routing, what="the seed knowing the newcomer"
+        )
     return nodes
 
 
