@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prism.blob import MAX_BLOB_SIZE
-from prism.store.disk_cache import QUARANTINE_DIR, DiskBlob, scan_blobs
+from prism.store.disk import DiskBlob, scan_blobs
+from prism.store.disk_cache import QUARANTINE_DIR
 
 log = logging.getLogger("prism.store.integrity")
 

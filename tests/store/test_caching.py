@@ -16,7 +16,8 @@ from prism.store import (
     find_capability,
 )
 from prism.store.caching import CachingStore, CorruptBlobError
-from prism.store.disk_cache import DiskCacheStore, scan_blobs
+from prism.store.disk import scan_blobs
+from prism.store.disk_cache import DiskCacheStore
 from prism.store.eviction import LRUPolicy
 from prism.store.fallback import FallbackStore
 from prism.store.mem_cache import MemoryCacheStore
