@@ -131,9 +131,9 @@ def getstream(
     """Download a stream from a peer, verify and decrypt it into a file."""
     import asyncio
 
-    from prism.app.getstream import GetStreamError, ProgressBar, default_blob_dir, get_stream
+    from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
 
-    progress = ProgressBar()
+    progress = download_progress()
     try:
         result = asyncio.run(
             get_stream(
@@ -143,7 +143,7 @@ def getstream(
                 blob_dir,
                 peer_timeout=timeout,
                 parallel=parallel,
-                progress=progress,
+                progress=progress.update,
             )
         )
     except KeyboardInterrupt:
@@ -275,11 +275,14 @@ def dht_command(
 )
 def check_integrity_cmd(store_path: str, threads: int | None, delete: bool) -> None:
     """Re-hash every blob; quarantine (or delete) corrupt ones. Exit status 1 if any was bad."""
-    from prism.app.integrity import check_integrity, list_blobs
+    from prism.app.integrity import check_integrity, integrity_progress, list_blobs
 
     blobs = list_blobs(store_path)
-    with click.progressbar(length=len(blobs), label="checking blobs", file=sys.stderr) as bar:
-        report = check_integrity(store_path, threads, delete, progress=bar.update, blobs=blobs)
+    bar = integrity_progress(len(blobs))
+    try:
+        report = check_integrity(store_path, threads, delete, progress=bar.advance, blobs=blobs)
+    finally:
+        bar.finish()
     click.echo(report.summary())
     for h in report.corrupt_hashes:
         click.echo(f"corrupt: {h}")
@@ -351,28 +354,23 @@ def send(address: str, path: str, sd_cache: str | None, protocol_version: int, t
     import asyncio
     import json
 
-    from prism.app.send import ProgressBar, SendError, send_file
+    from prism.app.send import SendError, send_file, upload_progress
     from prism.reflector.client import ReflectorError
 
-    progress = ProgressBar(0)
-
-    def on_progress(blobs: int, nbytes: int) -> None:
-        progress(blobs, nbytes)
-
-    async def run() -> tuple:
-        return await send_file(
-            address,
-            path,
-            sd_cache=sd_cache,
-            version=protocol_version,
-            io_timeout=timeout,
-            progress=on_progress,
-        )
-
+    progress = upload_progress(0)
     try:
-        if progress.enabled:
+        if progress.tty:
             progress.total = _count_blobs(path) + 1  # content blobs and the sd blob
-        stream, source_hash, _result = asyncio.run(run())
+        stream, source_hash, _result = asyncio.run(
+            send_file(
+                address,
+                path,
+                sd_cache=sd_cache,
+                version=protocol_version,
+                io_timeout=timeout,
+                progress=progress.advance,
+            )
+        )
     except KeyboardInterrupt:
         progress.finish()
         click.echo(

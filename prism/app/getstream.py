@@ -14,13 +14,12 @@ import contextlib
 import datetime
 import logging
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
+from prism.app.progress import ProgressBar, duration, megabytes
 from prism.blob import sha384_hex, validate_hash
 from prism.peer.client import (
     DEFAULT_TIMEOUT,
@@ -278,57 +277,16 @@ def _umask() -> int:
     return mask
 
 
-class ProgressBar:
-    """Bytes, rate and ETA on one redrawn line on a terminal; a log line per ~10% otherwise."""
-
-    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.width = width
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-        self.last_decile = -1
-        self.drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        if self.tty:
-            if done < total and now - self.last_draw < 0.1:
-                return
-            self.last_draw = now
-            frac = done / total if total else 1.0
-            filled = int(frac * self.width)
-            eta = (total - done) / rate if rate > 0 else 0.0
-            line = (
-                f"\r[{'#' * filled}{'.' * (self.width - filled)}] {_mb(done)} / {_mb(total)}"
-                f"  {_mb(rate)}/s  ETA {_duration(eta)} "
-            )
-            self.stream.write(line)
-            self.drawn = True
-            if done >= total:
-                self.finish()  # end the line before anything else is logged
-            self.stream.flush()
-        else:
-            decile = 10 if not total else int(10 * done / total)
-            if decile != self.last_decile:
-                self.last_decile = decile
-                log.info("downloaded %s of %s (%s/s)", _mb(done), _mb(total), _mb(rate))
-
-    def finish(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+def download_progress(stream: TextIO | None = None, *, tty: bool | None = None) -> ProgressBar:
+    """Bytes, rate and ETA on a terminal; a log line per ~10% otherwise."""
+    return ProgressBar(_download_status, stream=stream, tty=tty, on_tenth=_log_download)
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _download_status(bar: ProgressBar) -> str:
+    return (
+        f"{megabytes(bar.done)} / {megabytes(bar.total)}  {megabytes(bar.rate)}/s  ETA {duration(bar.eta)} "
+    )
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    if seconds < 60:
-        return f"{seconds}s"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+def _log_download(bar: ProgressBar) -> None:
+    log.info("downloaded %s of %s (%s/s)", megabytes(bar.done), megabytes(bar.total), megabytes(bar.rate))
