@@ -9,7 +9,7 @@ from aiohttp import web
 
 from prism.http.h3server import Http3BlobServer
 from prism.http.server import HttpBlobServer
-from prism.store.base import BlobNotFound, ReadOnlyStoreError
+from prism.store.base import BlobNotFound, BlobStore, ReadOnlyStoreError
 from prism.store.http import HttpStore
 from prism.store.http3 import Http3Store
 from prism.store.origin_endpoint import OriginEndpointStore
@@ -17,6 +17,17 @@ from prism.store.upstream import UpstreamDataError
 from tests.http.helpers import CountingStore, make_blob
 
 MISSING = "cd" * 48
+
+
+async def assert_reads(store: BlobStore, h: str, d: bytes, via: list[str]) -> None:
+    """`store` serves blob `h` (bytes `d`, trace `via`), and knows MISSING is missing."""
+    with await store.get(h) as ref:
+        assert ref.read() == d
+        assert [s.origin_name for s in ref.trace.stacks] == via
+    assert await store.has(h) is True
+    assert await store.has(MISSING) is False
+    with pytest.raises(BlobNotFound):
+        await store.get(MISSING)
 
 
 async def test_http_store_gets_verifies_and_extends_via():
@@ -27,13 +38,7 @@ async def test_http_store_gets_verifies_and_extends_via():
     await server.start()
     store = HttpStore(f"127.0.0.1:{server.port}")
     try:
-        with await store.get(h) as ref:
-            assert ref.read() == d
-            assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http"]
-        assert await store.has(h) is True
-        assert await store.has(MISSING) is False
-        with pytest.raises(BlobNotFound):
-            await store.get(MISSING)
+        await assert_reads(store, h, d, ["mem", "http"])
         with pytest.raises(ReadOnlyStoreError):
             await store.put(h, d)
     finally:
@@ -106,12 +111,9 @@ async def test_http3_store_one_connection_many_concurrent_requests():
             assert ref.hash == h and ref.read() == d
             assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http3"]
         assert store.client.connects == 1
-        assert await store.has(blobs[0][0]) is True
-        assert await store.has(MISSING) is False
-        with pytest.raises(BlobNotFound):
-            await store.get(MISSING)
-        assert store.client.connects == 1
         assert server.stats.downloads == 20
+        await assert_reads(store, *blobs[0], ["mem", "http3"])
+        assert store.client.connects == 1
     finally:
         await store.close()
         await server.stop()
