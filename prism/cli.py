@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from prism.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from prism.logs import COMPONENTS, setup_logging
 from prism.version import build_info
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PrismContext:
@@ -63,7 +67,7 @@ def version() -> None:
         click.echo(f"{key}: {value}")
 
 
-# --- issue 3: peer protocol (peer, getstream) ---------------------------------------------
+# --- peer protocol: peer, getstream ---------------------------------------------------------
 
 
 @cli.command()
@@ -162,10 +166,7 @@ def getstream(
     click.echo(result.path)
 
 
-# --- end of issue 3 block ------------------------------------------------------------------
-
-
-# --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
+# --- the LBRY DHT: dht connect|bootstrap -----------------------------------------------------
 
 
 @cli.command("dht")
@@ -253,8 +254,7 @@ def dht_command(
     )
 
 
-# --- end of issue #8 block -------------------------------------------------------------------------------
-# ---- issue 5: cache chain maintenance (check-integrity, populate-db) -------------------------
+# --- disk cache maintenance: check-integrity, populate-db ------------------------------------
 
 
 @cli.command("check-integrity")
@@ -329,10 +329,7 @@ def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None
     )
 
 
-# ---- end of issue 5 ---------------------------------------------------------------------------
-
-
-# --- issue 4: reflector upload (send, sendblob, test) ------------------------------------
+# --- reflector uploads: send, sendblob, test -------------------------------------------------
 
 
 @cli.command()
@@ -451,13 +448,10 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
         sys.exit(1)
 
 
-# --- end of issue 4 ----------------------------------------------------------------------
+# --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
-# --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
-
-
-def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyped-def]
+def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
     """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
     return click.option(
         name,
@@ -516,22 +510,19 @@ def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyp
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
 )
 @click.pass_obj
-def reflector_cmd(obj: PrismContext, **flags: object) -> None:
+def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:
     """Run a reflector / blob cache: receiver, peer, HTTP/3, HTTP and metrics servers."""
     import asyncio
 
     from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
     from prism.app.supervisor import StartupError
 
-    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]
+    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]  # click typed each flag as its option says
     try:
         asyncio.run(run_reflector(opts, obj.config))
     except (ReflectorConfigError, StartupError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
-
-
-# --- end of issue #7 ----------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -540,4 +531,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -157,7 +157,7 @@ async def send_file(
     stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
     producer = BlobProducer(path, stream.sd)
     try:
-        hashes = [b.blob_hash for b in stream.sd.content_blobs]
+        hashes = [b.blob_hash for b in stream.sd.content_blobs if b.blob_hash]
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
