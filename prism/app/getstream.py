@@ -173,36 +173,8 @@ async def get_stream(
     client = PeerClient(host, port, peer_timeout, max_connections=max(1, parallel))
     source = _BlobSource(client, cache)
     try:
-        try:
-            sd_bytes = await source.get(sd_hash, None)
-        except BlobNotFound:
-            raise GetStreamError(f"{address} does not have the sd blob {sd_hash}") from None
-        except PeerError as e:
-            raise GetStreamError(f"could not get the sd blob: {e}") from None
-        try:
-            sd = SdBlob.parse(sd_bytes)
-        except SdBlobError as e:
-            raise GetStreamError(f"sd blob {sd_hash[:8]} is not a valid stream descriptor: {e}") from None
-        name = output_file_name(sd)
-        log.info(
-            "stream %s: %r, %d content blobs, %d bytes encrypted",
-            sd_hash[:8],
-            name,
-            len(sd.content_blobs),
-            sd.stream_size,
-        )
-        fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=f".{name[:100]}.", suffix=PARTIAL_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the partial file only
-                size = await _download_content(sd, source, out, parallel, progress)
-                out.flush()
-                os.fsync(out.fileno())
-            final = publish(tmp_path, out_dir, name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
-            raise
+        sd = await _fetch_sd(source, address, sd_hash)
+        final, size = await _write_stream(sd, sd_hash, source, out_dir, parallel, progress)
     finally:
         await client.close()
     log.info(
@@ -213,6 +185,50 @@ async def get_stream(
         source.from_cache,
     )
     return GetStreamResult(final, size, sd_hash, source.downloaded, source.from_cache)
+
+
+async def _fetch_sd(source: _BlobSource, address: str, sd_hash: str) -> SdBlob:
+    try:
+        sd_bytes = await source.get(sd_hash, None)
+    except BlobNotFound:
+        raise GetStreamError(f"{address} does not have the sd blob {sd_hash}") from None
+    except PeerError as e:
+        raise GetStreamError(f"could not get the sd blob: {e}") from None
+    try:
+        return SdBlob.parse(sd_bytes)
+    except SdBlobError as e:
+        raise GetStreamError(f"sd blob {sd_hash[:8]} is not a valid stream descriptor: {e}") from None
+
+
+async def _write_stream(
+    sd: SdBlob,
+    sd_hash: str,
+    source: _BlobSource,
+    out_dir: str,
+    parallel: int,
+    progress: ProgressCallback | None,
+) -> tuple[str, int]:
+    """Decrypt the stream into a partial file in `out_dir`, then publish it: (path, size)."""
+    name = output_file_name(sd)
+    log.info(
+        "stream %s: %r, %d content blobs, %d bytes encrypted",
+        sd_hash[:8],
+        name,
+        len(sd.content_blobs),
+        sd.stream_size,
+    )
+    fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=f".{name[:100]}.", suffix=PARTIAL_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the partial file only
+            size = await _download_content(sd, source, out, parallel, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        return publish(tmp_path, out_dir, name), size
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
 
 
 async def _download_content(
