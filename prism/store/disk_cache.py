@@ -35,6 +35,12 @@ SNAPSHOT_NAME = "cache-index.txt"
 SNAPSHOT_MAGIC = "prism-cache-index 1"
 QUARANTINE_DIR = "quarantine"
 DEFAULT_LOW_WATERMARK = 0.95
+GCACHE_NAME = "gcache"
+"""Trace and metric name of a disk cache indexed in memory (reflector.go's GcacheStore)."""
+LOCALDB_NAME = "db-backed"
+"""Trace and metric name of a disk cache with a localdb index. reflector.go builds that cache as
+a DBBackedStore over the disk, so its Via traces and `cache_type` labels say `db-backed`
+(reflector.md §3.4, §6); dashboards and trace readers keep working."""
 
 
 class AccessIndex(Protocol):
@@ -94,7 +100,7 @@ class DiskCacheStore:
         self.policy = policy
         self.index = index
         self.low_watermark = low_watermark
-        self.name = name or ("db-backed" if index is not None else "gcache")
+        self.name = name or (LOCALDB_NAME if index is not None else GCACHE_NAME)
         self.component = component
         self.hits = 0
         self.evictions = 0
