@@ -19,6 +19,14 @@ from tests.http.helpers import CountingStore, make_blob
 MISSING = "cd" * 48
 
 
+async def origin_holding(size: int) -> tuple[CountingStore, str, bytes]:
+    """A memory origin holding one blob of `size` bytes: (origin, hash, bytes)."""
+    origin = CountingStore()
+    h, d = make_blob(size)
+    await origin.put(h, d)
+    return origin, h, d
+
+
 async def assert_reads(store: BlobStore, h: str, d: bytes, via: list[str]) -> None:
     """`store` serves blob `h` (bytes `d`, trace `via`), and knows MISSING is missing."""
     with await store.get(h) as ref:
@@ -31,9 +39,7 @@ async def assert_reads(store: BlobStore, h: str, d: bytes, via: list[str]) -> No
 
 
 async def test_http_store_gets_verifies_and_extends_via():
-    origin = CountingStore()
-    h, d = make_blob(300_000)
-    await origin.put(h, d)
+    origin, h, d = await origin_holding(300_000)
     server = HttpBlobServer(origin, "127.0.0.1", 0)
     await server.start()
     store = HttpStore(f"127.0.0.1:{server.port}")
@@ -47,9 +53,7 @@ async def test_http_store_gets_verifies_and_extends_via():
 
 
 async def test_http_store_passes_the_edge_token():
-    origin = CountingStore()
-    h, d = make_blob(100)
-    await origin.put(h, d)
+    origin, h, d = await origin_holding(100)
 
     async def protected(_h: str) -> bool:
         return True
@@ -120,9 +124,7 @@ async def test_http3_store_one_connection_many_concurrent_requests():
 
 
 async def test_http3_server_protected_and_bad_hash():
-    origin = CountingStore()
-    h, d = make_blob(100)
-    await origin.put(h, d)
+    origin, h, _d = await origin_holding(100)
 
     async def protected(x: str) -> bool:
         return x == h
@@ -144,9 +146,7 @@ async def test_http3_server_protected_and_bad_hash():
 
 
 async def test_http3_store_reconnects_after_the_server_restarts():
-    origin = CountingStore()
-    h, d = make_blob(1000)
-    await origin.put(h, d)
+    origin, h, d = await origin_holding(1000)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
     await server.start()
     port = server.port
