@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from prism.app.reflector import ReflectorOptions, build
+from prism.app.reflector import ORIGINS, ReflectorConfigError, ReflectorOptions, build, validate
 from prism.config import Config
 from prism.store.trace import BlobTrace
 from tests.http.helpers import make_blob
@@ -167,3 +167,31 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
         config,
     )
     assert no_blocklist.servers.receiver.blocklister is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "config", "needle"),
+    [
+        ({}, Config(bucket_name="blobs", aws_id="id"), "names an S3 bucket but this build has no S3 store"),
+        (
+            {"upstream_reflector": "reflector.example"},
+            NO_API,
+            "--upstream-reflector 'reflector.example' has no port",
+        ),
+        (
+            {"upstream_reflector": "h:0", "disable_uploads": True},
+            NO_API,
+            "--upstream-reflector 'h:0' has a bad port",
+        ),
+    ],
+)
+def test_validate_refuses_with_one_sentence(kw: dict[str, object], config: Config, needle: str) -> None:
+    with pytest.raises(ReflectorConfigError, match=needle):
+        validate(options(**kw), config)
+
+
+def test_validate_names_the_origin_kind_to_build(tmp_path) -> None:
+    assert validate(options(store_path=str(tmp_path)), NO_API) is ORIGINS["store-path"]
+    cache = options(upstream_reflector="127.0.0.1:5569", disable_uploads=True)
+    kind = validate(cache, NO_API)
+    assert kind is ORIGINS["upstream-reflector"] and kind.read_only and kind.verifies
