@@ -10,6 +10,7 @@ import pytest
 from prism.app.supervisor import StartupError, Supervisor
 from prism.http.server import HttpBlobServer
 from tests.http.helpers import CountingStore
+from tests.store.cache_helpers import until
 
 
 class Recorder:
@@ -31,7 +32,7 @@ async def test_reverse_order_and_stop_on_request():
     for n in "abc":
         sup.add(n, Recorder(n, log))
     task = asyncio.create_task(sup.run())
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sup.started) == 3)
     sup.request_stop()
     await task
     assert log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]

@@ -15,6 +15,7 @@ from prism.store.http3 import Http3Store
 from prism.store.origin_endpoint import OriginEndpointStore
 from prism.store.upstream import UpstreamDataError
 from tests.http.helpers import CountingStore, make_blob
+from tests.store.cache_helpers import CountingStore as HeldStore
 
 MISSING = "cd" * 48
 
@@ -212,7 +213,7 @@ async def test_origin_endpoint_alone_and_with_fallback():
 
 
 async def test_http3_stop_lets_a_request_in_flight_finish():
-    origin = CountingStore(delay=0.3)
+    origin = HeldStore(held=True)
     h, d = make_blob(1_500_000)
     await origin.put(h, d)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
@@ -220,8 +221,12 @@ async def test_http3_stop_lets_a_request_in_flight_finish():
     store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
     try:
         task = asyncio.create_task(store.get(h))
-        await asyncio.sleep(0.1)
-        await server.stop(grace=5)
+        await origin.until_parked()  # the request is in flight
+
+        async def release() -> None:  # runs once stop() is waiting for the request
+            origin.release.set()
+
+        await asyncio.gather(server.stop(grace=5), release())
         ref = await task
         assert ref.read() == d
     finally:
