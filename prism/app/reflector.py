@@ -116,11 +116,25 @@ def _origin_endpoint(opts: ReflectorOptions, config: Config) -> BlobStore:
 
 ORIGINS: dict[str, OriginKind] = {
     "upstream-reflector": OriginKind(
-        "--upstream-reflector", lambda o, c: bool(o.upstream_reflector), _upstream_reflector, True, True
+        "--upstream-reflector",
+        chosen=lambda o, c: bool(o.upstream_reflector),
+        make=_upstream_reflector,
+        read_only=True,
+        verifies=True,
     ),
-    "store-path": OriginKind("--store-path", lambda o, c: bool(o.store_path), _store_path, False, False),
+    "store-path": OriginKind(
+        "--store-path",
+        chosen=lambda o, c: bool(o.store_path),
+        make=_store_path,
+        read_only=False,
+        verifies=False,
+    ),
     "origin-endpoint": OriginKind(
-        "--origin-endpoint", lambda o, c: bool(o.origin_endpoint), _origin_endpoint, True, True
+        "--origin-endpoint",
+        chosen=lambda o, c: bool(o.origin_endpoint),
+        make=_origin_endpoint,
+        read_only=True,
+        verifies=True,
     ),
 }
 """Every origin `prism reflector` can be built on; `validate` makes sure exactly one is chosen."""
