@@ -28,7 +28,7 @@ format:
 	$(VENV)/bin/ruff format prism tests bench
 	$(VENV)/bin/ruff check --fix prism tests bench
 
-# issue 6: create the reflector database and user on a local MySQL/MariaDB and load schema.sql
+# Create the reflector database and user on a local MySQL/MariaDB and load schema.sql
 # (settings: see scripts/create-db.sh, e.g. `make db DB_PASSWORD=secret`).
 db:
 	scripts/create-db.sh

@@ -14,6 +14,10 @@ MAX_BLOB_SIZE = 2 * 1024 * 1024
 MAX_CHUNK_SIZE = MAX_BLOB_SIZE - 1
 """Largest plaintext chunk per content blob: PKCS#7 always adds at least one byte."""
 
+HASH_INLINE_MAX = 64 * 1024
+"""Blobs up to this size are hashed in the event loop; larger ones on a worker thread
+(hashlib releases the GIL), where the thread hop costs less than blocking the loop."""
+
 HASH_HEX_LENGTH = 96
 HASH_BYTES = 48
 

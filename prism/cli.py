@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from prism.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from prism.logs import COMPONENTS, setup_logging
 from prism.version import build_info
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PrismContext:
@@ -63,7 +67,7 @@ def version() -> None:
         click.echo(f"{key}: {value}")
 
 
-# --- issue 3: peer protocol (peer, getstream) ---------------------------------------------
+# --- peer protocol: peer, getstream ---------------------------------------------------------
 
 
 @cli.command()
@@ -131,9 +135,9 @@ def getstream(
     """Download a stream from a peer, verify and decrypt it into a file."""
     import asyncio
 
-    from prism.app.getstream import GetStreamError, ProgressBar, default_blob_dir, get_stream
+    from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
 
-    progress = ProgressBar()
+    progress = download_progress()
     try:
         result = asyncio.run(
             get_stream(
@@ -143,7 +147,7 @@ def getstream(
                 blob_dir,
                 peer_timeout=timeout,
                 parallel=parallel,
-                progress=progress,
+                progress=progress.update,
             )
         )
     except KeyboardInterrupt:
@@ -162,10 +166,7 @@ def getstream(
     click.echo(result.path)
 
 
-# --- end of issue 3 block ------------------------------------------------------------------
-
-
-# --- issue #8: the LBRY DHT (`prism dht connect|bootstrap`) --------------------------------------------
+# --- the LBRY DHT: dht connect|bootstrap -----------------------------------------------------
 
 
 @cli.command("dht")
@@ -257,8 +258,7 @@ def dht_command(
         sys.exit(1)
 
 
-# --- end of issue #8 block -------------------------------------------------------------------------------
-# ---- issue 5: cache chain maintenance (check-integrity, populate-db) -------------------------
+# --- disk cache maintenance: check-integrity, populate-db ------------------------------------
 
 
 @cli.command("check-integrity")
@@ -279,11 +279,14 @@ def dht_command(
 )
 def check_integrity_cmd(store_path: str, threads: int | None, delete: bool) -> None:
     """Re-hash every blob; quarantine (or delete) corrupt ones. Exit status 1 if any was bad."""
-    from prism.app.integrity import check_integrity, list_blobs
+    from prism.app.integrity import check_integrity, integrity_progress, list_blobs
 
     blobs = list_blobs(store_path)
-    with click.progressbar(length=len(blobs), label="checking blobs", file=sys.stderr) as bar:
-        report = check_integrity(store_path, threads, delete, progress=bar.update, blobs=blobs)
+    bar = integrity_progress(len(blobs))
+    try:
+        report = check_integrity(store_path, threads, delete, progress=bar.advance, blobs=blobs)
+    finally:
+        bar.finish()
     click.echo(report.summary())
     for h in report.corrupt_hashes:
         click.echo(f"corrupt: {h}")
@@ -330,10 +333,7 @@ def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None
     )
 
 
-# ---- end of issue 5 ---------------------------------------------------------------------------
-
-
-# --- issue 4: reflector upload (send, sendblob, test) ------------------------------------
+# --- reflector uploads: send, sendblob, test -------------------------------------------------
 
 
 @cli.command()
@@ -355,28 +355,23 @@ def send(address: str, path: str, sd_cache: str | None, protocol_version: int, t
     import asyncio
     import json
 
-    from prism.app.send import ProgressBar, SendError, send_file
+    from prism.app.send import SendError, send_file, upload_progress
     from prism.reflector.client import ReflectorError
 
-    progress = ProgressBar(0)
-
-    def on_progress(blobs: int, nbytes: int) -> None:
-        progress(blobs, nbytes)
-
-    async def run() -> tuple:
-        return await send_file(
-            address,
-            path,
-            sd_cache=sd_cache,
-            version=protocol_version,
-            io_timeout=timeout,
-            progress=on_progress,
-        )
-
+    progress = upload_progress(0)
     try:
-        if progress.enabled:
+        if progress.tty:
             progress.total = _count_blobs(path) + 1  # content blobs and the sd blob
-        stream, source_hash, _result = asyncio.run(run())
+        stream, source_hash, _result = asyncio.run(
+            send_file(
+                address,
+                path,
+                sd_cache=sd_cache,
+                version=protocol_version,
+                io_timeout=timeout,
+                progress=progress.advance,
+            )
+        )
     except KeyboardInterrupt:
         progress.finish()
         click.echo(
@@ -457,13 +452,10 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
         sys.exit(1)
 
 
-# --- end of issue 4 ----------------------------------------------------------------------
+# --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
-# --- issue #7: `prism reflector` (blob cache / reflector server) -------------------------------
-
-
-def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyped-def]
+def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
     """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
     return click.option(
         name,
@@ -522,22 +514,19 @@ def _go_bool(name: str, default: bool, help_text: str):  # type: ignore[no-untyp
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
 )
 @click.pass_obj
-def reflector_cmd(obj: PrismContext, **flags: object) -> None:
+def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:
     """Run a reflector / blob cache: receiver, peer, HTTP/3, HTTP and metrics servers."""
     import asyncio
 
     from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
     from prism.app.supervisor import StartupError
 
-    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]
+    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]  # click typed each flag as its option says
     try:
         asyncio.run(run_reflector(opts, obj.config))
     except (ReflectorConfigError, StartupError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
-
-
-# --- end of issue #7 ----------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -546,4 +535,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from prism.hostport import AddressError, parse_host_port
+
 DEFAULT_CONFIG_PATH = "config.json"
 DEFAULT_PROTECTED_LIST_URL = "https://api.odysee.com/file/list_protected"
 
@@ -113,17 +115,19 @@ def parse_mysql_dsn(dsn: str) -> MysqlParams:
         raise ConfigError(f"invalid MySQL DSN {dsn!r}: the user is empty")
     if not m["db"]:
         raise ConfigError(f"invalid MySQL DSN {dsn!r}: the database name is empty")
-    opts = tuple(tuple(p.split("=", 1)) for p in m["opts"].split("&") if "=" in p) if m["opts"] else ()
+    opts = (
+        tuple((k, v) for k, _, v in (p.partition("=") for p in m["opts"].split("&") if "=" in p))
+        if m["opts"]
+        else ()
+    )
     if m["proto"] == "unix":
-        return MysqlParams(user, password, m["db"], unix_socket=m["addr"], options=opts)  # type: ignore[arg-type]
-    host, port = m["addr"] or "127.0.0.1:3306", 3306
-    if host.startswith("["):  # [ipv6]:port
-        h, _, p = host[1:].partition("]")
-        host, port_text = h, p.lstrip(":")
-    else:
-        host, _, port_text = host.rpartition(":") if ":" in host else (host, "", "")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"invalid MySQL DSN {dsn!r}: bad port {port_text!r}")
-        port = int(port_text)
-    return MysqlParams(user, password, m["db"], host=host or "127.0.0.1", port=port, options=opts)  # type: ignore[arg-type]
+        return MysqlParams(user, password, m["db"], unix_socket=m["addr"], options=opts)
+    # go-sql-driver: an empty host means localhost, an empty port 3306.
+    addr = m["addr"].removesuffix(":") or "127.0.0.1"
+    if addr.startswith(":"):
+        addr = "127.0.0.1" + addr
+    try:
+        host, port = parse_host_port(addr, default_port=3306, what="address")
+    except AddressError as e:
+        raise ConfigError(f"invalid MySQL DSN {dsn!r}: {e}") from None
+    return MysqlParams(user, password, m["db"], host=host, port=port, options=opts)

@@ -7,23 +7,22 @@ from prism.config import Config, ConfigError, parse_mysql_dsn
 from tests.conftest import prism_cmd, prism_env
 
 
-def test_dsn_parsing() -> None:
-    p = parse_mysql_dsn("reflector:secret@tcp(db.example:3307)/reflector")
-    assert (p.user, p.password, p.host, p.port, p.database) == (
-        "reflector",
-        "secret",
-        "db.example",
-        3307,
-        "reflector",
-    )
-    p = parse_mysql_dsn("root:@tcp(127.0.0.1)/x?parseTime=1")
-    assert (p.user, p.password, p.host, p.port, p.options) == (
-        "root",
-        "",
-        "127.0.0.1",
-        3306,
-        (("parseTime", "1"),),
-    )
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        (
+            "reflector:secret@tcp(db.example:3307)/reflector",
+            ("reflector", "secret", "db.example", 3307, "reflector", ()),
+        ),
+        ("root:@tcp(127.0.0.1)/x?parseTime=1", ("root", "", "127.0.0.1", 3306, "x", (("parseTime", "1"),))),
+    ],
+)
+def test_dsn_parsing(dsn: str, expected: tuple[object, ...]) -> None:
+    p = parse_mysql_dsn(dsn)
+    assert (p.user, p.password, p.host, p.port, p.database, p.options) == expected
+
+
+def test_dsn_ipv6_password_with_at_and_unix_socket() -> None:
     p = parse_mysql_dsn("u:p@ss@tcp([::1]:3306)/d")
     assert (p.password, p.host) == ("p@ss", "::1")
     assert parse_mysql_dsn("u:p@unix(/run/mysqld/mysqld.sock)/d").unix_socket == "/run/mysqld/mysqld.sock"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from prism.config import parse_mysql_dsn
 from prism.db.localdb import LocalDBIndex, MysqlLocalDB, SqliteLocalDB
@@ -144,22 +143,24 @@ def make_disk_cache(spec: DiskCacheSpec, local_db_conn: str = "", component: str
 
 @dataclass
 class CacheChain:
-    """The outer store and the caches inside it (components to start and stop, outermost last)."""
+    """The outer store and the caches inside it, innermost first.
+
+    A component: `start()` indexes the disk caches, `stop()` snapshots them or flushes the
+    localdb access times (outermost first). The memory cache needs neither.
+    """
 
     store: BlobStore
-    caches: list[Any] = field(default_factory=list)
+    caches: list[DiskCacheStore | MemoryCacheStore] = field(default_factory=list)
 
     async def start(self) -> None:
         for c in self.caches:
-            start = getattr(c, "start", None)
-            if start is not None:
-                await start()
+            if isinstance(c, DiskCacheStore):
+                await c.start()
 
     async def stop(self, grace: float = 5.0) -> None:
         for c in reversed(self.caches):
-            stop = getattr(c, "stop", None)
-            if stop is not None:
-                await stop(grace)
+            if isinstance(c, DiskCacheStore):
+                await c.stop(grace)
 
 
 def build_cache_chain(
@@ -168,9 +169,13 @@ def build_cache_chain(
     optional_disk_cache: str = "",
     mem_cache: int = 0,
     local_db_conn: str = "",
+    *,
+    verify_origin: bool = True,
 ) -> CacheChain:
     """Stack the caches on `origin` as reflector.go's initCaches does, innermost first.
 
+    `verify_origin=False` when the origin already checks each blob's SHA-384 on arrival (a
+    network upstream): no cache fill then hashes the same bytes again.
     Raises DiskCacheSpecError for malformed flags before creating anything.
     """
     specs = [parse_disk_cache_spec(disk_cache), parse_disk_cache_spec(optional_disk_cache)]
@@ -180,7 +185,7 @@ def build_cache_chain(
     chain = CacheChain(store)
     # Only blobs from the origin are hashed on their way in; outer layers fill from caches
     # that hold verified blobs already.
-    verify = True
+    verify = verify_origin
     for spec in specs:
         if spec is None:
             continue

@@ -14,13 +14,12 @@ import contextlib
 import datetime
 import logging
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
+from prism.app.progress import ProgressBar, duration, megabytes
 from prism.blob import sha384_hex, validate_hash
 from prism.peer.client import (
     DEFAULT_TIMEOUT,
@@ -174,36 +173,8 @@ async def get_stream(
     client = PeerClient(host, port, peer_timeout, max_connections=max(1, parallel))
     source = _BlobSource(client, cache)
     try:
-        try:
-            sd_bytes = await source.get(sd_hash, None)
-        except BlobNotFound:
-            raise GetStreamError(f"{address} does not have the sd blob {sd_hash}") from None
-        except PeerError as e:
-            raise GetStreamError(f"could not get the sd blob: {e}") from None
-        try:
-            sd = SdBlob.parse(sd_bytes)
-        except SdBlobError as e:
-            raise GetStreamError(f"sd blob {sd_hash[:8]} is not a valid stream descriptor: {e}") from None
-        name = output_file_name(sd)
-        log.info(
-            "stream %s: %r, %d content blobs, %d bytes encrypted",
-            sd_hash[:8],
-            name,
-            len(sd.content_blobs),
-            sd.stream_size,
-        )
-        fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=f".{name[:100]}.", suffix=PARTIAL_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the partial file only
-                size = await _download_content(sd, source, out, parallel, progress)
-                out.flush()
-                os.fsync(out.fileno())
-            final = publish(tmp_path, out_dir, name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
-            raise
+        sd = await _fetch_sd(source, address, sd_hash)
+        final, size = await _write_stream(sd, sd_hash, source, out_dir, parallel, progress)
     finally:
         await client.close()
     log.info(
@@ -214,6 +185,50 @@ async def get_stream(
         source.from_cache,
     )
     return GetStreamResult(final, size, sd_hash, source.downloaded, source.from_cache)
+
+
+async def _fetch_sd(source: _BlobSource, address: str, sd_hash: str) -> SdBlob:
+    try:
+        sd_bytes = await source.get(sd_hash, None)
+    except BlobNotFound:
+        raise GetStreamError(f"{address} does not have the sd blob {sd_hash}") from None
+    except PeerError as e:
+        raise GetStreamError(f"could not get the sd blob: {e}") from None
+    try:
+        return SdBlob.parse(sd_bytes)
+    except SdBlobError as e:
+        raise GetStreamError(f"sd blob {sd_hash[:8]} is not a valid stream descriptor: {e}") from None
+
+
+async def _write_stream(
+    sd: SdBlob,
+    sd_hash: str,
+    source: _BlobSource,
+    out_dir: str,
+    parallel: int,
+    progress: ProgressCallback | None,
+) -> tuple[str, int]:
+    """Decrypt the stream into a partial file in `out_dir`, then publish it: (path, size)."""
+    name = output_file_name(sd)
+    log.info(
+        "stream %s: %r, %d content blobs, %d bytes encrypted",
+        sd_hash[:8],
+        name,
+        len(sd.content_blobs),
+        sd.stream_size,
+    )
+    fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=f".{name[:100]}.", suffix=PARTIAL_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the partial file only
+            size = await _download_content(sd, source, out, parallel, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        return publish(tmp_path, out_dir, name), size
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
 
 
 async def _download_content(
@@ -278,57 +293,16 @@ def _umask() -> int:
     return mask
 
 
-class ProgressBar:
-    """Bytes, rate and ETA on one redrawn line on a terminal; a log line per ~10% otherwise."""
-
-    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.width = width
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-        self.last_decile = -1
-        self.drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        if self.tty:
-            if done < total and now - self.last_draw < 0.1:
-                return
-            self.last_draw = now
-            frac = done / total if total else 1.0
-            filled = int(frac * self.width)
-            eta = (total - done) / rate if rate > 0 else 0.0
-            line = (
-                f"\r[{'#' * filled}{'.' * (self.width - filled)}] {_mb(done)} / {_mb(total)}"
-                f"  {_mb(rate)}/s  ETA {_duration(eta)} "
-            )
-            self.stream.write(line)
-            self.drawn = True
-            if done >= total:
-                self.finish()  # end the line before anything else is logged
-            self.stream.flush()
-        else:
-            decile = 10 if not total else int(10 * done / total)
-            if decile != self.last_decile:
-                self.last_decile = decile
-                log.info("downloaded %s of %s (%s/s)", _mb(done), _mb(total), _mb(rate))
-
-    def finish(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+def download_progress(stream: TextIO | None = None, *, tty: bool | None = None) -> ProgressBar:
+    """Bytes, rate and ETA on a terminal; a log line per ~10% otherwise."""
+    return ProgressBar(_download_status, stream=stream, tty=tty, on_tenth=_log_download)
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _download_status(bar: ProgressBar) -> str:
+    return (
+        f"{megabytes(bar.done)} / {megabytes(bar.total)}  {megabytes(bar.rate)}/s  ETA {duration(bar.eta)} "
+    )
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    if seconds < 60:
-        return f"{seconds}s"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+def _log_download(bar: ProgressBar) -> None:
+    log.info("downloaded %s of %s (%s/s)", megabytes(bar.done), megabytes(bar.total), megabytes(bar.rate))

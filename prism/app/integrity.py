@@ -15,11 +15,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from prism.app.progress import ProgressBar, megabytes
 from prism.blob import MAX_BLOB_SIZE
-from prism.store.disk_cache import QUARANTINE_DIR, DiskBlob, scan_blobs
+from prism.store.disk import DiskBlob, scan_blobs
+from prism.store.disk_cache import QUARANTINE_DIR
 
 log = logging.getLogger("prism.store.integrity")
 
@@ -58,6 +60,15 @@ class IntegrityReport:
             f"threads: {self.ok} ok, {self.corrupt} corrupt ({where}), {self.unreadable} unreadable, "
             f"{self.vanished} vanished while checking"
         )
+
+
+def integrity_progress(total_blobs: int) -> ProgressBar:
+    """Blobs checked, bytes read and rate on one line on stderr, only when stderr is a terminal."""
+    return ProgressBar(_integrity_status, total=total_blobs)
+
+
+def _integrity_status(bar: ProgressBar) -> str:
+    return f"checking blobs: {bar.done}/{bar.total}, {megabytes(bar.bytes)} read, {bar.rate / 1e6:.1f} MB/s"
 
 
 def list_blobs(store_path: str) -> list[DiskBlob]:
@@ -103,44 +114,26 @@ def check_integrity(
     store_path: str,
     threads: int | None = None,
     delete: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     blobs: list[DiskBlob] | None = None,
 ) -> IntegrityReport:
-    """Re-hash every blob under `store_path`; `progress(n)` is called (in this thread) as
-    blobs complete. Blocking: run it from a command, or in a thread."""
+    """Re-hash every blob under `store_path`; `progress(blobs, nbytes)` is called (in this
+    thread) as blobs complete. Blocking: run it from a command, or in a thread."""
     store_path = os.path.abspath(store_path)
     threads = threads or default_threads()
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     report = IntegrityReport(store_path, threads, delete)
     t0 = time.monotonic()
-    todo = list_blobs(store_path) if blobs is None else blobs
-    it = iter(todo)
+    todo = iter(list_blobs(store_path) if blobs is None else blobs)
     lock = threading.Lock()
     done: queue.SimpleQueue[tuple[DiskBlob, str, str] | None] = queue.SimpleQueue()
-
-    def worker() -> None:
-        buf = bytearray(MAX_BLOB_SIZE + 1)
-        name = threading.current_thread().name
-        try:
-            while True:
-                with lock:
-                    blob = next(it, None)
-                if blob is None:
-                    return
-                status = _check_one(blob, buf)
-                if status == CORRUPT:
-                    try:
-                        _dispose(store_path, blob, delete)
-                    except OSError as e:
-                        log.error(
-                            "cannot %s corrupt blob %s: %s", "delete" if delete else "move", blob.path, e
-                        )
-                done.put((blob, status, name))
-        finally:
-            done.put(None)
-
-    workers = [threading.Thread(target=worker, name=f"integrity-{i}", daemon=True) for i in range(threads)]
+    workers = [
+        threading.Thread(
+            target=_worker, args=(todo, lock, done, store_path, delete), name=f"integrity-{i}", daemon=True
+        )
+        for i in range(threads)
+    ]
     for w in workers:
         w.start()
     running = len(workers)
@@ -149,24 +142,54 @@ def check_integrity(
         if item is None:
             running -= 1
             continue
-        blob, status, thread_name = item
-        report.checked += 1
-        report.threads_used.add(thread_name)
-        if status == OK:
-            report.ok += 1
-            report.bytes += blob.size
-        elif status == CORRUPT:
-            report.corrupt += 1
-            report.corrupt_hashes.append(blob.hash)
-            log.warning("corrupt blob %s", blob.hash)
-        elif status == UNREADABLE:
-            report.unreadable += 1
-            report.unreadable_hashes.append(blob.hash)
-        else:
-            report.vanished += 1
+        _tally(report, *item)
         if progress is not None:
-            progress(1)
+            progress(1, item[0].size)
     for w in workers:
         w.join()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _worker(
+    todo: Iterator[DiskBlob],
+    lock: threading.Lock,
+    done: queue.SimpleQueue[tuple[DiskBlob, str, str] | None],
+    store_path: str,
+    delete: bool,
+) -> None:
+    """Check blobs from `todo` until it is empty; report each, then None, on `done`."""
+    buf = bytearray(MAX_BLOB_SIZE + 1)
+    name = threading.current_thread().name
+    try:
+        while True:
+            with lock:
+                blob = next(todo, None)
+            if blob is None:
+                return
+            status = _check_one(blob, buf)
+            if status == CORRUPT:
+                try:
+                    _dispose(store_path, blob, delete)
+                except OSError as e:
+                    log.error("cannot %s corrupt blob %s: %s", "delete" if delete else "move", blob.path, e)
+            done.put((blob, status, name))
+    finally:
+        done.put(None)
+
+
+def _tally(report: IntegrityReport, blob: DiskBlob, status: str, thread_name: str) -> None:
+    report.checked += 1
+    report.threads_used.add(thread_name)
+    if status == OK:
+        report.ok += 1
+        report.bytes += blob.size
+    elif status == CORRUPT:
+        report.corrupt += 1
+        report.corrupt_hashes.append(blob.hash)
+        log.warning("corrupt blob %s", blob.hash)
+    elif status == UNREADABLE:
+        report.unreadable += 1
+        report.unreadable_hashes.append(blob.hash)
+    else:
+        report.vanished += 1

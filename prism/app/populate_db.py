@@ -12,7 +12,7 @@ import os
 
 from prism.config import parse_mysql_dsn
 from prism.db.localdb import LocalDB, MysqlLocalDB, PopulateReport, SqliteLocalDB, populate
-from prism.store.disk_cache import scan_blobs
+from prism.store.disk import scan_blobs
 
 
 def open_target(store_path: str, dsn: str = "") -> LocalDB:

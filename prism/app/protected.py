@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -24,8 +25,15 @@ RETRY_SECONDS = 10.0
 class ProtectedList:
     """`await is_protected(hash)`. An empty URL (or `none`) disables the list."""
 
-    def __init__(self, url: str, ttl: float = CACHE_SECONDS, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl: float = CACHE_SECONDS,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = "" if url in ("", "none") else url
+        self.clock = clock
         self.ttl = ttl
         self.timeout = timeout
         self.hashes: frozenset[str] = frozenset()
@@ -38,7 +46,7 @@ class ProtectedList:
     async def is_protected(self, blob_hash: str) -> bool:
         if not self.url:
             return False
-        if time.monotonic() >= self.next_fetch:
+        if self.clock() >= self.next_fetch:
             if self._task is None or self._task.done():
                 self._task = asyncio.get_running_loop().create_task(self._refresh())
             if self.fetched_at is None and self.failures == 0:
@@ -47,17 +55,23 @@ class ProtectedList:
                     await asyncio.shield(self._task)
         return blob_hash in self.hashes
 
+    async def wait_for_refresh(self) -> None:
+        """Wait until a fetch in progress has finished (successfully or not)."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+
     async def _refresh(self) -> None:
         self.fetches += 1
         try:
             hashes = await self._fetch()
         except Exception as e:
             self.failures += 1
-            self.next_fetch = time.monotonic() + RETRY_SECONDS
+            self.next_fetch = self.clock() + RETRY_SECONDS
             log.warning("protected list %s: fetch failed (%s); treating blobs as not protected", self.url, e)
             return
         self.hashes = hashes
-        self.fetched_at = time.monotonic()
+        self.fetched_at = self.clock()
         self.next_fetch = self.fetched_at + self.ttl
         log.debug("protected list: %d hashes", len(hashes))
 

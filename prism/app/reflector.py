@@ -1,9 +1,9 @@
 """`prism reflector`: assemble the store chain and the servers from flags (reflector.md §1.3, §3.4).
 
-Step A builds the origin (an upstream reflector, a durable `--store-path`, or origin
-endpoints; optionally wrapped in the DB-backed store), step B wraps it in the disk and
-memory caches, then the receiver, peer, HTTP/3, HTTP and metrics servers are started
-over it. Every inconsistent combination is refused before anything starts, with one
+Three steps, each returning a typed result: `build_origin` (the store that holds the truth,
+picked from `ORIGINS`, optionally DB-backed), `build_stores` (the disk and memory caches
+around it) and `build_servers` (receiver, peer, HTTP/3, HTTP and metrics over the chain).
+Every inconsistent combination is refused by `validate` before anything is built, with one
 sentence naming the flag to change.
 """
 
@@ -11,18 +11,31 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config
+from prism.db.mysql import MysqlDatabase
+from prism.hostport import AddressError, parse_host_port
 from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
-from prism.store.base import BlobStore, StoreError, WrappingStore, walk_chain
+from prism.peer.server import PeerServer
+from prism.reflector.receiver import ReflectorReceiver
+from prism.store.base import BlobStore
+from prism.store.db_backed import DBBackedStore
+from prism.store.disk import DiskStore
+from prism.store.guards import BytesInCounter, ProtectedGuard
+from prism.store.http import HttpStore
+from prism.store.http3 import Http3Store
+from prism.store.origin_endpoint import OriginEndpointStore
+from prism.store.peer import PeerStore
+from prism.store.singleflight import SingleFlightStore
 
 log = logging.getLogger("prism.app")
 
@@ -67,27 +80,104 @@ class ReflectorOptions:
     shutdown_grace: float = 5.0
 
 
-@dataclass
-class Reflector:
-    """What `build` assembled: the stores, the servers, and the supervisor that runs them."""
+# -- origin kinds -------------------------------------------------------------------------
 
-    options: ReflectorOptions
-    underlying: BlobStore
-    outer: BlobStore
-    supervisor: Supervisor
-    metrics: Metrics
-    servers: dict[str, Any] = field(default_factory=dict)
-    closers: list[Any] = field(default_factory=list)
 
-    async def run(self) -> None:
-        await self.supervisor.run()
+@dataclass(frozen=True)
+class OriginKind:
+    """One way to get the origin store: the flag that picks it and how to make it."""
+
+    flag: str
+    chosen: Callable[[ReflectorOptions, Config], bool]
+    make: Callable[[ReflectorOptions, Config], BlobStore]
+    read_only: bool
+    """Uploads need a writable origin: a read-only one needs --disable-uploads."""
+    verifies: bool
+    """It checks each blob's SHA-384 on arrival, so a cache fill need not hash it again."""
+
+
+def _upstream_reflector(opts: ReflectorOptions, config: Config) -> BlobStore:
+    addr = opts.upstream_reflector
+    if opts.upstream_protocol == "tcp":
+        return BytesInCounter(PeerStore(addr, UPSTREAM_TIMEOUT))
+    if opts.upstream_protocol == "http3":
+        return Http3Store(addr, UPSTREAM_TIMEOUT, max_datagram_size=opts.http3_max_datagram_size)
+    return HttpStore(addr, opts.upstream_edge_token, UPSTREAM_TIMEOUT)
+
+
+def _store_path(opts: ReflectorOptions, config: Config) -> BlobStore:
+    os.makedirs(opts.store_path, exist_ok=True)
+    return DiskStore(opts.store_path)
+
+
+def _origin_endpoint(opts: ReflectorOptions, config: Config) -> BlobStore:
+    return OriginEndpointStore(opts.origin_endpoint, opts.origin_endpoint_fallback, UPSTREAM_TIMEOUT)
+
+
+ORIGINS: dict[str, OriginKind] = {
+    "upstream-reflector": OriginKind(
+        "--upstream-reflector",
+        chosen=lambda o, c: bool(o.upstream_reflector),
+        make=_upstream_reflector,
+        read_only=True,
+        verifies=True,
+    ),
+    "store-path": OriginKind(
+        "--store-path",
+        chosen=lambda o, c: bool(o.store_path),
+        make=_store_path,
+        read_only=False,
+        verifies=False,
+    ),
+    "origin-endpoint": OriginKind(
+        "--origin-endpoint",
+        chosen=lambda o, c: bool(o.origin_endpoint),
+        make=_origin_endpoint,
+        read_only=True,
+        verifies=True,
+    ),
+}
+"""Every origin `prism reflector` can be built on; `validate` makes sure exactly one is chosen."""
+
+
+def chosen_origins(opts: ReflectorOptions, config: Config) -> list[OriginKind]:
+    return [kind for kind in ORIGINS.values() if kind.chosen(opts, config)]
+
+
+def _names_a_bucket(config: Config) -> bool:
+    return bool(config.bucket_name and config.aws_id)
 
 
 # -- validation ---------------------------------------------------------------------------
 
 
-def validate(opts: ReflectorOptions, config: Config) -> None:
-    """Refuse inconsistent flags before anything is built or started."""
+def validate(opts: ReflectorOptions, config: Config) -> OriginKind:
+    """Refuse inconsistent flags before anything is built or started; the origin to build."""
+    _check_values(opts)
+    origin = _check_origin(opts, config)
+    if opts.use_db and not config.db_conn:
+        raise ReflectorConfigError(
+            "--use-db needs db_conn in the config file: add it, or pass --use-db=false"
+        )
+    if not opts.disable_uploads and origin.read_only:
+        raise ReflectorConfigError(
+            f"uploads need a writable origin but {origin.flag} is read-only: pass --disable-uploads "
+            "(a blob cache) or use --store-path"
+        )
+    _check_files(opts)
+    _check_ports(opts)
+    for flag, spec in (
+        ("--disk-cache", opts.disk_cache),
+        ("--optional-disk-cache", opts.optional_disk_cache),
+    ):
+        try:
+            parse_disk_cache_spec(spec)
+        except DiskCacheSpecError as e:
+            raise ReflectorConfigError(f"{flag}: {e}") from None
+    return origin
+
+
+def _check_values(opts: ReflectorOptions) -> None:
     if opts.upstream_protocol not in UPSTREAM_PROTOCOLS:
         raise ReflectorConfigError(
             f"--upstream-protocol: protocol is not recognized: {opts.upstream_protocol!r} "
@@ -107,40 +197,31 @@ def validate(opts: ReflectorOptions, config: Config) -> None:
             raise ReflectorConfigError(
                 f"{flag} must be an http:// or https:// URL ending in '/', got {url!r}"
             )
-    if opts.upstream_reflector and ":" not in opts.upstream_reflector:
-        raise ReflectorConfigError(f"--upstream-reflector must be host:port, got {opts.upstream_reflector!r}")
-    origins = [
-        flag
-        for flag, value in (
-            ("--upstream-reflector", opts.upstream_reflector),
-            ("--store-path", opts.store_path),
-            ("--origin-endpoint", opts.origin_endpoint),
-        )
-        if value
-    ]
+    if opts.upstream_reflector:
+        try:
+            parse_host_port(opts.upstream_reflector, what="--upstream-reflector")
+        except AddressError as e:
+            raise ReflectorConfigError(str(e)) from None
+
+
+def _check_origin(opts: ReflectorOptions, config: Config) -> OriginKind:
+    origins = chosen_origins(opts, config)
     if len(origins) > 1:
-        raise ReflectorConfigError(f"give only one origin, not {' and '.join(origins)}")
-    if not origins and not _s3_configured(config):
-        raise ReflectorConfigError(
-            "this configuration does not include a valid upstream source: give --store-path DIR, "
-            "--upstream-reflector HOST:PORT or --origin-endpoint URL"
-        )
-    if not origins and _s3_configured(config) and not _s3_available():
+        raise ReflectorConfigError(f"give only one origin, not {' and '.join(o.flag for o in origins)}")
+    if not origins and _names_a_bucket(config):
         raise ReflectorConfigError(
             "the config names an S3 bucket but this build has no S3 store: give --store-path, "
             "--upstream-reflector or --origin-endpoint"
         )
-    if opts.use_db and not config.db_conn:
+    if not origins:
         raise ReflectorConfigError(
-            "--use-db needs db_conn in the config file: add it, or pass --use-db=false"
+            "this configuration does not include a valid upstream source: give --store-path DIR, "
+            "--upstream-reflector HOST:PORT or --origin-endpoint URL"
         )
-    read_only = opts.upstream_reflector or opts.origin_endpoint
-    if not opts.disable_uploads and read_only:
-        which = "--upstream-reflector" if opts.upstream_reflector else "--origin-endpoint"
-        raise ReflectorConfigError(
-            f"uploads need a writable origin but {which} is read-only: pass --disable-uploads "
-            "(a blob cache) or use --store-path"
-        )
+    return origins[0]
+
+
+def _check_files(opts: ReflectorOptions) -> None:
     if bool(opts.http3_cert) != bool(opts.http3_key):
         raise ReflectorConfigError("--http3-cert and --http3-key must be given together")
     for flag, path in (("--http3-cert", opts.http3_cert), ("--http3-key", opts.http3_key)):
@@ -148,6 +229,9 @@ def validate(opts: ReflectorOptions, config: Config) -> None:
             raise ReflectorConfigError(f"{flag}: no such file {path!r}")
     if opts.store_path and not os.path.isabs(opts.store_path):
         raise ReflectorConfigError(f"--store-path must be an absolute path, got {opts.store_path!r}")
+
+
+def _check_ports(opts: ReflectorOptions) -> None:
     tcp_ports = [("--tcp-peer-port", opts.tcp_peer_port), ("--http-peer-port", opts.http_peer_port)]
     tcp_ports.append(("--metrics-port", opts.metrics_port))
     if not opts.disable_uploads:
@@ -161,163 +245,151 @@ def validate(opts: ReflectorOptions, config: Config) -> None:
                 f"{flag} and {seen[port]} both use port {port}: give them different ports"
             )
         seen[port] = flag
-    for spec_flag, spec in (
-        ("--disk-cache", opts.disk_cache),
-        ("--optional-disk-cache", opts.optional_disk_cache),
-    ):
-        if spec:
-            parse_cache_spec(spec_flag, spec)
-
-
-def _s3_configured(config: Config) -> bool:
-    return bool(config.bucket_name and config.aws_id)
-
-
-def _s3_available() -> bool:
-    try:
-        import prism.store.s3  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # -- assembly -----------------------------------------------------------------------------
 
 
-class BytesInCounter(WrappingStore):
-    """Counts the blob bytes an upstream store without its own counter hands back."""
+@dataclass
+class Origin:
+    """Step A: the store that holds the truth, before any cache."""
 
-    def __init__(self, inner: BlobStore) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.bytes_in = 0
-
-    async def get(self, blob_hash: str) -> Any:
-        ref = await self.inner.get(blob_hash)
-        self.bytes_in += ref.size
-        return ref
+    store: BlobStore
+    """The origin, DB-backed with --use-db: the receiver's `underlying` store."""
+    database: MysqlDatabase | None
+    """The main database (db_conn), a component to start and close; None without --use-db."""
+    verified: bool
+    """Every blob it hands back had its SHA-384 checked on arrival."""
 
 
-class ProtectedBlobError(StoreError):
-    """A protected blob was asked for over a protocol that carries no edge token."""
+@dataclass
+class Stores:
+    """Step B: the origin, the caches around it, and the outer store every server uses."""
+
+    origin: Origin
+    caches: CacheChain
+
+    @property
+    def outer(self) -> BlobStore:
+        return self.caches.store
 
 
-class ProtectedGuard(WrappingStore):
-    """Refuses protected hashes (reflector.md §7.2) for servers without edge tokens (the peer server).
+@dataclass
+class Servers:
+    """Step C: the servers over the chain (`receiver` is None with --disable-uploads)."""
 
-    reflector.go closes the peer connection when a protected hash is in `requested_blobs`;
-    this also covers `requested_blob`, which reflector.go forgot (§11 item 4).
-    """
-
-    def __init__(self, inner: BlobStore, is_protected: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.is_protected = is_protected
-
-    async def _check(self, blob_hash: str) -> None:
-        if await self.is_protected(blob_hash):
-            raise ProtectedBlobError("requested blob is protected")
-
-    async def has(self, blob_hash: str) -> bool:
-        await self._check(blob_hash)
-        return await self.inner.has(blob_hash)
-
-    async def get(self, blob_hash: str) -> Any:
-        await self._check(blob_hash)
-        return await self.inner.get(blob_hash)
+    receiver: ReflectorReceiver | None
+    peer: PeerServer
+    http3: Http3BlobServer
+    http: HttpBlobServer
+    metrics: MetricsServer
 
 
-def parse_cache_spec(flag: str, spec: str) -> Any:
-    """`SIZE:PATH:MANAGER` via the cache-chain package, errors naming `flag`."""
-    from prism.app import reflector_chain as caches
+@dataclass
+class Reflector:
+    """What `build` assembled: the stores, the servers, and the supervisor that runs them."""
 
-    try:
-        return caches.parse_disk_cache(spec)
-    except ValueError as e:
-        raise ReflectorConfigError(f"{flag}: {e}") from None
-    except ImportError as e:  # pragma: no cover - only before the cache-chain issue lands
-        raise ReflectorConfigError(f"{flag}: this build has no disk caches ({e})") from None
+    options: ReflectorOptions
+    stores: Stores
+    servers: Servers
+    supervisor: Supervisor
+    metrics: Metrics
 
+    @property
+    def underlying(self) -> BlobStore:
+        return self.stores.origin.store
 
-def build_origin(opts: ReflectorOptions, config: Config) -> BlobStore:
-    """Step A: the store that holds the truth (before the caches)."""
-    origin: BlobStore
-    if opts.upstream_reflector:
-        addr = opts.upstream_reflector
-        if opts.upstream_protocol == "tcp":
-            from prism.store.peer import PeerStore
+    @property
+    def outer(self) -> BlobStore:
+        return self.stores.outer
 
-            origin = PeerStore(addr, UPSTREAM_TIMEOUT)
-        elif opts.upstream_protocol == "http3":
-            from prism.store.http3 import Http3Store
-
-            origin = Http3Store(addr, UPSTREAM_TIMEOUT, max_datagram_size=opts.http3_max_datagram_size)
-        else:
-            from prism.store.http import HttpStore
-
-            origin = HttpStore(addr, opts.upstream_edge_token, UPSTREAM_TIMEOUT)
-    elif opts.store_path:
-        from prism.store.disk import DiskStore
-
-        os.makedirs(opts.store_path, exist_ok=True)
-        origin = DiskStore(opts.store_path)
-    elif opts.origin_endpoint:
-        from prism.store.origin_endpoint import OriginEndpointStore
-
-        origin = OriginEndpointStore(opts.origin_endpoint, opts.origin_endpoint_fallback, UPSTREAM_TIMEOUT)
-    else:  # pragma: no cover - validate() refuses this unless an S3 store exists
-        from prism.store import s3  # type: ignore[attr-defined]
-
-        origin = s3.S3Store.from_config(config)
-    return origin
+    async def run(self) -> None:
+        await self.supervisor.run()
 
 
-async def build(opts: ReflectorOptions, config: Config) -> Reflector:
-    """Validate, then assemble stores and servers (nothing listens until `run`)."""
-    validate(opts, config)
-    from prism.app import reflector_chain as caches
-
-    supervisor = Supervisor(grace=opts.shutdown_grace)
-    closers: list[Any] = []
-    origin = build_origin(opts, config)
-    if opts.upstream_reflector and opts.upstream_protocol == "tcp":
-        origin = BytesInCounter(origin)
-    closers.append(origin)
-    database: Any = None
+def build_origin(opts: ReflectorOptions, config: Config, kind: OriginKind) -> Origin:
+    """Step A: the chosen origin, wrapped in the DB-backed store over `db_conn` with --use-db."""
+    store = kind.make(opts, config)
+    database: MysqlDatabase | None = None
     if opts.use_db:
-        try:
-            origin, database = await caches.db_backed_origin(origin, config)
-        except caches.MissingComponentError as e:
-            raise ReflectorConfigError(str(e)) from None
-    underlying = origin
-    chain = caches.build_cache_chain(
-        underlying,
-        config,
+        database = MysqlDatabase.from_dsn(config.db_conn, track_access="streams")
+        store = DBBackedStore(store, database, delete_on_miss=False)
+    return Origin(store, database, verified=kind.verifies)
+
+
+def build_stores(opts: ReflectorOptions, config: Config, origin: Origin) -> Stores:
+    """Step B: `--disk-cache`, then `--optional-disk-cache`, then `--mem-cache` around the origin."""
+    caches = build_cache_chain(
+        origin.store,
         disk_cache=opts.disk_cache,
         optional_disk_cache=opts.optional_disk_cache,
         mem_cache=opts.mem_cache,
+        local_db_conn=config.local_db_conn,
+        verify_origin=not origin.verified,
     )
-    outer: BlobStore = chain.store
-    if opts.upstream_reflector or opts.origin_endpoint:
-        # The network origin already checked each blob's SHA-384 on arrival: a cache fill
-        # need not hash the same bytes again.
-        for store in walk_chain(outer):
-            if getattr(store, "name", "") == "caching" and isinstance(getattr(store, "verify", None), bool):
-                store.verify = False  # type: ignore[attr-defined]
-    metrics = Metrics()
-    metrics.stores.append(outer)
-    protected = ProtectedList(config.protected_list_url)
+    return Stores(origin, caches)
+
+
+def build_servers(
+    opts: ReflectorOptions, stores: Stores, protected: ProtectedList, metrics: Metrics
+) -> Servers:
+    """Step C: the servers (none listens yet)."""
+    outer = stores.outer
+    receiver = None
+    if not opts.disable_uploads:
+        receiver = ReflectorReceiver(
+            outer,
+            underlying=stores.origin.store,
+            host=opts.host,
+            port=opts.receiver_port,
+            timeout=RECEIVER_TIMEOUT,
+        )
+        if opts.disable_blocklist:
+            receiver.blocklister = None  # wants = "not stored yet", as reflector.go without a blocklist
+        if not opts.use_db:
+            log.info("no database: the reflector receiver applies no blocklist")
+        elif opts.disable_blocklist:
+            log.info("--disable-blocklist: the reflector receiver applies no blocklist")
+    peer_store = ProtectedGuard(outer, protected.is_protected) if protected.url else outer
+    queue_size = opts.request_queue_size
+    return Servers(
+        receiver=receiver,
+        peer=PeerServer(peer_store, opts.host, opts.tcp_peer_port, max_connections=10000, idle_timeout=60.0),
+        http3=Http3BlobServer(
+            SingleFlightStore(outer, component="sf-http3"),
+            opts.host,
+            opts.http3_peer_port,
+            cert_file=opts.http3_cert or None,
+            key_file=opts.http3_key or None,
+            protected=protected.is_protected,
+            queue=RequestQueue(queue_size),
+            max_datagram_size=opts.http3_max_datagram_size,
+        ),
+        http=HttpBlobServer(
+            SingleFlightStore(outer, component="sf-http"),
+            opts.host,
+            opts.http_peer_port,
+            edge_token=opts.upstream_edge_token,
+            protected=protected.is_protected,
+            queue=RequestQueue(queue_size),
+        ),
+        metrics=MetricsServer(metrics, opts.host, opts.metrics_port),
+    )
+
+
+def supervise(stores: Stores, servers: Servers, protected: ProtectedList, supervisor: Supervisor) -> None:
+    """Add the components in start order: the stores first, so they close after every server."""
+    database = stores.origin.database
 
     async def close_stores() -> None:
         await protected.close()
         try:
-            await outer.close()  # closes every layer down to the origin
+            await stores.outer.close()  # closes every layer down to the origin
         except Exception as e:
             log.warning("closing the store chain: %s", e)
         if database is not None:
             await database.close()
 
-    # Added first so it is stopped last: stores close after every server has stopped.
     supervisor.add("store chain", Call(stop=close_stores))
     if database is not None:
         db = database
@@ -329,63 +401,29 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
 
         supervisor.add("the database", Call(start=start_database), "db_conn")
     # Disk caches index themselves at start; at stop they flush the localdb access times.
-    supervisor.add("caches", chain, "--disk-cache")
-    refl = Reflector(opts, underlying, outer, supervisor, metrics, closers=closers)
+    supervisor.add("caches", stores.caches, "--disk-cache")
+    if servers.receiver is not None:
+        supervisor.add("reflector receiver", servers.receiver, "--receiver-port")
+    supervisor.add("peer server", servers.peer, "--tcp-peer-port")
+    supervisor.add("HTTP/3 server", servers.http3, "--http3-peer-port")
+    supervisor.add("HTTP server", servers.http, "--http-peer-port")
+    supervisor.add("metrics server", servers.metrics, "--metrics-port")
 
-    if not opts.disable_uploads:
-        from prism.reflector.receiver import ReflectorReceiver
 
-        receiver = ReflectorReceiver(
-            outer, underlying=underlying, host=opts.host, port=opts.receiver_port, timeout=RECEIVER_TIMEOUT
-        )
-        if opts.disable_blocklist and hasattr(receiver, "blocklister"):
-            receiver.blocklister = None  # wants = "not stored yet", as reflector.go without a blocklist
-        if not opts.use_db:
-            log.info("no database: the reflector receiver applies no blocklist")
-        elif opts.disable_blocklist:
-            log.info("--disable-blocklist: the reflector receiver applies no blocklist")
-        supervisor.add("reflector receiver", receiver, "--receiver-port")
-        metrics.receivers.append(receiver)
-        refl.servers["receiver"] = receiver
-
-    from prism.peer.server import PeerServer
-
-    peer_store = ProtectedGuard(outer, protected.is_protected) if protected.url else outer
-    peer = PeerServer(peer_store, opts.host, opts.tcp_peer_port, max_connections=10000, idle_timeout=60.0)
-    supervisor.add("peer server", peer, "--tcp-peer-port")
-    metrics.servers.append(peer)
-    refl.servers["peer"] = peer
-
-    h3 = Http3BlobServer(
-        caches.single_flight("sf-http3", outer),
-        opts.host,
-        opts.http3_peer_port,
-        cert_file=opts.http3_cert or None,
-        key_file=opts.http3_key or None,
-        protected=protected.is_protected,
-        queue=RequestQueue(opts.request_queue_size),
-        max_datagram_size=opts.http3_max_datagram_size,
-    )
-    supervisor.add("HTTP/3 server", h3, "--http3-peer-port")
-    metrics.servers.append(h3)
-    refl.servers["http3"] = h3
-
-    http = HttpBlobServer(
-        caches.single_flight("sf-http", outer),
-        opts.host,
-        opts.http_peer_port,
-        edge_token=opts.upstream_edge_token,
-        protected=protected.is_protected,
-        queue=RequestQueue(opts.request_queue_size),
-    )
-    supervisor.add("HTTP server", http, "--http-peer-port")
-    metrics.servers.append(http)
-    refl.servers["http"] = http
-
-    metrics_server = MetricsServer(metrics, opts.host, opts.metrics_port)
-    supervisor.add("metrics server", metrics_server, "--metrics-port")
-    refl.servers["metrics"] = metrics_server
-    return refl
+async def build(opts: ReflectorOptions, config: Config) -> Reflector:
+    """Validate, then assemble stores and servers (nothing listens until `run`)."""
+    kind = validate(opts, config)
+    stores = build_stores(opts, config, build_origin(opts, config, kind))
+    metrics = Metrics()
+    metrics.stores.append(stores.outer)
+    protected = ProtectedList(config.protected_list_url)
+    servers = build_servers(opts, stores, protected, metrics)
+    if servers.receiver is not None:
+        metrics.receivers.append(servers.receiver)
+    metrics.servers.extend((servers.peer, servers.http3, servers.http))
+    supervisor = Supervisor(grace=opts.shutdown_grace)
+    supervise(stores, servers, protected, supervisor)
+    return Reflector(opts, stores, servers, supervisor, metrics)
 
 
 async def run_reflector(opts: ReflectorOptions, config: Config) -> None:

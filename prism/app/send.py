@@ -15,12 +15,11 @@ import asyncio
 import hashlib
 import logging
 import os
-import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prism.app.progress import ProgressBar, megabytes
 from prism.blob import MAX_CHUNK_SIZE
 from prism.reflector.client import ReflectorClient, UploadResult
 from prism.stream import SdBlob, SourceChangedError, StreamEncoder
@@ -133,35 +132,13 @@ class BlobProducer:
         return await asyncio.to_thread(self.blob, blob_hash)
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+def upload_progress(total_blobs: int, enabled: bool | None = None) -> ProgressBar:
+    """Blobs done, bytes sent and rate on one line on stderr, only when stderr is a terminal."""
+    return ProgressBar(_upload_status, total=total_blobs, tty=enabled)
 
-    def __init__(self, total_blobs: int, enabled: bool | None = None) -> None:
-        self.total = total_blobs
-        self.done = 0
-        self.bytes = 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.started = time.monotonic()
 
-    def __call__(self, blobs: int, nbytes: int) -> None:
-        self.done += blobs
-        self.bytes += nbytes
-        if not self.enabled:
-            return
-        width = 30
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * width)
-        rate = self.bytes / max(time.monotonic() - self.started, 1e-6) / 1e6
-        sys.stderr.write(
-            f"\r[{bar:<{width}}] {self.done}/{self.total} blobs,"
-            f" {self.bytes / 1e6:.1f} MB sent, {rate:.1f} MB/s"
-        )
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def _upload_status(bar: ProgressBar) -> str:
+    return f"{bar.done}/{bar.total} blobs, {megabytes(bar.bytes)} sent, {bar.rate / 1e6:.1f} MB/s"
 
 
 async def send_file(
@@ -180,7 +157,7 @@ async def send_file(
     stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
     producer = BlobProducer(path, stream.sd)
     try:
-        hashes = [b.blob_hash for b in stream.sd.content_blobs]
+        hashes = [b.blob_hash for b in stream.sd.content_blobs if b.blob_hash]
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:

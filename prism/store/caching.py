@@ -15,14 +15,11 @@ import contextlib
 import logging
 from time import perf_counter_ns
 
-from prism.blob import BlobError, verify_blob
+from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
 from prism.store.singleflight import Flights
 
 log = logging.getLogger("prism.store.caching")
-
-# Below this size hashing in the event loop is cheaper than a thread hop.
-_VERIFY_INLINE_MAX = 64 * 1024
 
 
 class CorruptBlobError(StoreError):
@@ -69,9 +66,9 @@ class CachingStore:
     async def _fill(self, blob_hash: str) -> BlobRef:
         ref = await self.origin.get(blob_hash)
         try:
-            data = ref.read() if ref.size <= _VERIFY_INLINE_MAX else await asyncio.to_thread(ref.read)
+            data = ref.read() if ref.size <= HASH_INLINE_MAX else await asyncio.to_thread(ref.read)
             if self.verify:
-                if len(data) <= _VERIFY_INLINE_MAX:
+                if len(data) <= HASH_INLINE_MAX:
                     verify_blob(blob_hash, data)
                 else:
                     await asyncio.to_thread(verify_blob, blob_hash, data)

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, NamedTuple
 
 from prism.blob import is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, Timer
@@ -22,6 +22,7 @@ from prism.store.trace import BlobTrace
 log = logging.getLogger("prism.store.disk")
 
 TMP_DIR = "tmp"
+_HEX = frozenset("0123456789abcdef")
 
 
 class DiskStore:
@@ -102,26 +103,8 @@ class DiskStore:
 
     def iter_hashes(self) -> Iterator[str]:
         """Every stored blob hash (blocking; skips tmp/ and anything not named like a blob)."""
-        for name, _size in self.iter_blobs(with_size=False):
-            yield name
-
-    def iter_blobs(self, with_size: bool = True) -> Iterator[tuple[str, int]]:
-        """(hash, size in bytes) of every stored blob; size is -1 when not asked for."""
-        dirs = [self.root]
-        if self.prefix_length > 0:
-            try:
-                with os.scandir(self.root) as it:
-                    dirs = [e.path for e in it if e.name != TMP_DIR and e.is_dir(follow_symlinks=False)]
-            except FileNotFoundError:
-                return
-        for d in dirs:
-            try:
-                with os.scandir(d) as it:
-                    for e in it:
-                        if is_valid_hash(e.name) and e.is_file(follow_symlinks=False):
-                            yield e.name, (e.stat().st_size if with_size else -1)
-            except FileNotFoundError:
-                continue
+        for blob in scan_blobs(self.root, self.prefix_length):
+            yield blob.hash
 
     async def close(self) -> None:
         pass
@@ -142,6 +125,45 @@ class DiskStore:
         if removed:
             log.info("removed %d stale temporary file(s) from %s", removed, self.tmp_dir)
         return removed
+
+
+class DiskBlob(NamedTuple):
+    hash: str
+    size: int
+    stamp: float  # last access or modification (unix time), whichever is later
+    path: str
+
+
+def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
+    """Every blob file under a DiskStore root (blocking). Skips tmp/, quarantine/, other files."""
+    if prefix_length > 0:
+        try:
+            with os.scandir(root) as it:
+                dirs = [
+                    e.path
+                    for e in it
+                    if len(e.name) == prefix_length
+                    and _HEX.issuperset(e.name)
+                    and e.is_dir(follow_symlinks=False)
+                ]
+        except FileNotFoundError:
+            return
+    else:
+        dirs = [root]
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if not is_valid_hash(e.name):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if e.is_file(follow_symlinks=False):
+                        yield DiskBlob(e.name, st.st_size, max(st.st_atime, st.st_mtime), e.path)
+        except FileNotFoundError:
+            continue
 
 
 def _pid_alive(pid: int) -> bool:

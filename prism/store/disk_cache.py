@@ -21,13 +21,12 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from prism.blob import is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
-from prism.store.disk import TMP_DIR, DiskStore
+from prism.store.disk import TMP_DIR, DiskBlob, DiskStore, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 
 log = logging.getLogger("prism.cache")
@@ -36,7 +35,12 @@ SNAPSHOT_NAME = "cache-index.txt"
 SNAPSHOT_MAGIC = "prism-cache-index 1"
 QUARANTINE_DIR = "quarantine"
 DEFAULT_LOW_WATERMARK = 0.95
-_HEX = frozenset("0123456789abcdef")
+GCACHE_NAME = "gcache"
+"""Trace and metric name of a disk cache indexed in memory (reflector.go's GcacheStore)."""
+LOCALDB_NAME = "db-backed"
+"""Trace and metric name of a disk cache with a localdb index. reflector.go builds that cache as
+a DBBackedStore over the disk, so its Via traces and `cache_type` labels say `db-backed`
+(reflector.md §3.4, §6); dashboards and trace readers keep working."""
 
 
 class AccessIndex(Protocol):
@@ -60,45 +64,6 @@ class AccessIndex(Protocol):
     def record_delete(self, blob_hash: str) -> None: ...
 
     async def flush(self) -> None: ...
-
-
-class DiskBlob(NamedTuple):
-    hash: str
-    size: int
-    stamp: float  # last access or modification (unix time), whichever is later
-    path: str
-
-
-def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
-    """Every blob file under a DiskStore root (blocking). Skips tmp/, quarantine/, other files."""
-    if prefix_length > 0:
-        try:
-            with os.scandir(root) as it:
-                dirs = [
-                    e.path
-                    for e in it
-                    if len(e.name) == prefix_length
-                    and _HEX.issuperset(e.name)
-                    and e.is_dir(follow_symlinks=False)
-                ]
-        except FileNotFoundError:
-            return
-    else:
-        dirs = [root]
-    for d in dirs:
-        try:
-            with os.scandir(d) as it:
-                for e in it:
-                    if not is_valid_hash(e.name):
-                        continue
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if e.is_file(follow_symlinks=False):
-                        yield DiskBlob(e.name, st.st_size, max(st.st_atime, st.st_mtime), e.path)
-        except FileNotFoundError:
-            continue
 
 
 @dataclass(slots=True)
@@ -135,7 +100,7 @@ class DiskCacheStore:
         self.policy = policy
         self.index = index
         self.low_watermark = low_watermark
-        self.name = name or ("db-backed" if index is not None else "gcache")
+        self.name = name or (LOCALDB_NAME if index is not None else GCACHE_NAME)
         self.component = component
         self.hits = 0
         self.evictions = 0

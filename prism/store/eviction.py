@@ -23,7 +23,7 @@ import heapq
 import itertools
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 
@@ -97,14 +97,10 @@ class EvictionPolicy(ABC):
         """Add entries from `export` (coldest first) on top of the current ones as colder."""
 
 
-class LRUPolicy(EvictionPolicy):
-    """Least recently used first."""
+class _DictPolicy(EvictionPolicy):
+    """A policy whose entries are the keys of one dict, `_d`."""
 
-    name = "lru"
-
-    def __init__(self, capacity: int = 0) -> None:
-        super().__init__()
-        self._d: OrderedDict[str, int] = OrderedDict()
+    _d: Mapping[str, object]
 
     def __contains__(self, key: object) -> bool:
         return key in self._d
@@ -114,6 +110,16 @@ class LRUPolicy(EvictionPolicy):
 
     def keys(self) -> Iterator[str]:
         return iter(list(self._d))
+
+
+class LRUPolicy(_DictPolicy):
+    """Least recently used first."""
+
+    name = "lru"
+
+    def __init__(self, capacity: int = 0) -> None:
+        super().__init__()
+        self._d: OrderedDict[str, int] = OrderedDict()
 
     def size_of(self, key: str) -> int | None:
         return self._d.get(key)
@@ -171,7 +177,7 @@ class _LfudaEntry:
         self.heap_tick = tick
 
 
-class LFUDAPolicy(EvictionPolicy):
+class LFUDAPolicy(_DictPolicy):
     """LFU with dynamic aging; O(1) hits, amortised O(log n) evictions.
 
     A hit only updates the entry's counters. The heap is corrected lazily: when the smallest
@@ -188,15 +194,6 @@ class LFUDAPolicy(EvictionPolicy):
         self._heap: list[tuple[float, int, str]] = []
         self._ticks = itertools.count(1)
         self.age = 0.0  # L: priority of the last evicted entry
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._d
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._d))
 
     def size_of(self, key: str) -> int | None:
         e = self._d.get(key)
@@ -471,7 +468,7 @@ class TinyLFUPolicy(EvictionPolicy):
         return victim
 
     def export(self) -> list[PolicyEntry]:
-        out = []
+        out: list[PolicyEntry] = []
         for seg in (self.probation, self.protected, self.window):
             out.extend(PolicyEntry(k, s, self.sketch.estimate(k)) for k, s in seg.items())
         return out

@@ -1,28 +1,29 @@
 """The memory cache for `--mem-cache N`: at most N blobs, least recently used out first.
 
-reflector.go builds it as gcache(MemStore, N, LRU); the trace shows both layers (`mem`,
-then `gcache`) as there. `has` does not count as a use.
+reflector.go builds it as gcache(MemStore, N, LRU); here too it is a bounded LRU index over a
+`MemoryStore`, and the trace shows both layers (`mem`, then `gcache`). `has` does not count
+as a use.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from time import perf_counter_ns
 
-from prism.store.base import BlobNotFound, BlobRef
-from prism.store.trace import BlobTrace, Stack
+from prism.store.base import BlobRef, Timer, WrappingStore
+from prism.store.memory import MemoryStore
 
 
-class MemoryCacheStore:
-    """A bounded LRU dict of hash -> bytes. All operations are O(1) and never block."""
+class MemoryCacheStore(WrappingStore):
+    """A `MemoryStore` holding at most `max_blobs` blobs, evicted LRU. O(1), never blocks."""
 
     def __init__(self, max_blobs: int, name: str = "gcache", inner_name: str = "mem") -> None:
         if max_blobs <= 0:
             raise ValueError(f"memory cache size must be a positive number of blobs, got {max_blobs}")
         self.max_blobs = max_blobs
         self.name = name
-        self.inner_name = inner_name
+        self.inner: MemoryStore = MemoryStore(inner_name)
         self._blobs: OrderedDict[str, bytes] = OrderedDict()
+        self.inner.blobs = self._blobs  # recency order kept by this cache, bytes by the store
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -31,21 +32,15 @@ class MemoryCacheStore:
     def __contains__(self, blob_hash: object) -> bool:
         return blob_hash in self._blobs
 
-    async def has(self, blob_hash: str) -> bool:
-        return blob_hash in self._blobs
-
     async def get(self, blob_hash: str) -> BlobRef:
-        start = perf_counter_ns()
-        data = self._blobs.get(blob_hash)
-        if data is None:
-            raise BlobNotFound(blob_hash)
+        timer = Timer()
+        ref = await self.inner.get(blob_hash)
         self._blobs.move_to_end(blob_hash)
-        elapsed = perf_counter_ns() - start
-        trace = BlobTrace((Stack(elapsed, self.inner_name), Stack(elapsed, self.name)))
-        return BlobRef(blob_hash, len(data), trace, data=data)
+        ref.trace = ref.trace.stack(timer.elapsed(), self.name)
+        return ref
 
     async def put(self, blob_hash: str, data: bytes) -> None:
-        self._blobs[blob_hash] = bytes(data)
+        await self.inner.put(blob_hash, data)
         self._blobs.move_to_end(blob_hash)
         while len(self._blobs) > self.max_blobs:
             self._blobs.popitem(last=False)
@@ -54,11 +49,8 @@ class MemoryCacheStore:
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
 
-    async def delete(self, blob_hash: str) -> None:
-        self._blobs.pop(blob_hash, None)
-
     async def list_hashes(self) -> list[str]:
-        return list(self._blobs)
+        return await self.inner.list_hashes()
 
     async def close(self) -> None:
         self._blobs.clear()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from prism.blob import BlobError, verify_blob
+from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.store.base import StoreError
-
-THREAD_HASH_THRESHOLD = 256 * 1024
-"""Above this, hash on a worker thread (hashlib releases the GIL) so the loop keeps serving."""
 
 
 class UpstreamDataError(StoreError):
@@ -18,7 +15,7 @@ class UpstreamDataError(StoreError):
 async def verify_received(blob_hash: str, data: bytes, source: str) -> None:
     """Raise UpstreamDataError unless `data` is a valid blob named `blob_hash`."""
     try:
-        if len(data) > THREAD_HASH_THRESHOLD:
+        if len(data) > HASH_INLINE_MAX:
             await asyncio.to_thread(verify_blob, blob_hash, data)
         else:
             verify_blob(blob_hash, data)

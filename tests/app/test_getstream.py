@@ -9,7 +9,7 @@ import pytest
 
 from prism.app.getstream import (
     GetStreamError,
-    ProgressBar,
+    download_progress,
     get_stream,
     output_file_name,
 )
@@ -196,16 +196,16 @@ async def test_clear_errors(dirs) -> None:
 
 def test_progress_bar_on_a_terminal_and_in_logs(caplog) -> None:
     screen = io.StringIO()
-    bar = ProgressBar(screen, tty=True)
-    bar(1_000_000, 4_000_000)
-    bar(4_000_000, 4_000_000)
+    bar = download_progress(screen, tty=True)
+    bar.update(1_000_000, 4_000_000)
+    bar.update(4_000_000, 4_000_000)
     bar.finish()
     text = screen.getvalue()
     assert "\r[" in text and "4.0 MB / 4.0 MB" in text and "MB/s" in text and "ETA" in text
     assert text.endswith("\n")
     caplog.set_level("INFO", "prism.peer")
-    plain = ProgressBar(io.StringIO(), tty=False)
+    plain = download_progress(io.StringIO(), tty=False)
     for done in range(0, 4_000_001, 100_000):
-        plain(done, 4_000_000)
+        plain.update(done, 4_000_000)
     lines = [r.getMessage() for r in caplog.records if "downloaded" in r.getMessage()]
     assert 5 <= len(lines) <= 12

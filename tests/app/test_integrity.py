@@ -11,7 +11,8 @@ from prism.app.integrity import check_integrity
 from prism.config import MysqlParams
 from prism.db.localdb import SQLITE_NAME
 from prism.store import DiskStore
-from prism.store.disk_cache import QUARANTINE_DIR, scan_blobs
+from prism.store.disk import scan_blobs
+from prism.store.disk_cache import QUARANTINE_DIR
 from tests.conftest import prism_cmd, prism_env
 from tests.store.cache_helpers import make_blob
 

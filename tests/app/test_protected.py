@@ -64,12 +64,13 @@ async def test_stale_list_is_served_while_refreshing():
             {"success": True, "data": [{"sd_hash": H2}]},
         ]
     )
-    plist = ProtectedList(url, ttl=0.1)
+    now = [1000.0]
+    plist = ProtectedList(url, ttl=60, clock=lambda: now[0])
     try:
         assert await plist.is_protected(H1) is True
-        await asyncio.sleep(0.15)
+        now[0] += 61
         assert await plist.is_protected(H1) is True  # stale answer, refresh started
-        await asyncio.sleep(0.1)
+        await plist.wait_for_refresh()
         assert await plist.is_protected(H2) is True
         assert await plist.is_protected(H1) is False
     finally:

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from prism.app.reflector import ReflectorOptions, build
+from prism.app.reflector import ORIGINS, ReflectorConfigError, ReflectorOptions, build, validate
 from prism.config import Config
 from prism.store.trace import BlobTrace
 from tests.http.helpers import make_blob
@@ -50,10 +50,10 @@ async def test_origin_endpoint_alone_then_served_from_the_disk_cache(tmp_path):
         options(origin_endpoint=endpoint, disable_uploads=True, disk_cache=f"1GB:{tmp_path / 'cache'}:lru"),
         NO_API,
     )
-    assert "receiver" not in refl.servers
+    assert refl.servers.receiver is None
     await refl.supervisor.start()
     try:
-        port = refl.servers["http"].port
+        port = refl.servers.http.port
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://127.0.0.1:{port}/blob?hash={h}") as r:
                 assert r.status == 200 and await r.read() == d
@@ -62,7 +62,7 @@ async def test_origin_endpoint_alone_then_served_from_the_disk_cache(tmp_path):
             await runner.cleanup()  # the origin goes away: the cache answers
             async with s.get(f"http://127.0.0.1:{port}/blob?hash={h}") as r:
                 assert r.status == 200 and await r.read() == d
-            async with s.get(f"http://127.0.0.1:{refl.servers['metrics'].port}/metrics") as r:
+            async with s.get(f"http://127.0.0.1:{refl.servers.metrics.port}/metrics") as r:
                 text = await r.text()
         assert hits[0] == 1
         assert "reflector_s3_in_bytes 300000" in text
@@ -79,9 +79,9 @@ async def test_store_path_is_a_durable_origin_without_caches(tmp_path):
         await refl.outer.put(h, d)
         assert (tmp_path / "blobs" / h[:2] / h).read_bytes() == d
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash={h}") as r:
+            async with s.get(f"http://127.0.0.1:{refl.servers.http.port}/blob?hash={h}") as r:
                 assert await r.read() == d
-        assert refl.servers["receiver"].port > 0
+        assert refl.servers.receiver.port > 0
     finally:
         await refl.supervisor.stop()
 
@@ -110,11 +110,11 @@ async def test_protected_content_on_every_download_server(tmp_path):
         config,
     )
     await refl.supervisor.start()
-    h3 = Http3Client(f"127.0.0.1:{refl.servers['http3'].port}", timeout=10)
+    h3 = Http3Client(f"127.0.0.1:{refl.servers.http3.port}", timeout=10)
     try:
         await refl.outer.put(secret_h, secret)
         await refl.outer.put(open_h, public)
-        base = f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash="
+        base = f"http://127.0.0.1:{refl.servers.http.port}/blob?hash="
         async with aiohttp.ClientSession() as s:
             async with s.get(base + secret_h) as r:
                 assert r.status == 403
@@ -124,7 +124,7 @@ async def test_protected_content_on_every_download_server(tmp_path):
                 assert r.status == 200
         assert (await h3.get(f"/get/{secret_h}")).status == 403
         assert (await h3.get(f"/get/{open_h}")).status == 200
-        peer = PeerStore(f"127.0.0.1:{refl.servers['peer'].port}", 5)
+        peer = PeerStore(f"127.0.0.1:{refl.servers.peer.port}", 5)
         try:
             assert (await peer.get(open_h)).read() == public
             with pytest.raises(Exception) as e:
@@ -147,7 +147,7 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
     )
     blobs, enc = encode_bytes(b"x" * 3_000_000, "movie.mp4")
     refl = await build(options(store_path=str(tmp_path / "blobs"), disk_cache="", use_db=True), config)
-    assert refl.servers["receiver"].blocklister is not None
+    assert refl.servers.receiver.blocklister is not None
     await refl.supervisor.start()
     try:
         await refl.outer.put_sd(enc.sd_hash, enc.sd_bytes)
@@ -157,7 +157,7 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
         for h, d in blobs:
             await refl.outer.put(h, d)
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{refl.servers['http'].port}/blob?hash={blobs[1][0]}") as r:
+            async with s.get(f"http://127.0.0.1:{refl.servers.http.port}/blob?hash={blobs[1][0]}") as r:
                 assert r.status == 200 and await r.read() == blobs[1][1]
     finally:
         await refl.supervisor.stop()
@@ -166,4 +166,32 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
         options(store_path=str(tmp_path / "blobs"), disk_cache="", use_db=True, disable_blocklist=True),
         config,
     )
-    assert no_blocklist.servers["receiver"].blocklister is None
+    assert no_blocklist.servers.receiver.blocklister is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "config", "needle"),
+    [
+        ({}, Config(bucket_name="blobs", aws_id="id"), "names an S3 bucket but this build has no S3 store"),
+        (
+            {"upstream_reflector": "reflector.example"},
+            NO_API,
+            "--upstream-reflector 'reflector.example' has no port",
+        ),
+        (
+            {"upstream_reflector": "h:0", "disable_uploads": True},
+            NO_API,
+            "--upstream-reflector 'h:0' has a bad port",
+        ),
+    ],
+)
+def test_validate_refuses_with_one_sentence(kw: dict[str, object], config: Config, needle: str) -> None:
+    with pytest.raises(ReflectorConfigError, match=needle):
+        validate(options(**kw), config)
+
+
+def test_validate_names_the_origin_kind_to_build(tmp_path) -> None:
+    assert validate(options(store_path=str(tmp_path)), NO_API) is ORIGINS["store-path"]
+    cache = options(upstream_reflector="127.0.0.1:5569", disable_uploads=True)
+    kind = validate(cache, NO_API)
+    assert kind is ORIGINS["upstream-reflector"] and kind.read_only and kind.verifies

@@ -1,4 +1,4 @@
-"""End to end, separate processes on 127.0.0.1 (issue #7 acceptance):
+"""End to end, separate processes on 127.0.0.1 (the acceptance checks of `prism reflector`):
 
 origin (`--store-path`, receives `prism send`) ← A over tcp ← B over http ← C over http3.
 A stream fetched from C through each of its servers is byte-identical; `Via` names each hop;

@@ -10,18 +10,17 @@ import pytest
 from prism.app.supervisor import StartupError, Supervisor
 from prism.http.server import HttpBlobServer
 from tests.http.helpers import CountingStore
+from tests.store.cache_helpers import until
 
 
 class Recorder:
     def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
         self.name, self.log, self.fail = name, log, fail
-        self.started = asyncio.Event()
 
     async def start(self) -> None:
         if self.fail:
             raise RuntimeError("boom")
         self.log.append(f"start {self.name}")
-        self.started.set()
 
     async def stop(self, grace: float) -> None:
         self.log.append(f"stop {self.name}")
@@ -30,11 +29,10 @@ class Recorder:
 async def test_reverse_order_and_stop_on_request():
     log: list[str] = []
     sup = Supervisor(grace=1)
-    recorders = [Recorder(n, log) for n in "abc"]
-    for r in recorders:
-        sup.add(r.name, r)
+    for n in "abc":
+        sup.add(n, Recorder(n, log))
     task = asyncio.create_task(sup.run())
-    await recorders[-1].started.wait()
+    await until(lambda: len(sup.started) == 3)
     sup.request_stop()
     await task
     assert log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]

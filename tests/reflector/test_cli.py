@@ -178,16 +178,16 @@ async def test_sendblob(tmp_path: Path) -> None:
 
 
 def test_progress_bar_draws_only_when_enabled(capsys: pytest.CaptureFixture[str]) -> None:
-    from prism.app.send import ProgressBar
+    from prism.app.send import upload_progress
 
-    bar = ProgressBar(4, enabled=True)
-    bar(1, 0)
-    bar(2, 4_000_000)
+    bar = upload_progress(4, enabled=True)
+    bar.advance(1, 0)
+    bar.advance(2, 4_000_000)
     bar.finish()
     err = capsys.readouterr().err
     assert "3/4 blobs" in err and "4.0 MB sent" in err and err.endswith("\n")
-    quiet = ProgressBar(4, enabled=False)
-    quiet(4, 10)
+    quiet = upload_progress(4, enabled=False)
+    quiet.advance(4, 10)
     quiet.finish()
     assert capsys.readouterr().err == "" and quiet.done == 4
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from prism.blob import sha384_hex
 from prism.store import BlobNotFound, BlobRef, MemoryStore, StoreError
@@ -14,11 +15,15 @@ def make_blob(i: int, size: int = 1000) -> tuple[str, bytes]:
 
 
 class CountingStore(MemoryStore):
-    """A real MemoryStore that counts calls and can take its time answering."""
+    """A real MemoryStore that counts calls; with `held=True` its gets wait for `release`."""
 
-    def __init__(self, name: str = "origin", delay: float = 0.0) -> None:
+    def __init__(self, name: str = "origin", *, held: bool = False) -> None:
         super().__init__(name)
-        self.delay = delay
+        self.release = asyncio.Event()
+        if not held:
+            self.release.set()
+        self.parked = 0  # gets waiting for `release`
+        self._arrived = asyncio.Event()
         self.gets = 0
         self.puts = 0
         self.hass = 0
@@ -30,9 +35,20 @@ class CountingStore(MemoryStore):
 
     async def get(self, blob_hash: str) -> BlobRef:
         self.gets += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if not self.release.is_set():
+            self.parked += 1
+            self._arrived.set()
+            try:
+                await self.release.wait()
+            finally:
+                self.parked -= 1
         return await super().get(blob_hash)
+
+    async def until_parked(self, n: int = 1) -> None:
+        """Wait until `n` gets are waiting for `release`."""
+        while self.parked < n:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         self.puts += 1
@@ -41,6 +57,15 @@ class CountingStore(MemoryStore):
     async def delete(self, blob_hash: str) -> None:
         self.deletes += 1
         await super().delete(blob_hash)
+
+
+async def until(condition: Callable[[], bool], turns: int = 100) -> None:
+    """Let other tasks run (no time passes) until `condition()` holds."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
 
 
 class BrokenStore(CountingStore):
@@ -75,4 +100,4 @@ class BrokenStore(CountingStore):
         await super().delete(blob_hash)
 
 
-__all__ = ["BlobNotFound", "BrokenStore", "CountingStore", "make_blob"]
+__all__ = ["BlobNotFound", "BrokenStore", "CountingStore", "make_blob", "until"]

@@ -16,12 +16,13 @@ from prism.store import (
     find_capability,
 )
 from prism.store.caching import CachingStore, CorruptBlobError
-from prism.store.disk_cache import DiskCacheStore, scan_blobs
+from prism.store.disk import scan_blobs
+from prism.store.disk_cache import DiskCacheStore
 from prism.store.eviction import LRUPolicy
 from prism.store.fallback import FallbackStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
-from tests.store.cache_helpers import BrokenStore, CountingStore, make_blob
+from tests.store.cache_helpers import BrokenStore, CountingStore, make_blob, until
 
 # -- CachingStore ---------------------------------------------------------------------------
 
@@ -153,14 +154,17 @@ async def test_capabilities_are_found_through_wrappers(tmp_path) -> None:
 
 
 async def test_hundred_concurrent_gets_reach_origin_once(tmp_path) -> None:
-    origin = CountingStore("origin", delay=0.05)
+    origin = CountingStore("origin", held=True)
     h, data = make_blob(20, 100_000)
     await origin.put(h, data)
     disk_cache = DiskCacheStore(DiskStore(tmp_path), 10 << 20, LRUPolicy())
     await disk_cache.start()
     caching = CachingStore(origin, disk_cache)
     store = SingleFlightStore(caching)
-    refs = await asyncio.gather(*(store.get(h) for _ in range(100)))
+    gets = asyncio.gather(*(store.get(h) for _ in range(100)))
+    await origin.until_parked()
+    origin.release.set()
+    refs = await gets
     assert origin.gets == 1
     assert store.origin_calls == 1
     assert all(r.read() == data for r in refs)
@@ -171,17 +175,24 @@ async def test_hundred_concurrent_gets_reach_origin_once(tmp_path) -> None:
     # Also without the outer single-flight: CachingStore collapses its own misses.
     h2, data2 = make_blob(21, 100_000)
     await origin.put(h2, data2)
-    refs = await asyncio.gather(*(caching.get(h2) for _ in range(100)))
+    origin.release.clear()
+    gets = asyncio.gather(*(caching.get(h2) for _ in range(100)))
+    await origin.until_parked()
+    origin.release.set()
+    refs = await gets
     assert origin.gets == 2 and all(r.read() == data2 for r in refs)
     assert len(disk_cache) == 2
     await disk_cache.stop()
 
 
 async def test_singleflight_shares_errors_and_forgets_them() -> None:
-    origin = CountingStore("origin", delay=0.02)
+    origin = CountingStore("origin", held=True)
     store = SingleFlightStore(origin)
     h, data = make_blob(22)
-    results = await asyncio.gather(*(store.get(h) for _ in range(10)), return_exceptions=True)
+    gets = asyncio.gather(*(store.get(h) for _ in range(10)), return_exceptions=True)
+    await origin.until_parked()
+    origin.release.set()
+    results = await gets
     assert all(isinstance(r, BlobNotFound) for r in results)
     assert origin.gets == 1
     await origin.put(h, data)
@@ -202,29 +213,32 @@ async def test_singleflight_file_refs_are_independent(tmp_path) -> None:
 
 
 async def test_singleflight_leader_cancelled_waiters_still_served() -> None:
-    origin = CountingStore("origin", delay=0.05)
+    origin = CountingStore("origin", held=True)
     h, data = make_blob(24)
     await origin.put(h, data)
     store = SingleFlightStore(origin)
     leader = asyncio.create_task(store.get(h))
-    await asyncio.sleep(0.01)
+    await origin.until_parked()
     waiters = [asyncio.create_task(store.get(h)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await until(lambda: store.flights.waiting == 3)
     leader.cancel()
+    await until(lambda: leader.done() and origin.gets == 2)  # a waiter took over
+    origin.release.set()
     refs = await asyncio.gather(*waiters)
     assert all(r.read() == data for r in refs)
     assert origin.gets == 2  # one cancelled call, one call by the new leader
 
 
 async def test_singleflight_never_folds_puts_into_gets() -> None:
-    origin = CountingStore("origin", delay=0.05)
+    origin = CountingStore("origin", held=True)
     store = SingleFlightStore(origin)
     h, data = make_blob(25)
     get = asyncio.create_task(store.get(h))
-    await asyncio.sleep(0.01)
+    await origin.until_parked()
     await store.put(h, data)  # reflector.go would have joined the get's flight instead
     assert origin.puts == 1 and h in origin.blobs
     assert not get.done()  # the put neither waited for nor shared the get in flight
+    origin.release.set()
     assert (await get).read() == data
     assert await store.has(h)
     await store.put_sd(h, data)
@@ -315,18 +329,23 @@ async def test_memory_cache_in_front_of_disk_cache_chain(tmp_path) -> None:
 
 
 async def test_caller_gone_mid_fill_still_completes_the_cache_write() -> None:
-    class SlowPutStore(CountingStore):
-        async def put(self, blob_hash: str, data: bytes) -> None:
-            await asyncio.sleep(0.05)
-            await super().put(blob_hash, data)
+    class HeldPutStore(CountingStore):
+        started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    origin, cache = CountingStore("origin"), SlowPutStore("cache")
+        async def put(self, blob_hash: str, data: bytes) -> None:
+            self.started.set()
+            await self.release.wait()
+            await super().put(blob_hash, data)
+            self.done.set()
+
+    origin, cache = CountingStore("origin"), HeldPutStore("cache")
     h, data = make_blob(60)
     await origin.put(h, data)
     task = asyncio.create_task(CachingStore(origin, cache).get(h))
-    await asyncio.sleep(0.01)  # the origin answered; the cache write is under way
+    await cache.started.wait()  # the origin answered; the cache write is under way
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.08)
+    cache.release.set()
+    await cache.done.wait()
     assert h in cache.blobs  # not left half done

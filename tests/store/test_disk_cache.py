@@ -10,7 +10,8 @@ import time
 import pytest
 
 from prism.store import BlobNotFound, DiskStore, StoreError
-from prism.store.disk_cache import SNAPSHOT_NAME, DiskCacheStore, scan_blobs
+from prism.store.disk import scan_blobs
+from prism.store.disk_cache import SNAPSHOT_NAME, DiskCacheStore
 from prism.store.eviction import make_policy
 from tests.store.cache_helpers import make_blob
 

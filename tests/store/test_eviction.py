@@ -93,10 +93,8 @@ def test_lfuda_lazy_heap_stays_bounded() -> None:
     assert len(p._heap) <= 2 * len(p) + 64
 
 
-def test_tinylfu_resists_a_scan() -> None:
-    cap = 100
-    p = TinyLFUPolicy(cap)
-    hot = [f"hot{i}" for i in range(50)]
+def hot_then_scan(p: EvictionPolicy, cap: int, hot: list[str]) -> None:
+    """Ten rounds over the `hot` keys, then 1000 one-time keys."""
     for _ in range(10):
         for k in hot:
             if k in p:
@@ -105,16 +103,16 @@ def test_tinylfu_resists_a_scan() -> None:
                 fill(p, cap, k)
     for i in range(1000):  # one-time keys
         fill(p, cap, f"scan{i}")
+
+
+def test_tinylfu_resists_a_scan() -> None:
+    cap = 100
+    hot = [f"hot{i}" for i in range(50)]
+    p = TinyLFUPolicy(cap)
+    hot_then_scan(p, cap, hot)
     assert sum(k in p for k in hot) >= 49
     lru = LRUPolicy()
-    for _ in range(10):
-        for k in hot:
-            if k in lru:
-                lru.touch(k)
-            else:
-                fill(lru, cap, k)
-    for i in range(1000):
-        fill(lru, cap, f"scan{i}")
+    hot_then_scan(lru, cap, hot)
     assert sum(k in lru for k in hot) == 0
 
 

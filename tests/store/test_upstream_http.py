@@ -9,31 +9,43 @@ from aiohttp import web
 
 from prism.http.h3server import Http3BlobServer
 from prism.http.server import HttpBlobServer
-from prism.store.base import BlobNotFound, ReadOnlyStoreError
+from prism.store.base import BlobNotFound, BlobStore, ReadOnlyStoreError
 from prism.store.http import HttpStore
 from prism.store.http3 import Http3Store
 from prism.store.origin_endpoint import OriginEndpointStore
 from prism.store.upstream import UpstreamDataError
 from tests.http.helpers import CountingStore, make_blob
+from tests.store.cache_helpers import CountingStore as HeldStore
 
 MISSING = "cd" * 48
 
 
-async def test_http_store_gets_verifies_and_extends_via():
+async def origin_holding(size: int) -> tuple[CountingStore, str, bytes]:
+    """A memory origin holding one blob of `size` bytes: (origin, hash, bytes)."""
     origin = CountingStore()
-    h, d = make_blob(300_000)
+    h, d = make_blob(size)
     await origin.put(h, d)
+    return origin, h, d
+
+
+async def assert_reads(store: BlobStore, h: str, d: bytes, via: list[str]) -> None:
+    """`store` serves blob `h` (bytes `d`, trace `via`), and knows MISSING is missing."""
+    with await store.get(h) as ref:
+        assert ref.read() == d
+        assert [s.origin_name for s in ref.trace.stacks] == via
+    assert await store.has(h) is True
+    assert await store.has(MISSING) is False
+    with pytest.raises(BlobNotFound):
+        await store.get(MISSING)
+
+
+async def test_http_store_gets_verifies_and_extends_via():
+    origin, h, d = await origin_holding(300_000)
     server = HttpBlobServer(origin, "127.0.0.1", 0)
     await server.start()
     store = HttpStore(f"127.0.0.1:{server.port}")
     try:
-        with await store.get(h) as ref:
-            assert ref.read() == d
-            assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http"]
-        assert await store.has(h) is True
-        assert await store.has(MISSING) is False
-        with pytest.raises(BlobNotFound):
-            await store.get(MISSING)
+        await assert_reads(store, h, d, ["mem", "http"])
         with pytest.raises(ReadOnlyStoreError):
             await store.put(h, d)
     finally:
@@ -42,9 +54,7 @@ async def test_http_store_gets_verifies_and_extends_via():
 
 
 async def test_http_store_passes_the_edge_token():
-    origin = CountingStore()
-    h, d = make_blob(100)
-    await origin.put(h, d)
+    origin, h, d = await origin_holding(100)
 
     async def protected(_h: str) -> bool:
         return True
@@ -106,21 +116,16 @@ async def test_http3_store_one_connection_many_concurrent_requests():
             assert ref.hash == h and ref.read() == d
             assert [s.origin_name for s in ref.trace.stacks] == ["mem", "http3"]
         assert store.client.connects == 1
-        assert await store.has(blobs[0][0]) is True
-        assert await store.has(MISSING) is False
-        with pytest.raises(BlobNotFound):
-            await store.get(MISSING)
-        assert store.client.connects == 1
         assert server.stats.downloads == 20
+        await assert_reads(store, *blobs[0], ["mem", "http3"])
+        assert store.client.connects == 1
     finally:
         await store.close()
         await server.stop()
 
 
 async def test_http3_server_protected_and_bad_hash():
-    origin = CountingStore()
-    h, d = make_blob(100)
-    await origin.put(h, d)
+    origin, h, _d = await origin_holding(100)
 
     async def protected(x: str) -> bool:
         return x == h
@@ -142,9 +147,7 @@ async def test_http3_server_protected_and_bad_hash():
 
 
 async def test_http3_store_reconnects_after_the_server_restarts():
-    origin = CountingStore()
-    h, d = make_blob(1000)
-    await origin.put(h, d)
+    origin, h, d = await origin_holding(1000)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
     await server.start()
     port = server.port
@@ -210,7 +213,7 @@ async def test_origin_endpoint_alone_and_with_fallback():
 
 
 async def test_http3_stop_lets_a_request_in_flight_finish():
-    origin = CountingStore(delay=0.3)
+    origin = HeldStore(held=True)
     h, d = make_blob(1_500_000)
     await origin.put(h, d)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
@@ -218,8 +221,12 @@ async def test_http3_stop_lets_a_request_in_flight_finish():
     store = Http3Store(f"127.0.0.1:{server.port}", timeout=10)
     try:
         task = asyncio.create_task(store.get(h))
-        await asyncio.sleep(0.1)
-        await server.stop(grace=5)
+        await origin.until_parked()  # the request is in flight
+
+        async def release() -> None:  # runs once stop() is waiting for the request
+            origin.release.set()
+
+        await asyncio.gather(server.stop(grace=5), release())
         ref = await task
         assert ref.read() == d
     finally:
