@@ -17,7 +17,10 @@ import logging
 from prism.blob import MAX_BLOB_SIZE, HashMismatchError, validate_hash, verify_blob
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
+    NEED_DATA,
     RATE_ACCEPTED,
+    BlobComplete,
+    BlobData,
     BlobResponse,
     PeerProtocolError,
     ResponseParser,
@@ -77,7 +80,6 @@ class _Connection(asyncio.BufferedProtocol):
         self.body_view: memoryview | None = None
         self.body_filled = 0
         self.body_waiter: asyncio.Future[None] | None = None
-        self.body_expected = False
         self.broken: str | None = None  # why this connection must not be reused
 
     @property
@@ -102,18 +104,17 @@ class _Connection(asyncio.BufferedProtocol):
         self.parser.receive_data(memoryview(self.scratch)[:nbytes])
         waiter = self.header_waiter
         if waiter is None or waiter.done():
-            if not self.body_expected:
+            if not self.parser.in_body:
                 self._break("peer sent data we did not ask for")
             return  # the start of a body, collected by read_body
         try:
-            response = self.parser.next_response()
+            event = self.parser.next_event()
         except PeerProtocolError as e:
             self._break(e.reason)
             waiter.set_exception(PeerResponseError(f"bad response from {self.address}: {e.reason}"))
             return
-        if response is not None:
-            self.body_expected = response.body_length > 0
-            waiter.set_result(response)
+        if isinstance(event, BlobResponse):
+            waiter.set_result(event)
 
     def eof_received(self) -> bool:
         return False
@@ -157,33 +158,40 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.header_waiter = None
 
-    async def read_body(self, length: int, idle_timeout: float) -> bytearray:
-        """Receive exactly `length` blob bytes following the header just read.
+    async def read_body(self, idle_timeout: float) -> bytearray:
+        """Receive the blob body the header just read announced.
 
         Fails with PeerTimeoutError when no byte arrives for `idle_timeout` seconds, so a slow
         but steady peer can finish a 2 MiB blob while a stalled one is given up quickly.
         """
-        trailing = self.parser.take_trailing()
-        self.body_expected = False
+        parser = self.parser
+        length = parser.body_remaining
         body = bytearray(length)
-        if len(trailing) > length:
+        filled = 0
+        while isinstance(event := parser.next_event(), BlobData):  # bytes that came with the header
+            body[filled : filled + len(event.data)] = event.data
+            filled += len(event.data)
+        if event is NEED_DATA:
+            await self._read_rest(body, filled, idle_timeout)
+            parser.body_bytes_received(length - filled)
+            event = parser.next_event()
+        assert isinstance(event, BlobComplete)
+        if parser.buffered:
             # Bytes beyond the announced blob: the stream position is unknown from here on.
-            log.warning("%s sent %d bytes more than announced", self.address, len(trailing) - length)
+            log.warning("%s sent %d bytes more than announced", self.address, parser.buffered)
             self.broken = "sent more bytes than announced"
-            trailing = trailing[:length]
-        body[: len(trailing)] = trailing
-        if len(trailing) == length:
-            return body
+        return body
+
+    async def _read_rest(self, body: bytearray, filled: int, idle_timeout: float) -> None:
+        """Let the kernel write the rest of `body` (from `filled` on) straight into it."""
+        length = len(body)
         if self.transport is None:
-            raise PeerShortReadError(
-                f"{self.address} closed the connection after {len(trailing)} of {length} bytes"
-            )
+            raise PeerShortReadError(f"{self.address} closed the connection after {filled} of {length} bytes")
         loop = asyncio.get_running_loop()
-        self.body_waiter = loop.create_future()
-        self.body_filled = len(trailing)
+        self.body_waiter = waiter = loop.create_future()
+        self.body_filled = filled
         self.body_view = memoryview(body)
         try:
-            waiter = self.body_waiter
             seen = -1
             while not waiter.done():
                 if self.body_filled == seen:
@@ -197,7 +205,6 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.body_waiter = None
             self.body_view = None
-        return body
 
     def close(self) -> None:
         if self.transport is not None:
@@ -278,7 +285,7 @@ class PeerClient:
         if not 0 < incoming.length <= MAX_BLOB_SIZE:  # pragma: no cover - the codec rejects these
             conn.broken = "bad length"
             raise PeerResponseError(f"{self.address} announced an invalid length {incoming.length}")
-        return await conn.read_body(incoming.length, self.timeout)
+        return await conn.read_body(self.timeout)
 
     async def _timed(self, operation, conn: _Connection):  # type: ignore[no-untyped-def]
         try:
