@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from prism.blob import is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
 from prism.store.disk import TMP_DIR, DiskStore
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 
@@ -298,6 +298,9 @@ class DiskCacheStore:
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
+
+    def borrows_put_data(self) -> bool:
+        return put_borrows_data(self.disk)  # `put` writes through `disk` (or skips the blob)
 
     async def delete(self, blob_hash: str) -> None:
         validate_hash(blob_hash)

@@ -54,6 +54,9 @@ class MemoryCacheStore:
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
 
+    def borrows_put_data(self) -> bool:
+        return True  # `put` keeps a copy
+
     async def delete(self, blob_hash: str) -> None:
         self._blobs.pop(blob_hash, None)
 
