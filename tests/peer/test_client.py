@@ -84,35 +84,42 @@ async def scripted(answer: Answer) -> AsyncIterator[ScriptedServer]:
         await s.server.wait_closed()
 
 
-async def reflector_go(request: dict, writer: asyncio.StreamWriter) -> None:
-    """reflector.md §4.2 byte layout for lbry-sdk's four-key request."""
-    h = request.get("requested_blob")
-    if h in BLOBS:
-        writer.write(go_found_header(h, len(BLOBS[h])) + BLOBS[h])
-    elif h:
-        writer.write(go_missing_header())
-    else:
-        present = ",".join(f'"{x}"' for x in request.get("requested_blobs", []) if x in BLOBS)
-        writer.write(
-            b'{"lbrycrd_address":"bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct","available_blobs":[%s]}'
-            % present.encode()
-        )
+def peer_server(
+    found: Callable[[str, int], bytes],
+    missing: Callable[[], bytes],
+    availability: Callable[[list[str]], bytes],
+) -> Answer:
+    """A server answering lbry-sdk's requests with the given byte layouts."""
+
+    async def answer(request: dict, writer: asyncio.StreamWriter) -> None:
+        h = request.get("requested_blob")
+        if h in BLOBS:
+            writer.write(found(h, len(BLOBS[h])) + BLOBS[h])
+        elif h:
+            writer.write(missing())
+        else:
+            writer.write(availability([x for x in request.get("requested_blobs", []) if x in BLOBS]))
+
+    return answer
 
 
-async def lbry_sdk(request: dict, writer: asyncio.StreamWriter) -> None:
-    """lbry-wire.md §3.2 / §6.4 byte layout."""
-    h = request.get("requested_blob")
-    if h in BLOBS:
-        writer.write(sdk_found_header(h, len(BLOBS[h])) + BLOBS[h])
-    elif h:
-        writer.write(sdk_missing_header())
-    else:
-        present = [x for x in request.get("requested_blobs", []) if x in BLOBS]
-        writer.write(
-            json.dumps(
-                {"available_blobs": present, "lbrycrd_address": "bQEaw42GXsgCAGio1nxFncJSyRmnztSCjP"}
-            ).encode()
-        )
+# reflector.md §4.2 byte layout for lbry-sdk's four-key request.
+reflector_go = peer_server(
+    go_found_header,
+    go_missing_header,
+    lambda present: (
+        b'{"lbrycrd_address":"bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct","available_blobs":[%s]}'
+        % ",".join(f'"{x}"' for x in present).encode()
+    ),
+)
+# lbry-wire.md §3.2 / §6.4 byte layout.
+lbry_sdk = peer_server(
+    sdk_found_header,
+    sdk_missing_header,
+    lambda present: json.dumps(
+        {"available_blobs": present, "lbrycrd_address": "bQEaw42GXsgCAGio1nxFncJSyRmnztSCjP"}
+    ).encode(),
+)
 
 
 @pytest.mark.parametrize("answer", [reflector_go, lbry_sdk], ids=["reflector.go", "lbry-sdk"])

@@ -21,15 +21,6 @@ from prism.store.singleflight import SingleFlightStore
 from tests.reflector.helpers import BLOB0, BLOB0_BYTES, SD_BYTES, SD_HASH, RawClient, sdk
 
 
-@pytest.fixture
-async def memory_receiver():
-    store = MemoryStore()
-    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=5.0)
-    await receiver.start()
-    yield receiver, store
-    await receiver.stop(grace=1.0)
-
-
 async def upload_like_lbry_sdk(port: int) -> bytes:
     """Exactly lbry-sdk's client bytes (lbry-wire.md §4.2, §6.4), each request in one write."""
     c = await RawClient.connect(port)
