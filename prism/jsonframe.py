@@ -1,4 +1,4 @@
-"""Sans-IO pieces shared by the peer and reflector codecs: the JSON object framer and NEED_DATA.
+"""Sans-IO pieces shared by the peer and reflector codecs: the JSON object framer, NEED_DATA, BlobData.
 
 Both protocols send bare JSON objects with no delimiter, sometimes followed by raw blob bytes.
 `JsonFramer` cuts one object at a time off the front of a growing buffer and keeps whatever
@@ -11,6 +11,7 @@ import enum
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 _OPEN_BRACE = 0x7B  # {
 _QUOTE = 0x22
@@ -29,6 +30,13 @@ class NeedData(enum.Enum):
 
 
 NEED_DATA = NeedData.NEED_DATA
+
+
+@dataclass(frozen=True, slots=True)
+class BlobData:
+    """Raw bytes of the blob being received, in order (a shell may also read them itself)."""
+
+    data: bytes
 
 
 def _reject_constant(name: str) -> float:
@@ -93,21 +101,11 @@ class JsonFramer:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self.buffer += data
 
-    @property
-    def in_object(self) -> bool:
-        """Whether part of an object has been scanned (raw bytes may only be taken between objects)."""
-        return self._scan_pos > 0
-
     def take(self, n: int) -> bytes:
         """Remove and return up to `n` raw bytes from the front (between objects only)."""
         out = bytes(self.buffer[:n])
         del self.buffer[:n]
         return out
-
-    def clear(self) -> None:
-        """Drop every buffered byte and any partial scan."""
-        self.buffer.clear()
-        self._reset()
 
     def next_object(self) -> dict[str, object] | None:
         """The next complete JSON object, or None if more bytes are needed."""
@@ -147,7 +145,7 @@ class JsonFramer:
             raise self._make_error(f"{self.what} is too large: larger than {self.max_size} bytes ({end})")
         raw = bytes(buf[:end])
         del buf[:end]
-        return self._decode(raw)
+        return loads_object(raw, self.what, self._make_error, allow_constants=self.allow_constants)
 
     def _try_whole(self, buf: bytearray) -> dict[str, object] | None:
         try:
@@ -156,36 +154,25 @@ class JsonFramer:
             return None  # not exactly one valid object: the scan below finds out what it is
         return value if isinstance(value, dict) else None
 
-    def _decode(self, raw: bytes) -> dict[str, object]:
-        return loads_object(raw, self.what, self._make_error, allow_constants=self.allow_constants)
-
     def _scan(self, buf: bytearray) -> int:
         """End offset (exclusive) of the first object in `buf`, or -1 when it is not complete yet."""
         pos, depth, in_string, escape = self._scan_pos, self._depth, self._in_string, self._escape
         size = min(len(buf), self.max_size + 1)
         while pos < size:
-            if in_string:
-                if escape:
-                    escape = False
-                    pos += 1
-                    continue
-                m = _IN_STRING.search(buf, pos, size)
-                if m is None:
-                    pos = size
-                    break
-                pos = m.end()
-                if buf[pos - 1] == _BACKSLASH:
-                    escape = True
-                else:
-                    in_string = False
+            if escape:  # the byte after a backslash inside a string, whatever it is
+                escape = False
+                pos += 1
                 continue
-            m = _STRUCTURAL.search(buf, pos, size)
+            m = (_IN_STRING if in_string else _STRUCTURAL).search(buf, pos, size)
             if m is None:
                 pos = size
                 break
             pos = m.end()
             c = buf[pos - 1]
-            if c == _QUOTE:
+            if in_string:
+                escape = c == _BACKSLASH
+                in_string = escape
+            elif c == _QUOTE:
                 in_string = True
             elif c in _OPENERS:
                 depth += 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from prism.blob import MAX_BLOB_SIZE, is_valid_hash
 from prism.jsonframe import NEED_DATA as NEED_DATA
+from prism.jsonframe import BlobData as BlobData
 from prism.jsonframe import JsonFramer, loads_object
 from prism.jsonframe import NeedData as NeedData
 
@@ -315,13 +316,6 @@ def _decode_incoming(value: object) -> IncomingBlob:
     if not 0 < length <= MAX_BLOB_SIZE:
         raise PeerProtocolError(f"invalid response: incoming blob length {length} outside 1..{MAX_BLOB_SIZE}")
     return IncomingBlob(blob_hash, length, None)
-
-
-@dataclass(frozen=True, slots=True)
-class BlobData:
-    """Raw bytes of the announced blob, in order (the shell may also read them itself)."""
-
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

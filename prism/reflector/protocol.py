@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prism.blob import MAX_BLOB_SIZE, BlobError, validate_hash, validate_size
-from prism.jsonframe import NEED_DATA, JsonFramer, NeedData
+from prism.jsonframe import NEED_DATA, BlobData, JsonFramer, NeedData
 
 SUPPORTED_VERSIONS = (0, 1)
 """Wire values: 0 is "reflector v1", 1 is "reflector v2" (adds the sd-blob step)."""
@@ -66,13 +66,6 @@ class BlobOffer:
     blob_hash: str
     size: int
     is_sd: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BlobData:
-    """Raw bytes of the blob being received, in order (the shell may also read them itself)."""
-
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

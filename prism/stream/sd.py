@@ -249,4 +249,4 @@ def _parse_blob_info(index: int, entry: object, count: int) -> BlobInfo:
         raise SdFieldError(f"blob entry {index}: length {length} exceeds {MAX_BLOB_SIZE}")
     if not is_valid_hash(blob_hash):
         raise SdFieldError(f"blob entry {index}: 'blob_hash' must be 96 lowercase hex characters")
-    return BlobInfo(blob_num, length, iv, blob_hash)  # type: ignore[arg-type]
+    return BlobInfo(blob_num, length, iv, blob_hash)
