@@ -84,7 +84,14 @@ class _Connection(asyncio.BufferedProtocol):
 
     @property
     def usable(self) -> bool:
-        return self.broken is None and self.transport is not None and not self.transport.is_closing()
+        """Fit for the next request: nothing went wrong and no announced blob body is left unread."""
+        transport = self.transport
+        return (
+            self.broken is None
+            and not self.parser.in_body
+            and transport is not None
+            and not transport.is_closing()
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)

@@ -271,3 +271,17 @@ async def test_body_timeout_counts_silence_not_total_time() -> None:
     async with scripted(stalls) as server, PeerClient("127.0.0.1", server.port, timeout=0.3) as c:
         with pytest.raises(PeerTimeoutError, match="200 of 536 blob bytes"):
             await c.get(SD_HASH)
+
+
+async def test_blob_body_in_an_availability_answer_is_never_left_on_a_reused_connection() -> None:
+    async def always_sends_the_blob(request: dict, writer: asyncio.StreamWriter) -> None:
+        h = request.get("requested_blob") or request["requested_blobs"][0]
+        writer.write(go_found_header(h, len(BLOBS[h])) + BLOBS[h])
+
+    async with (
+        scripted(always_sends_the_blob) as server,
+        PeerClient("127.0.0.1", server.port, timeout=2, max_connections=1) as client,
+    ):
+        assert await client.has(SD_HASH)
+        assert await client.get(SD_HASH) == BLOBS[SD_HASH]
+        assert server.connections == 2  # the first one still had a blob body to read
