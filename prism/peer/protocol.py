@@ -4,7 +4,9 @@ Requests and response headers are bare JSON objects with no delimiter (reflector
 a response header announcing a blob is followed directly by the raw blob bytes. Nothing here
 touches a socket: the server and client shells feed received bytes in and write out the bytes
 this module returns, h11 style. Every malformed input raises `PeerProtocolError` and nothing
-else, so a shell can close just the offending connection with the error's reason.
+else, so a shell can close just the offending connection with the error's reason; a shell that
+calls the codec out of turn gets `PeerLocalError`. JSON objects are framed by
+`prism.jsonframe.JsonFramer`, shared with the reflector codec.
 
 Differences from reflector.go, on purpose (docs/peer-protocol.md has the full list):
 

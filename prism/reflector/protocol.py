@@ -11,9 +11,10 @@ shells in `receiver.py` and `client.py` move the bytes.
   (`json.dumps(sort_keys=True)`: `{"blob_hash": "...", "blob_size": 16}`) and reads both
   server forms.
 
-A JSON object is framed by scanning for the `}` that closes the outermost `{` (outside
-strings), then decoding exactly that span, so an object split across reads is buffered and
-bytes that follow an object (a pipelined request, the first blob bytes) are kept.
+JSON objects are framed by `prism.jsonframe.JsonFramer` (shared with the peer codec), so an
+object split across reads is buffered and bytes that follow an object (a pipelined request,
+the first blob bytes) are kept. Bad bytes from the other side raise ReflectorProtocolError;
+calling the codec out of turn raises ReflectorLocalError.
 """
 
 from __future__ import annotations
