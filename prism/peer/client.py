@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from prism.blob import MAX_BLOB_SIZE, HashMismatchError, validate_hash, verify_blob
 from prism.peer.protocol import (
@@ -30,6 +32,8 @@ from prism.peer.protocol import (
 from prism.store.base import BlobNotFound
 
 log = logging.getLogger("prism.peer")
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds for a connect, for an answer, and of silence within a blob body (reflector.go's default)."""
@@ -294,7 +298,7 @@ class PeerClient:
             raise PeerResponseError(f"{self.address} announced an invalid length {incoming.length}")
         return await conn.read_body(self.timeout)
 
-    async def _timed(self, operation, conn: _Connection):  # type: ignore[no-untyped-def]
+    async def _timed(self, operation: Awaitable[T], conn: _Connection) -> T:
         try:
             async with asyncio.timeout(self.timeout):
                 return await operation
@@ -307,7 +311,7 @@ class PeerClient:
             raise
 
     @contextlib.asynccontextmanager
-    async def _connection(self):  # type: ignore[no-untyped-def]
+    async def _connection(self) -> AsyncIterator[_Connection]:
         if self._closed:
             raise PeerError(f"client for {self.address} is closed")
         async with self._slots:
