@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from prism.app.progress import ProgressBar, megabytes
 from prism.blob import MAX_CHUNK_SIZE
+from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.reflector.client import ReflectorClient, UploadResult
 from prism.stream import SdBlob, SourceChangedError, StreamEncoder
 from prism.stream.crypto import BLOCK, BlobCipher
@@ -32,19 +33,12 @@ class SendError(Exception):
     """`send` failed; the message is shown to the user."""
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[v6]:PORT`."""
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        raise SendError(f"bad address {address!r}: want HOST:PORT")
-    host = host.strip("[]")
+def parse_address(address: str) -> HostPort:
+    """`HOST:PORT` or `[v6]:PORT`; SendError says what is wrong."""
     try:
-        port_num = int(port)
-    except ValueError:
-        raise SendError(f"bad address {address!r}: want HOST:PORT") from None
-    if not host or not 0 < port_num < 65536:
-        raise SendError(f"bad address {address!r}: want HOST:PORT")
-    return host, port_num
+        return parse_host_port(address, what="address")
+    except AddressError as e:
+        raise SendError(f"bad {e}") from None
 
 
 def sd_cache_path(cache_dir: str, path: str) -> str:
@@ -157,7 +151,7 @@ async def send_file(
     stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
     producer = BlobProducer(path, stream.sd)
     try:
-        hashes = [b.blob_hash for b in stream.sd.content_blobs if b.blob_hash]
+        hashes = stream.sd.content_hashes
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:

@@ -13,11 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from prism.blob import MAX_BLOB_SIZE, HashMismatchError, validate_hash, verify_blob
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
+    NEED_DATA,
     RATE_ACCEPTED,
+    BlobComplete,
+    BlobData,
     BlobResponse,
     PeerProtocolError,
     ResponseParser,
@@ -27,6 +32,8 @@ from prism.peer.protocol import (
 from prism.store.base import BlobNotFound
 
 log = logging.getLogger("prism.peer")
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds for a connect, for an answer, and of silence within a blob body (reflector.go's default)."""
@@ -77,12 +84,18 @@ class _Connection(asyncio.BufferedProtocol):
         self.body_view: memoryview | None = None
         self.body_filled = 0
         self.body_waiter: asyncio.Future[None] | None = None
-        self.body_expected = False
         self.broken: str | None = None  # why this connection must not be reused
 
     @property
     def usable(self) -> bool:
-        return self.broken is None and self.transport is not None and not self.transport.is_closing()
+        """Fit for the next request: nothing went wrong and no announced blob body is left unread."""
+        transport = self.transport
+        return (
+            self.broken is None
+            and not self.parser.in_body
+            and transport is not None
+            and not transport.is_closing()
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -102,18 +115,17 @@ class _Connection(asyncio.BufferedProtocol):
         self.parser.receive_data(memoryview(self.scratch)[:nbytes])
         waiter = self.header_waiter
         if waiter is None or waiter.done():
-            if not self.body_expected:
+            if not self.parser.in_body:
                 self._break("peer sent data we did not ask for")
             return  # the start of a body, collected by read_body
         try:
-            response = self.parser.next_response()
+            event = self.parser.next_event()
         except PeerProtocolError as e:
             self._break(e.reason)
             waiter.set_exception(PeerResponseError(f"bad response from {self.address}: {e.reason}"))
             return
-        if response is not None:
-            self.body_expected = response.body_length > 0
-            waiter.set_result(response)
+        if isinstance(event, BlobResponse):
+            waiter.set_result(event)
 
     def eof_received(self) -> bool:
         return False
@@ -157,33 +169,40 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.header_waiter = None
 
-    async def read_body(self, length: int, idle_timeout: float) -> bytearray:
-        """Receive exactly `length` blob bytes following the header just read.
+    async def read_body(self, idle_timeout: float) -> bytearray:
+        """Receive the blob body the header just read announced.
 
         Fails with PeerTimeoutError when no byte arrives for `idle_timeout` seconds, so a slow
         but steady peer can finish a 2 MiB blob while a stalled one is given up quickly.
         """
-        trailing = self.parser.take_trailing()
-        self.body_expected = False
+        parser = self.parser
+        length = parser.body_remaining
         body = bytearray(length)
-        if len(trailing) > length:
+        filled = 0
+        while isinstance(event := parser.next_event(), BlobData):  # bytes that came with the header
+            body[filled : filled + len(event.data)] = event.data
+            filled += len(event.data)
+        if event is NEED_DATA:
+            await self._read_rest(body, filled, idle_timeout)
+            parser.body_bytes_received(length - filled)
+            event = parser.next_event()
+        assert isinstance(event, BlobComplete)
+        if parser.buffered:
             # Bytes beyond the announced blob: the stream position is unknown from here on.
-            log.warning("%s sent %d bytes more than announced", self.address, len(trailing) - length)
+            log.warning("%s sent %d bytes more than announced", self.address, parser.buffered)
             self.broken = "sent more bytes than announced"
-            trailing = trailing[:length]
-        body[: len(trailing)] = trailing
-        if len(trailing) == length:
-            return body
+        return body
+
+    async def _read_rest(self, body: bytearray, filled: int, idle_timeout: float) -> None:
+        """Let the kernel write the rest of `body` (from `filled` on) straight into it."""
+        length = len(body)
         if self.transport is None:
-            raise PeerShortReadError(
-                f"{self.address} closed the connection after {len(trailing)} of {length} bytes"
-            )
+            raise PeerShortReadError(f"{self.address} closed the connection after {filled} of {length} bytes")
         loop = asyncio.get_running_loop()
-        self.body_waiter = loop.create_future()
-        self.body_filled = len(trailing)
+        self.body_waiter = waiter = loop.create_future()
+        self.body_filled = filled
         self.body_view = memoryview(body)
         try:
-            waiter = self.body_waiter
             seen = -1
             while not waiter.done():
                 if self.body_filled == seen:
@@ -197,7 +216,6 @@ class _Connection(asyncio.BufferedProtocol):
         finally:
             self.body_waiter = None
             self.body_view = None
-        return body
 
     def close(self) -> None:
         if self.transport is not None:
@@ -278,9 +296,9 @@ class PeerClient:
         if not 0 < incoming.length <= MAX_BLOB_SIZE:  # pragma: no cover - the codec rejects these
             conn.broken = "bad length"
             raise PeerResponseError(f"{self.address} announced an invalid length {incoming.length}")
-        return await conn.read_body(incoming.length, self.timeout)
+        return await conn.read_body(self.timeout)
 
-    async def _timed(self, operation, conn: _Connection):  # type: ignore[no-untyped-def]
+    async def _timed(self, operation: Awaitable[T], conn: _Connection) -> T:
         try:
             async with asyncio.timeout(self.timeout):
                 return await operation
@@ -293,7 +311,7 @@ class PeerClient:
             raise
 
     @contextlib.asynccontextmanager
-    async def _connection(self):  # type: ignore[no-untyped-def]
+    async def _connection(self) -> AsyncIterator[_Connection]:
         if self._closed:
             raise PeerError(f"client for {self.address} is closed")
         async with self._slots:

@@ -4,7 +4,9 @@ Requests and response headers are bare JSON objects with no delimiter (reflector
 a response header announcing a blob is followed directly by the raw blob bytes. Nothing here
 touches a socket: the server and client shells feed received bytes in and write out the bytes
 this module returns, h11 style. Every malformed input raises `PeerProtocolError` and nothing
-else, so a shell can close just the offending connection with the error's reason.
+else, so a shell can close just the offending connection with the error's reason; a shell that
+calls the codec out of turn gets `PeerLocalError`. JSON objects are framed by
+`prism.jsonframe.JsonFramer`, shared with the reflector codec.
 
 Differences from reflector.go, on purpose (docs/peer-protocol.md has the full list):
 
@@ -19,11 +21,14 @@ Differences from reflector.go, on purpose (docs/peer-protocol.md has the full li
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prism.blob import MAX_BLOB_SIZE, is_valid_hash
+from prism.jsonframe import NEED_DATA as NEED_DATA
+from prism.jsonframe import BlobData as BlobData
+from prism.jsonframe import JsonFramer, loads_object
+from prism.jsonframe import NeedData as NeedData
 
 MAX_REQUEST_SIZE = 64 * 1024
 """Largest request accepted, in bytes (reflector.go intended this; it enforces 512 by a bug)."""
@@ -55,116 +60,16 @@ class PeerProtocolError(ValueError):
         self.reason = reason
 
 
-# --- framing -------------------------------------------------------------------------------
-
-_OPEN_BRACE = 0x7B  # {
-_QUOTE = 0x22
-_BACKSLASH = 0x5C
-_OPENERS = (0x7B, 0x5B)  # { [
-_STRUCTURAL = re.compile(rb'[{}\[\]"]')
-_IN_STRING = re.compile(rb'["\\]')
+class PeerLocalError(RuntimeError):
+    """The local caller used the codec wrongly (h11's LocalProtocolError): a bug here, not the peer's."""
 
 
-class _ObjectFramer:
-    """Finds where the first JSON object in a growing buffer ends, incrementally.
-
-    Tracks bracket depth outside strings and string/escape state, resuming where the last
-    scan stopped, so a request that trickles in byte by byte costs linear time in total.
-    """
-
-    __slots__ = ("buffer", "depth", "escape", "in_string", "max_size", "scan_pos", "what")
-
-    def __init__(self, max_size: int, what: str) -> None:
-        self.buffer = bytearray()
-        self.max_size = max_size
-        self.what = what
-        self.scan_pos = 0
-        self.depth = 0
-        self.in_string = False
-        self.escape = False
-
-    def find_end(self) -> int:
-        """End offset (exclusive) of the first complete object in `buffer`, or -1 if incomplete."""
-        buf = self.buffer
-        if not buf:
-            return -1
-        if buf[0] != _OPEN_BRACE:
-            raise PeerProtocolError(
-                f"invalid data: {self.what} must start with '{{', got {bytes(buf[:16])!r}"
-            )
-        end = self._scan(buf)
-        if end < 0:
-            if len(buf) > self.max_size:
-                raise PeerProtocolError(f"{self.what} is too large (over {self.max_size} bytes)")
-            return -1
-        if end > self.max_size:
-            raise PeerProtocolError(f"{self.what} is too large ({end} bytes, limit {self.max_size})")
-        return end
-
-    def _scan(self, buf: bytearray) -> int:
-        pos, depth, in_string, escape = self.scan_pos, self.depth, self.in_string, self.escape
-        size = len(buf)
-        while pos < size:
-            if in_string:
-                if escape:
-                    escape = False
-                    pos += 1
-                    continue
-                m = _IN_STRING.search(buf, pos)
-                if m is None:
-                    pos = size
-                    break
-                pos = m.end()
-                if buf[pos - 1] == _BACKSLASH:
-                    escape = True
-                else:
-                    in_string = False
-                continue
-            m = _STRUCTURAL.search(buf, pos)
-            if m is None:
-                pos = size
-                break
-            pos = m.end()
-            c = buf[pos - 1]
-            if c == _QUOTE:
-                in_string = True
-            elif c in _OPENERS:
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise PeerProtocolError(f"{self.what} nests deeper than {MAX_NESTING} levels")
-            else:
-                depth -= 1
-                if depth <= 0:
-                    self.reset()
-                    return pos
-        self.scan_pos, self.depth, self.in_string, self.escape = pos, depth, in_string, escape
-        return -1
-
-    def reset(self) -> None:
-        self.scan_pos = 0
-        self.depth = 0
-        self.in_string = False
-        self.escape = False
-
-    def take(self, end: int) -> bytes:
-        raw = bytes(self.buffer[:end])
-        del self.buffer[:end]
-        self.reset()
-        return raw
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
+def _framer(max_size: int, what: str) -> JsonFramer:
+    return JsonFramer(max_size, what, PeerProtocolError, max_nesting=MAX_NESTING)
 
 
 def _loads_object(raw: bytes, what: str) -> dict[str, object]:
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise PeerProtocolError(f"invalid json {what}: {e}; data {raw[:200].hex()}") from None
-    if not isinstance(value, dict):
-        raise PeerProtocolError(f"invalid {what}: not a JSON object")
-    return value
+    return loads_object(raw, what, PeerProtocolError)
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -229,36 +134,23 @@ class RequestParser:
     __slots__ = ("_error", "_framer")
 
     def __init__(self, max_request_size: int = MAX_REQUEST_SIZE) -> None:
-        self._framer = _ObjectFramer(max_request_size, "request")
+        self._framer = _framer(max_request_size, "request")
         self._error: PeerProtocolError | None = None
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._framer.buffer += data
+        self._framer.feed(data)
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as a request."""
-        return len(self._framer.buffer)
+        return len(self._framer)
 
     def next_request(self) -> BlobRequest | None:
         if self._error is not None:
             raise self._error
-        framer = self._framer
-        buf = framer.buffer
         try:
-            # Fast path: the buffer is exactly one whole request (the usual keep-alive case).
-            if framer.scan_pos == 0 and len(buf) <= framer.max_size and buf[-1:] == b"}" and buf[:1] == b"{":
-                try:
-                    value = json.loads(buf.decode("utf-8"), parse_constant=_reject_constant)
-                except (UnicodeDecodeError, ValueError, RecursionError):
-                    value = None
-                if isinstance(value, dict):
-                    buf.clear()
-                    return _request_from_object(value)
-            end = framer.find_end()
-            if end < 0:
-                return None
-            return decode_request(framer.take(end))
+            obj = self._framer.next_object()
+            return None if obj is None else _request_from_object(obj)
         except PeerProtocolError as e:
             self._error = e
             raise
@@ -390,7 +282,10 @@ def encode_response(
 
 def decode_response(raw: bytes) -> BlobResponse:
     """Decode one complete response header, in lbry-sdk's or reflector.go's form (any key order)."""
-    obj = _loads_object(raw, "response")
+    return _response_from_object(_loads_object(raw, "response"))
+
+
+def _response_from_object(obj: dict[str, object]) -> BlobResponse:
     address = obj.get("lbrycrd_address")
     if address is not None and not isinstance(address, str):
         raise PeerProtocolError("invalid response: lbrycrd_address is not a string")
@@ -403,9 +298,7 @@ def decode_response(raw: bytes) -> BlobResponse:
     if rate is not None and not isinstance(rate, str):
         raise PeerProtocolError("invalid response: blob_data_payment_rate is not a string")
     incoming = obj.get("incoming_blob")
-    if incoming is not None:
-        incoming = _decode_incoming(incoming)
-    return BlobResponse(address, available, rate, incoming)
+    return BlobResponse(address, available, rate, None if incoming is None else _decode_incoming(incoming))
 
 
 def _decode_incoming(value: object) -> IncomingBlob:
@@ -427,37 +320,70 @@ def _decode_incoming(value: object) -> IncomingBlob:
     return IncomingBlob(blob_hash, length, None)
 
 
-class ResponseParser:
-    """Incremental response-header parser for one connection (client side).
+@dataclass(frozen=True, slots=True)
+class BlobComplete:
+    """Every announced byte of `incoming` has arrived; the next bytes are a response header."""
 
-    `next_response()` returns a header once it is complete; the bytes received after it (the
-    start of the blob body, if any) are then available from `take_trailing()`.
+    incoming: IncomingBlob
+
+
+class ResponseParser:
+    """Incremental response parser for one connection (client side), h11 style.
+
+    Feed bytes with `receive_data` and pull events with `next_event`: a `BlobResponse` header;
+    when it announces a blob, `BlobData` events with the bytes that came with it and then
+    `BlobComplete`. A shell that reads the body into its own buffer drains the `BlobData`
+    events, reads `body_remaining` bytes itself and reports them with `body_bytes_received`.
     """
 
-    __slots__ = ("_framer",)
+    __slots__ = ("_framer", "_incoming", "body_remaining")
 
     def __init__(self, max_header_size: int = MAX_HEADER_SIZE) -> None:
-        self._framer = _ObjectFramer(max_header_size, "response")
+        self._framer = _framer(max_header_size, "response")
+        self._incoming: IncomingBlob | None = None  # the blob whose body is being received
+        self.body_remaining = 0
+
+    @property
+    def in_body(self) -> bool:
+        """Whether the bytes expected next belong to a blob body (up to its `BlobComplete`)."""
+        return self._incoming is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned in an event."""
+        return len(self._framer)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._framer.buffer += data
+        self._framer.feed(data)
 
-    def next_response(self) -> BlobResponse | None:
-        end = self._framer.find_end()
-        if end < 0:
-            return None
-        return decode_response(self._framer.take(end))
+    def next_event(self) -> BlobResponse | BlobData | BlobComplete | NeedData:
+        """The next event, or NEED_DATA. Raises PeerProtocolError on a malformed header."""
+        incoming = self._incoming
+        if incoming is not None:
+            if self.body_remaining == 0:
+                self._incoming = None
+                return BlobComplete(incoming)
+            if not self._framer.buffer:
+                return NEED_DATA
+            data = self._framer.take(self.body_remaining)
+            self.body_remaining -= len(data)
+            return BlobData(data)
+        obj = self._framer.next_object()
+        if obj is None:
+            return NEED_DATA
+        response = _response_from_object(obj)
+        if response.body_length:
+            self._incoming = response.incoming_blob
+            self.body_remaining = response.body_length
+        return response
 
-    def take_trailing(self) -> bytes:
-        """Bytes received after the last header, removed from the parser."""
-        data = bytes(self._framer.buffer)
-        self._framer.buffer.clear()
-        self._framer.reset()
-        return data
-
-    def clear(self) -> None:
-        self._framer.buffer.clear()
-        self._framer.reset()
+    def body_bytes_received(self, n: int) -> None:
+        """The shell read `n` body bytes itself, after draining the `BlobData` events."""
+        if self._incoming is None or self._framer.buffer or not 0 <= n <= self.body_remaining:
+            raise PeerLocalError(
+                f"{n} body bytes reported with {self.body_remaining} expected and {self.buffered} buffered"
+            )
+        self.body_remaining -= n
 
 
 def _short(value: object) -> str:

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from prism.blob import is_valid_hash
 from prism.reflector.protocol import (
-    NEED_DATA,
     ClientConnection,
+    NeedData,
     OfferAnswer,
     ReceivedAnswer,
     ReflectorProtocolError,
     VersionAnswer,
 )
+from prism.stream.sd import SdBlob
 
 log = logging.getLogger("prism.reflector")
 
@@ -59,16 +58,6 @@ class UploadResult:
     content_bytes_sent: int = 0
     sd_sent: bool = False
     sent_hashes: list[str] = field(default_factory=list)
-
-
-def content_hashes_of_sd(sd_bytes: bytes) -> list[str]:
-    """The content blob hashes an sd blob lists, in order (lenient: just the JSON fields)."""
-    sd = json.loads(sd_bytes)
-    hashes = [b["blob_hash"] for b in sd["blobs"] if b.get("length")]
-    for h in hashes:
-        if not is_valid_hash(h):
-            raise ValueError(f"sd blob lists an invalid blob hash {h!r}")
-    return hashes
 
 
 class ReflectorClient:
@@ -152,8 +141,8 @@ class ReflectorClient:
         try:
             while True:
                 event = self._codec.next_event()
-                if event is not NEED_DATA:
-                    return event  # type: ignore[return-value]
+                if not isinstance(event, NeedData):
+                    return event
                 async with asyncio.timeout(self.timeout):
                     data = await self._reader.read(_READ_SIZE)
                 if not data:
@@ -213,8 +202,11 @@ class ReflectorClient:
         get_blob: BlobSource,
         content_hashes: Sequence[str] | None = None,
     ) -> UploadResult:
-        """Upload a stream: what the server still needs, nothing it has."""
-        hashes = list(content_hashes) if content_hashes is not None else content_hashes_of_sd(sd_bytes)
+        """Upload a stream: what the server still needs, nothing it has.
+
+        Without `content_hashes` they are read from `sd_bytes` (an invalid sd blob raises SdBlobError).
+        """
+        hashes = list(content_hashes) if content_hashes is not None else SdBlob.parse(sd_bytes).content_hashes
         result = UploadResult()
         if self.version == 0:
             result.needed = len(hashes)

@@ -11,19 +11,21 @@ shells in `receiver.py` and `client.py` move the bytes.
   (`json.dumps(sort_keys=True)`: `{"blob_hash": "...", "blob_size": 16}`) and reads both
   server forms.
 
-A JSON object is framed by scanning for the `}` that closes the outermost `{` (outside
-strings), then decoding exactly that span, so an object split across reads is buffered and
-bytes that follow an object (a pipelined request, the first blob bytes) are kept.
+JSON objects are framed by `prism.jsonframe.JsonFramer` (shared with the peer codec), so an
+object split across reads is buffered and bytes that follow an object (a pipelined request,
+the first blob bytes) are kept. Bad bytes from the other side raise ReflectorProtocolError;
+calling the codec out of turn raises ReflectorLocalError.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prism.blob import MAX_BLOB_SIZE, BlobError, validate_hash, validate_size
+from prism.jsonframe import NEED_DATA, BlobData, JsonFramer, NeedData
 
 SUPPORTED_VERSIONS = (0, 1)
 """Wire values: 0 is "reflector v1", 1 is "reflector v2" (adds the sd-blob step)."""
@@ -34,11 +36,6 @@ MAX_REQUEST_SIZE = 8192
 MAX_ANSWER_SIZE = 2_000_000
 """Largest JSON answer the client buffers (lbry-sdk's limit; bounds `needed_blobs`)."""
 
-_WHITESPACE = b" \t\r\n"
-# Outside a string only braces and quotes matter; inside one only quotes and backslashes.
-_OUTSIDE = re.compile(rb'[{}"]')
-_INSIDE = re.compile(rb'["\\]')
-
 
 class ReflectorProtocolError(Exception):
     """The peer broke the protocol; `reason` says how. The connection must be closed."""
@@ -46,6 +43,10 @@ class ReflectorProtocolError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ReflectorLocalError(RuntimeError):
+    """The local caller used the codec wrongly (h11's LocalProtocolError): a bug here, not the peer's."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -66,13 +67,6 @@ class BlobOffer:
     blob_hash: str
     size: int
     is_sd: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BlobData:
-    """Raw bytes of the blob being received, in order (the shell may also read them itself)."""
-
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,135 +100,17 @@ class ReceivedAnswer:
     is_sd: bool
 
 
-class NeedData(enum.Enum):
-    """Returned by `next_event` when more bytes must be fed first."""
-
-    NEED_DATA = "need data"
-
-
-NEED_DATA = NeedData.NEED_DATA
+def _framer(max_size: int, what: str) -> JsonFramer:
+    # Whitespace between objects and NaN are tolerated, as lbry-sdk's json.loads-based server does.
+    return JsonFramer(max_size, what, ReflectorProtocolError, skip_whitespace=True, allow_constants=True)
 
 
-# ---------------------------------------------------------------------------------------
-# JSON framing
-
-
-class JsonObjectBuffer:
-    """Accumulates bytes and cuts complete top-level JSON objects off the front.
-
-    Scanning resumes where it stopped, so feeding an object byte by byte costs linear time.
-    """
-
-    def __init__(self, max_object_size: int) -> None:
-        self.max_object_size = max_object_size
-        self._buf = bytearray()
-        self._pos = 0  # scan position inside the current object
-        self._depth = 0
-        self._in_string = False
-        self._started = False
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
-
-    def take(self, n: int) -> bytes:
-        """Remove and return up to `n` raw bytes from the front (only between objects)."""
-        if self._started:
-            raise RuntimeError("cannot take raw bytes in the middle of a JSON object")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
-
-    def next_object(self) -> dict | None:
-        """The next complete JSON object, or None if more bytes are needed.
-
-        Raises ReflectorProtocolError for anything that is not a JSON object or is too large.
-        """
-        buf = self._buf
-        if not self._started:
-            start = 0
-            while start < len(buf) and buf[start] in _WHITESPACE:
-                start += 1
-            if start:
-                del buf[:start]
-            if not buf:
-                return None
-            if buf[0] != 0x7B:  # "{"
-                raise ReflectorProtocolError(f"expected a JSON object, got bytes {bytes(buf[:16])!r}")
-            self._started = True
-            self._depth = 1
-            self._pos = 1
-            self._in_string = False
-        end = self._scan()
-        if end is None:
-            if len(buf) > self.max_object_size:
-                raise ReflectorProtocolError(
-                    f"JSON message larger than {self.max_object_size} bytes without an end"
-                )
-            return None
-        if end > self.max_object_size:
-            raise ReflectorProtocolError(f"JSON message of {end} bytes exceeds {self.max_object_size}")
-        raw = bytes(buf[:end])
-        del buf[:end]
-        self._started = False
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError) as e:
-            raise ReflectorProtocolError(f"invalid JSON message {_preview(raw)}: {e}") from None
-        if not isinstance(obj, dict):
-            raise ReflectorProtocolError(f"expected a JSON object, got {_preview(raw)}")
-        return obj
-
-    def _scan(self) -> int | None:
-        """Index just past the `}` closing the current object, or None if not buffered yet."""
-        buf = self._buf
-        pos = self._pos
-        limit = min(len(buf), self.max_object_size + 1)
-        while True:
-            if self._in_string:
-                m = _INSIDE.search(buf, pos, limit)
-                if m is None:
-                    self._pos = limit
-                    return None
-                if buf[m.start()] == 0x5C:  # backslash escapes the next byte
-                    if m.start() + 1 >= limit:
-                        self._pos = m.start()
-                        return None
-                    pos = m.start() + 2
-                    continue
-                self._in_string = False
-                pos = m.start() + 1
-                continue
-            m = _OUTSIDE.search(buf, pos, limit)
-            if m is None:
-                self._pos = limit
-                return None
-            c = buf[m.start()]
-            pos = m.start() + 1
-            if c == 0x22:  # '"'
-                self._in_string = True
-            elif c == 0x7B:
-                self._depth += 1
-            else:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._pos = pos
-                    return pos
-
-
-def _preview(raw: bytes, limit: int = 80) -> str:
-    shown = repr(raw[:limit])
-    return shown + ("..." if len(raw) > limit else "")
-
-
-def compact(obj: dict) -> bytes:
+def compact(obj: dict[str, object]) -> bytes:
     """reflector.go's form: Go encoding/json, no spaces."""
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def spaced(obj: dict) -> bytes:
+def spaced(obj: dict[str, object]) -> bytes:
     """lbry-sdk's client form: `json.dumps(sort_keys=True)` with default separators."""
     return json.dumps(obj, sort_keys=True).encode()
 
@@ -267,7 +143,7 @@ class ReceiverConnection:
     """
 
     def __init__(self, max_request_size: int = MAX_REQUEST_SIZE) -> None:
-        self._json = JsonObjectBuffer(max_request_size)
+        self._json = _framer(max_request_size, "request")
         self.state = ReceiverState.HANDSHAKE
         self.version: int | None = None
         self.offer: BlobOffer | None = None
@@ -313,7 +189,7 @@ class ReceiverConnection:
         # Waiting for the shell to answer: nothing new comes out until it does.
         return NEED_DATA
 
-    def _next_object(self) -> dict | None:
+    def _next_object(self) -> dict[str, object] | None:
         try:
             return self._json.next_object()
         except ReflectorProtocolError:
@@ -323,7 +199,7 @@ class ReceiverConnection:
     def body_bytes_received(self, n: int) -> None:
         """The shell read `n` body bytes itself (never more than `body_remaining`)."""
         if self.state is not ReceiverState.BODY or n > self.body_remaining or n < 0:
-            raise RuntimeError(f"{n} body bytes reported in state {self.state.value}")
+            raise ReflectorLocalError(f"{n} body bytes reported in state {self.state.value}")
         self.body_remaining -= n
 
     def send_version(self, version: int) -> bytes:
@@ -332,18 +208,18 @@ class ReceiverConnection:
         self.state = ReceiverState.OFFER
         return compact({"version": version})
 
-    def send_offer_answer(self, send: bool, needed_blobs: list[str] | tuple[str, ...] = ()) -> bytes:
+    def send_offer_answer(self, send: bool, needed_blobs: Sequence[str] = ()) -> bytes:
         """`{"send_sd_blob":..,"needed_blobs":[..]}` (needed omitted when empty) or `{"send_blob":..}`."""
         self._expect(ReceiverState.ANSWER_OFFER)
         offer = self.offer
         assert offer is not None
         if offer.is_sd:
-            obj: dict = {"send_sd_blob": send}
+            obj: dict[str, object] = {"send_sd_blob": send}
             if needed_blobs:
                 obj["needed_blobs"] = list(needed_blobs)
         else:
             if needed_blobs:
-                raise ValueError("needed_blobs only answers an sd blob offer")
+                raise ReflectorLocalError("needed_blobs only answers an sd blob offer")
             obj = {"send_blob": send}
         if send:
             self.state = ReceiverState.BODY
@@ -356,7 +232,7 @@ class ReceiverConnection:
     def send_received(self, received: bool) -> bytes:
         """`{"received_sd_blob":..}` / `{"received_blob":..}`; after False the connection is over."""
         if self.state not in (ReceiverState.ANSWER_RECEIVED, ReceiverState.BODY):
-            raise RuntimeError(f"no blob is being received (state {self.state.value})")
+            raise ReflectorLocalError(f"no blob is being received (state {self.state.value})")
         offer = self.offer
         assert offer is not None
         key = "received_sd_blob" if offer.is_sd else "received_blob"
@@ -369,11 +245,10 @@ class ReceiverConnection:
         self.state = ReceiverState.CLOSED
 
     def _expect(self, state: ReceiverState) -> None:
-        if self.state is not state:
-            raise RuntimeError(f"cannot answer now: state is {self.state.value}, not {state.value}")
+        _expect(self.state, state)
 
 
-def parse_handshake(obj: dict) -> Handshake:
+def parse_handshake(obj: dict[str, object]) -> Handshake:
     if "version" not in obj:
         raise ReflectorProtocolError("handshake is missing protocol version")
     version = obj["version"]
@@ -382,7 +257,7 @@ def parse_handshake(obj: dict) -> Handshake:
     return Handshake(version)
 
 
-def parse_offer(obj: dict) -> BlobOffer:
+def parse_offer(obj: dict[str, object]) -> BlobOffer:
     """A validated blob offer: 96-hex hash, integer size in 1..2097152."""
     if obj.get("sd_blob_hash"):
         is_sd, hash_key, size_key = True, "sd_blob_hash", "sd_blob_size"
@@ -420,7 +295,7 @@ class ClientConnection:
     """Client side of one reflector connection: lbry-sdk's request bytes, both answer forms."""
 
     def __init__(self, max_answer_size: int = MAX_ANSWER_SIZE) -> None:
-        self._json = JsonObjectBuffer(max_answer_size)
+        self._json = _framer(max_answer_size, "answer")
         self.state = ClientState.HANDSHAKE
         self.offered_version: int | None = None
         self.version: int | None = None
@@ -429,15 +304,18 @@ class ClientConnection:
     def send_handshake(self, version: int = 1) -> bytes:
         self._expect(ClientState.HANDSHAKE)
         if version not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported reflector version {version}")
+            raise ReflectorLocalError(f"unsupported reflector version {version}")
         self.offered_version = version
         self.state = ClientState.AWAIT_VERSION
         return spaced({"version": version})
 
     def send_offer(self, blob_hash: str, size: int, *, is_sd: bool = False) -> bytes:
         self._expect(ClientState.READY)
-        validate_hash(blob_hash)
-        validate_size(size)
+        try:
+            validate_hash(blob_hash)
+            validate_size(size)
+        except BlobError as e:
+            raise ReflectorLocalError(f"cannot offer that blob: {e}") from None
         self.offer = BlobOffer(blob_hash, size, is_sd)
         self.state = ClientState.AWAIT_OFFER_ANSWER
         if is_sd:
@@ -480,7 +358,7 @@ class ClientConnection:
             self.state = ClientState.CLOSED
             raise
 
-    def _version_answer(self, obj: dict) -> VersionAnswer:
+    def _version_answer(self, obj: dict[str, object]) -> VersionAnswer:
         version = obj.get("version")
         if not _strict_int(version) or version not in SUPPORTED_VERSIONS:
             raise ReflectorProtocolError(f"bad handshake answer {obj!r}")
@@ -488,7 +366,7 @@ class ClientConnection:
         self.state = ClientState.READY
         return VersionAnswer(version)
 
-    def _offer_answer(self, obj: dict) -> OfferAnswer:
+    def _offer_answer(self, obj: dict[str, object]) -> OfferAnswer:
         offer = self.offer
         assert offer is not None
         key = "send_sd_blob" if offer.is_sd else "send_blob"
@@ -511,7 +389,7 @@ class ClientConnection:
             self.offer = None
         return OfferAnswer(send, offer.is_sd, needed)
 
-    def _received_answer(self, obj: dict) -> ReceivedAnswer:
+    def _received_answer(self, obj: dict[str, object]) -> ReceivedAnswer:
         offer = self.offer
         assert offer is not None
         key = "received_sd_blob" if offer.is_sd else "received_blob"
@@ -523,11 +401,15 @@ class ClientConnection:
         return ReceivedAnswer(received, offer.is_sd)
 
     def _expect(self, state: ClientState) -> None:
-        if self.state is not state:
-            raise RuntimeError(f"cannot do that now: state is {self.state.value}, not {state.value}")
+        _expect(self.state, state)
 
 
-def _short(obj: dict) -> str:
+def _expect(state: ReceiverState | ClientState, wanted: ReceiverState | ClientState) -> None:
+    if state is not wanted:
+        raise ReflectorLocalError(f"cannot do that now: state is {state.value}, not {wanted.value}")
+
+
+def _short(obj: dict[str, object]) -> str:
     text = json.dumps(obj)
     return text if len(text) <= 120 else text[:117] + "..."
 
@@ -544,11 +426,12 @@ __all__ = [
     "ClientConnection",
     "ClientState",
     "Handshake",
-    "JsonObjectBuffer",
+    "NeedData",
     "OfferAnswer",
     "ReceivedAnswer",
     "ReceiverConnection",
     "ReceiverState",
+    "ReflectorLocalError",
     "ReflectorProtocolError",
     "VersionAnswer",
     "compact",

@@ -11,25 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
 
-from prism.blob import MAX_BLOB_SIZE, is_valid_hash
+from prism.blob import MAX_BLOB_SIZE
 from prism.reflector.protocol import (
-    NEED_DATA,
     BlobComplete,
     BlobData,
     BlobOffer,
     Handshake,
+    NeedData,
     ReceiverConnection,
     ReceiverState,
     ReflectorProtocolError,
 )
-from prism.store.base import BlobNotFound, BlobStore, Blocklister, NeededBlobChecker, find_capability
-from prism.store.disk import DiskStore
-from prism.store.memory import MemoryStore
+from prism.store.base import (
+    BlobNotFound,
+    BlobStore,
+    Blocklister,
+    NeededBlobChecker,
+    StoreError,
+    find_capability,
+    put_borrows_data,
+)
+from prism.stream.errors import SdBlobError
+from prism.stream.sd import SdBlob
 
 log = logging.getLogger("prism.reflector")
 
@@ -38,10 +45,6 @@ DEFAULT_TIMEOUT = 180.0
 DEFAULT_MAX_CONNECTIONS = 1024
 _SCRATCH_SIZE = 65536
 _POOLED_BUFFERS = 16
-
-# Stores known to copy (MemoryStore) or fully consume (DiskStore) `put` data before returning:
-# they may be handed a view of the reused receive buffer. Any other store gets its own bytes.
-_BUFFER_SAFE_STORES = (DiskStore, MemoryStore)
 
 
 class UploadRefused(Exception):
@@ -76,20 +79,24 @@ class ReflectorReceiver:
         self._requested_port = port
         self.timeout = timeout
         self.max_connections = max_connections
-        self.blocklister: Blocklister | None = find_capability(self.underlying, Blocklister)
-        self.needed_checker: NeededBlobChecker | None = find_capability(self.underlying, NeededBlobChecker)
+        # type-abstract: mypy refuses a Protocol as type[T] (python/mypy#4717); isinstance on it is fine.
+        self.blocklister = find_capability(self.underlying, Blocklister)  # type: ignore[type-abstract]
+        self.needed_checker = find_capability(self.underlying, NeededBlobChecker)  # type: ignore[type-abstract]
         self.stats = ReceiverStats()
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._protocols: set[_ReceiverProtocol] = set()
         self._buffers: list[bytearray] = []
-        self._zero_copy = isinstance(store, _BUFFER_SAFE_STORES)
+        # A store that only borrows `put` data gets a view of the reused receive buffer;
+        # any other store gets bytes of its own, since it might keep them.
+        self.zero_copy = put_borrows_data(store)
 
     @property
     def port(self) -> int:
         """The bound port (the requested one until `start`)."""
         if self._server is not None and self._server.sockets:
-            return self._server.sockets[0].getsockname()[1]
+            port: int = self._server.sockets[0].getsockname()[1]
+            return port
         return self._requested_port
 
     async def start(self) -> None:
@@ -159,23 +166,27 @@ class ReflectorReceiver:
         try:
             with ref:
                 data = await asyncio.to_thread(ref.read) if ref.file is not None else ref.read()
-            sd = json.loads(data)
-            blobs = sd["blobs"]
-            hashes = [b["blob_hash"] for b in blobs if isinstance(b, dict) and b.get("length")]
-        except Exception as e:
+            return SdBlob.parse(data).content_hashes
+        except (SdBlobError, OSError, StoreError) as e:
             log.warning("stored sd blob %s cannot be parsed (%s): asking for it again", sd_hash[:16], e)
             return None
-        if not all(is_valid_hash(h) for h in hashes):
-            log.warning("stored sd blob %s lists invalid hashes: asking for it again", sd_hash[:16])
-            return None
-        return hashes
 
     async def store_blob(self, offer: BlobOffer, view: memoryview) -> None:
-        data: bytes | memoryview = view if self._zero_copy else bytes(view)
+        """Hand a received, verified blob to the store (a view of the buffer when it only borrows it)."""
+        data = view if self.zero_copy else bytes(view)
+        # arg-type: stores are typed for bytes; one that borrows `put` data reads any buffer.
         if offer.is_sd:
             await self.store.put_sd(offer.blob_hash, data)  # type: ignore[arg-type]
         else:
             await self.store.put(offer.blob_hash, data)  # type: ignore[arg-type]
+
+    def count(self, offer: BlobOffer) -> None:
+        stats = self.stats
+        stats.bytes_received += offer.size
+        if offer.is_sd:
+            stats.sd_blobs_received += 1
+        else:
+            stats.blobs_received += 1
 
 
 class _ReceiverProtocol(asyncio.BufferedProtocol):
@@ -192,7 +203,8 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         self._hasher: hashlib._Hash | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._buffer: bytearray | None = None  # the blob buffer, taken from the pool at the first body
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -275,8 +287,8 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
     async def _next_event(self) -> Handshake | BlobOffer | BlobData | BlobComplete:
         while True:
             event = self.codec.next_event()
-            if event is not NEED_DATA:
-                return event  # type: ignore[return-value]
+            if not isinstance(event, NeedData):
+                return event
             await self._wait_for_bytes("a request")
 
     async def _receive_body(self, offer: BlobOffer, buf: bytearray) -> memoryview:
@@ -326,56 +338,8 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     async def _handle(self) -> None:
         receiver = self.receiver
-        buf: bytearray | None = None
         try:
-            event = await self._next_event()
-            assert isinstance(event, Handshake)
-            self._write(self.codec.send_version(event.version))
-            while True:
-                try:
-                    event = await self._next_event()
-                except EOFError:
-                    if self.codec.buffered:
-                        raise UploadRefused("connection closed in the middle of a request") from None
-                    return  # the client is done
-                except UploadRefused:
-                    if self.codec.buffered:
-                        raise
-                    log.debug("%s: closing idle connection", self.peer)
-                    return
-                assert isinstance(event, BlobOffer)
-                offer = event
-                send, needed = await receiver.answer_offer(offer)
-                self._write(self.codec.send_offer_answer(send, needed))
-                if not send:
-                    continue
-                if buf is None:
-                    buf = receiver._take_buffer()
-                try:
-                    view = await self._receive_body(offer, buf)
-                except (UploadRefused, _HashMismatch):
-                    self._write(self.codec.send_received(False))
-                    raise
-                event = self.codec.next_event()
-                assert isinstance(event, BlobComplete)
-                try:
-                    await receiver.store_blob(offer, view)
-                except Exception as e:
-                    self._write(self.codec.send_received(False))
-                    raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e
-                self._write(self.codec.send_received(True))
-                receiver.stats.bytes_received += offer.size
-                if offer.is_sd:
-                    receiver.stats.sd_blobs_received += 1
-                else:
-                    receiver.stats.blobs_received += 1
-                log.debug(
-                    "%s stored %sblob %s (%d bytes)",
-                    self.peer,
-                    "sd " if offer.is_sd else "",
-                    offer.blob_hash[:16],
-                    offer.size,
-                )
+            await self._converse()
         except EOFError:
             if self.codec.state is not ReceiverState.HANDSHAKE or self.codec.buffered:
                 receiver.stats.errors += 1
@@ -384,17 +348,65 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             receiver.stats.errors += 1
             log.warning("upload from %s refused: %s", self.peer, e)
         except asyncio.CancelledError:
+            self._buffer = None  # a store's thread may still be reading it: never reuse it
             raise
         except Exception:
             receiver.stats.errors += 1
             log.exception("reflector connection from %s failed", self.peer)
         finally:
             self.codec.close()
-            if buf is not None:
-                receiver._give_buffer(buf)
+            if self._buffer is not None:
+                receiver._give_buffer(self._buffer)
             if self.transport is not None:
                 with contextlib.suppress(Exception):
                     self.transport.close()
+
+    async def _converse(self) -> None:
+        event = await self._next_event()
+        assert isinstance(event, Handshake)
+        self._write(self.codec.send_version(event.version))
+        while (offer := await self._next_offer()) is not None:
+            send, needed = await self.receiver.answer_offer(offer)
+            self._write(self.codec.send_offer_answer(send, needed))
+            if send:
+                await self._receive_and_store(offer)
+
+    async def _next_offer(self) -> BlobOffer | None:
+        """The next offer, or None when the client is done (closed, or idle between offers)."""
+        try:
+            event = await self._next_event()
+        except EOFError:
+            if self.codec.buffered:
+                raise UploadRefused("connection closed in the middle of a request") from None
+            return None
+        except UploadRefused:
+            if self.codec.buffered:
+                raise
+            log.debug("%s: closing idle connection", self.peer)
+            return None
+        assert isinstance(event, BlobOffer)
+        return event
+
+    async def _receive_and_store(self, offer: BlobOffer) -> None:
+        receiver = self.receiver
+        if self._buffer is None:
+            self._buffer = receiver._take_buffer()
+        try:
+            view = await self._receive_body(offer, self._buffer)
+        except (UploadRefused, _HashMismatch):
+            self._write(self.codec.send_received(False))
+            raise
+        event = self.codec.next_event()
+        assert isinstance(event, BlobComplete)
+        try:
+            await receiver.store_blob(offer, view)
+        except Exception as e:
+            self._write(self.codec.send_received(False))
+            raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e
+        self._write(self.codec.send_received(True))
+        receiver.count(offer)
+        kind = "sd " if offer.is_sd else ""
+        log.debug("%s stored %sblob %s (%d bytes)", self.peer, kind, offer.blob_hash[:16], offer.size)
 
 
 class _HashMismatch(Exception):

@@ -121,6 +121,12 @@ class WrappingStore:
     def wrapped(self) -> tuple[BlobStore, ...]:
         return (self.inner,)
 
+    def borrows_put_data(self) -> bool:
+        # Passed through only while `put`/`put_sd` are the forwarding ones below: a subclass that
+        # writes differently may keep `data`, so it must answer for itself.
+        forwards = type(self).put is WrappingStore.put and type(self).put_sd is WrappingStore.put_sd
+        return forwards and put_borrows_data(self.inner)
+
     async def has(self, blob_hash: str) -> bool:
         return await self.inner.has(blob_hash)
 
@@ -182,6 +188,27 @@ class Lister(Protocol):
     """A store that can list every hash it holds."""
 
     async def list_hashes(self) -> list[str]: ...
+
+
+@runtime_checkable
+class BorrowsPutData(Protocol):
+    """A store that can say whether its `put`/`put_sd` only borrow `data` (see `put_borrows_data`)."""
+
+    def borrows_put_data(self) -> bool:
+        """True when every store `put`/`put_sd` write to is done with `data` when they return."""
+        ...
+
+
+def put_borrows_data(store: BlobStore) -> bool:
+    """Whether `store.put`/`put_sd` are done with `data` once they return (written out or copied, never kept).
+
+    Then a caller may pass a view of a buffer it reuses afterwards (the reflector receiver's
+    zero-copy path). This is a property of every store a write reaches, so it is not searched
+    for down the chain like the capabilities above (`find_capability` would find a disk store
+    below a wrapper that keeps the data): each wrapper answers for what it writes to, and a
+    store that does not answer is assumed to keep `data`.
+    """
+    return isinstance(store, BorrowsPutData) and store.borrows_put_data()
 
 
 def walk_chain(store: BlobStore) -> Iterator[BlobStore]:

@@ -16,7 +16,7 @@ import logging
 from time import perf_counter_ns
 
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data
 from prism.store.singleflight import Flights
 
 log = logging.getLogger("prism.store.caching")
@@ -42,6 +42,10 @@ class CachingStore:
 
     def wrapped(self) -> tuple[BlobStore, ...]:
         return (self.origin, self.cache)
+
+    def borrows_put_data(self) -> bool:
+        # `put` awaits both writes before it returns, so it borrows when both of them do.
+        return put_borrows_data(self.origin) and put_borrows_data(self.cache)
 
     async def has(self, blob_hash: str) -> bool:
         if await self.cache.has(blob_hash):

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from prism.db.base import BlobDatabase, stream_blobs
 from prism.db.errors import DatabaseError
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
 from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
 
@@ -54,6 +54,10 @@ class DBBackedStore:
 
     def wrapped(self) -> tuple[BlobStore, ...]:
         return (self.inner,)
+
+    def borrows_put_data(self) -> bool:
+        # `put_sd` parses `data` and `put` records its length before returning; the bytes go to `inner`.
+        return put_borrows_data(self.inner)
 
     async def has(self, blob_hash: str) -> bool:
         try:  # not `_db_errors()`: this is the hot path, and a context manager costs

@@ -68,6 +68,9 @@ class DiskStore:
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
 
+    def borrows_put_data(self) -> bool:
+        return True  # written to its file before `put` returns
+
     def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
         """Blocking write-fsync-rename of one blob (callers in the event loop use `put`)."""
         final = self.path_of(blob_hash)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prism.blob import is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
 from prism.store.disk import TMP_DIR, DiskBlob, DiskStore, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 
@@ -263,6 +263,9 @@ class DiskCacheStore:
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
+
+    def borrows_put_data(self) -> bool:
+        return put_borrows_data(self.disk)  # `put` writes through `disk` (or skips the blob)
 
     async def delete(self, blob_hash: str) -> None:
         validate_hash(blob_hash)

@@ -49,6 +49,9 @@ class MemoryCacheStore(WrappingStore):
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
 
+    def borrows_put_data(self) -> bool:
+        return True  # the inner MemoryStore keeps a copy
+
     async def list_hashes(self) -> list[str]:
         return await self.inner.list_hashes()
 

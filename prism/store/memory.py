@@ -30,6 +30,9 @@ class MemoryStore:
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
 
+    def borrows_put_data(self) -> bool:
+        return True  # `put` keeps a copy
+
     async def delete(self, blob_hash: str) -> None:
         self.blobs.pop(blob_hash, None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prism.blob import validate_hash
+from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.peer.client import DEFAULT_TIMEOUT, PeerClient, PeerError
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.trace import BlobTrace
@@ -12,17 +13,12 @@ class PeerStoreError(StoreError):
     """The peer could not be asked or gave an unusable answer (the cause is chained)."""
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` into (host, port); raises ValueError with a clear message."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"peer address {address!r} is not HOST:PORT")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"peer address {address!r}: port out of range")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
+def parse_address(address: str) -> HostPort:
+    """`host:port` or `[v6]:port`; raises AddressError (a ValueError) naming the peer address."""
+    try:
+        return parse_host_port(address, what="peer address")
+    except AddressError as e:
+        raise AddressError(f"peer address {address!r} is not HOST:PORT") from e
 
 
 class PeerStore(ReadOnlyStore):

@@ -118,6 +118,11 @@ class SdBlob:
         return self.blobs[:-1]
 
     @property
+    def content_hashes(self) -> list[str]:
+        """The content blobs' hashes, in stream order (validated by `parse`: never empty)."""
+        return [b.blob_hash or "" for b in self.blobs[:-1]]
+
+    @property
     def key_bytes(self) -> bytes:
         return bytes.fromhex(self.key)
 

@@ -84,35 +84,42 @@ async def scripted(answer: Answer) -> AsyncIterator[ScriptedServer]:
         await s.server.wait_closed()
 
 
-async def reflector_go(request: dict, writer: asyncio.StreamWriter) -> None:
-    """reflector.md §4.2 byte layout for lbry-sdk's four-key request."""
-    h = request.get("requested_blob")
-    if h in BLOBS:
-        writer.write(go_found_header(h, len(BLOBS[h])) + BLOBS[h])
-    elif h:
-        writer.write(go_missing_header())
-    else:
-        present = ",".join(f'"{x}"' for x in request.get("requested_blobs", []) if x in BLOBS)
-        writer.write(
-            b'{"lbrycrd_address":"bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct","available_blobs":[%s]}'
-            % present.encode()
-        )
+def peer_server(
+    found: Callable[[str, int], bytes],
+    missing: Callable[[], bytes],
+    availability: Callable[[list[str]], bytes],
+) -> Answer:
+    """A server answering lbry-sdk's requests with the given byte layouts."""
+
+    async def answer(request: dict, writer: asyncio.StreamWriter) -> None:
+        h = request.get("requested_blob")
+        if h in BLOBS:
+            writer.write(found(h, len(BLOBS[h])) + BLOBS[h])
+        elif h:
+            writer.write(missing())
+        else:
+            writer.write(availability([x for x in request.get("requested_blobs", []) if x in BLOBS]))
+
+    return answer
 
 
-async def lbry_sdk(request: dict, writer: asyncio.StreamWriter) -> None:
-    """lbry-wire.md §3.2 / §6.4 byte layout."""
-    h = request.get("requested_blob")
-    if h in BLOBS:
-        writer.write(sdk_found_header(h, len(BLOBS[h])) + BLOBS[h])
-    elif h:
-        writer.write(sdk_missing_header())
-    else:
-        present = [x for x in request.get("requested_blobs", []) if x in BLOBS]
-        writer.write(
-            json.dumps(
-                {"available_blobs": present, "lbrycrd_address": "bQEaw42GXsgCAGio1nxFncJSyRmnztSCjP"}
-            ).encode()
-        )
+# reflector.md §4.2 byte layout for lbry-sdk's four-key request.
+reflector_go = peer_server(
+    go_found_header,
+    go_missing_header,
+    lambda present: (
+        b'{"lbrycrd_address":"bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct","available_blobs":[%s]}'
+        % ",".join(f'"{x}"' for x in present).encode()
+    ),
+)
+# lbry-wire.md §3.2 / §6.4 byte layout.
+lbry_sdk = peer_server(
+    sdk_found_header,
+    sdk_missing_header,
+    lambda present: json.dumps(
+        {"available_blobs": present, "lbrycrd_address": "bQEaw42GXsgCAGio1nxFncJSyRmnztSCjP"}
+    ).encode(),
+)
 
 
 @pytest.mark.parametrize("answer", [reflector_go, lbry_sdk], ids=["reflector.go", "lbry-sdk"])
@@ -264,3 +271,17 @@ async def test_body_timeout_counts_silence_not_total_time() -> None:
     async with scripted(stalls) as server, PeerClient("127.0.0.1", server.port, timeout=0.3) as c:
         with pytest.raises(PeerTimeoutError, match="200 of 536 blob bytes"):
             await c.get(SD_HASH)
+
+
+async def test_blob_body_in_an_availability_answer_is_never_left_on_a_reused_connection() -> None:
+    async def always_sends_the_blob(request: dict, writer: asyncio.StreamWriter) -> None:
+        h = request.get("requested_blob") or request["requested_blobs"][0]
+        writer.write(go_found_header(h, len(BLOBS[h])) + BLOBS[h])
+
+    async with (
+        scripted(always_sends_the_blob) as server,
+        PeerClient("127.0.0.1", server.port, timeout=2, max_connections=1) as client,
+    ):
+        assert await client.has(SD_HASH)
+        assert await client.get(SD_HASH) == BLOBS[SD_HASH]
+        assert server.connections == 2  # the first one still had a blob body to read

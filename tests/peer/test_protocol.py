@@ -12,11 +12,15 @@ from prism.peer.protocol import (
     BLOB_NOT_FOUND,
     GO_HEADER_LIMIT,
     MAX_REQUEST_SIZE,
+    NEED_DATA,
     RATE_ACCEPTED,
     RATE_TOO_LOW,
+    BlobComplete,
+    BlobData,
     BlobRequest,
     BlobResponse,
     IncomingBlob,
+    PeerLocalError,
     PeerProtocolError,
     RequestParser,
     ResponseParser,
@@ -61,6 +65,14 @@ def test_availability_request_is_lbry_sdk_sub_request() -> None:
 # --- parsing both server forms ------------------------------------------------------------
 
 
+def drain_body(parser: ResponseParser) -> tuple[bytes, bool]:
+    """The body bytes buffered so far, and whether the blob is complete."""
+    body = b""
+    while isinstance(event := parser.next_event(), BlobData):
+        body += event.data
+    return body, isinstance(event, BlobComplete)
+
+
 def test_parse_lbry_sdk_found_response_with_body_in_same_read() -> None:
     header = sdk_found_header(SD_HASH, 536)
     assert len(header) == 368
@@ -68,7 +80,7 @@ def test_parse_lbry_sdk_found_response_with_body_in_same_read() -> None:
     assert len(wire) == 904
     parser = ResponseParser()
     parser.receive_data(wire)
-    response = parser.next_response()
+    response = parser.next_event()
     assert response == BlobResponse(
         lbrycrd_address=SDK_ADDRESS,
         available_blobs=(SD_HASH,),
@@ -76,7 +88,8 @@ def test_parse_lbry_sdk_found_response_with_body_in_same_read() -> None:
         incoming_blob=IncomingBlob(SD_HASH, 536),
     )
     assert response.body_length == 536
-    assert parser.take_trailing() == SD_BYTES
+    assert drain_body(parser) == (SD_BYTES, True)
+    assert parser.next_event() is NEED_DATA and parser.buffered == 0
 
 
 def test_parse_reflector_go_found_response() -> None:
@@ -84,9 +97,36 @@ def test_parse_reflector_go_found_response() -> None:
     assert len(header) == 358
     parser = ResponseParser()
     parser.receive_data(header + SD_BYTES[:100])
-    response = parser.next_response()
+    response = parser.next_event()
     assert response == BlobResponse(GO_ADDRESS, (SD_HASH,), RATE_ACCEPTED, IncomingBlob(SD_HASH, 536))
-    assert parser.take_trailing() == SD_BYTES[:100]
+    assert drain_body(parser) == (SD_BYTES[:100], False)
+    parser.receive_data(SD_BYTES[100:])
+    assert drain_body(parser) == (SD_BYTES[100:], True)
+
+
+def test_body_read_by_the_shell_itself() -> None:
+    parser = ResponseParser()
+    parser.receive_data(go_found_header(SD_HASH, 536) + SD_BYTES[:100])
+    assert isinstance(parser.next_event(), BlobResponse)
+    assert drain_body(parser) == (SD_BYTES[:100], False)
+    assert parser.in_body and parser.body_remaining == 436
+    with pytest.raises(PeerLocalError):
+        parser.body_bytes_received(437)
+    parser.body_bytes_received(436)
+    assert parser.next_event() == BlobComplete(IncomingBlob(SD_HASH, 536))
+    assert not parser.in_body
+    with pytest.raises(PeerLocalError):
+        parser.body_bytes_received(1)
+
+
+def test_bytes_after_the_body_are_the_next_header() -> None:
+    parser = ResponseParser()
+    parser.receive_data(go_found_header(SD_HASH, 536) + SD_BYTES + go_missing_header())
+    assert isinstance(parser.next_event(), BlobResponse)
+    assert drain_body(parser) == (SD_BYTES, True)
+    missing = parser.next_event()
+    assert isinstance(missing, BlobResponse) and missing.body_length == 0
+    assert parser.next_event() is NEED_DATA
 
 
 @pytest.mark.parametrize(
@@ -95,8 +135,8 @@ def test_parse_reflector_go_found_response() -> None:
 def test_parse_both_missing_forms(wire: bytes) -> None:
     parser = ResponseParser()
     parser.receive_data(wire)
-    response = parser.next_response()
-    assert response is not None
+    response = parser.next_event()
+    assert isinstance(response, BlobResponse)
     assert response.available_blobs == ()
     assert response.body_length == 0
     if response.incoming_blob is not None:
@@ -108,15 +148,19 @@ def test_response_split_at_every_byte_including_inner_brace() -> None:
     for cut in range(1, 380):
         parser = ResponseParser()
         parser.receive_data(wire[:cut])
-        first = parser.next_response()
+        first = parser.next_event()
         if cut < 368:
-            assert first is None, cut
+            assert first is NEED_DATA, cut
             parser.receive_data(wire[cut:])
-            first = parser.next_response()
+            first = parser.next_event()
+            body = drain_body(parser)
         else:
+            body = drain_body(parser)
             parser.receive_data(wire[cut:])
-        assert first is not None and first.incoming_blob == IncomingBlob(SD_HASH, 536)
-        assert parser.take_trailing() == SD_BYTES
+            more = drain_body(parser)
+            body = (body[0] + more[0], more[1])
+        assert isinstance(first, BlobResponse) and first.incoming_blob == IncomingBlob(SD_HASH, 536)
+        assert body == (SD_BYTES, True)
 
 
 def test_response_errors_are_codec_errors() -> None:
@@ -129,7 +173,7 @@ def test_response_errors_are_codec_errors() -> None:
         parser = ResponseParser()
         parser.receive_data(bad)
         with pytest.raises(PeerProtocolError):
-            parser.next_response()
+            parser.next_event()
 
 
 # --- server output, byte-exact in reflector.go's form -------------------------------------
@@ -366,7 +410,7 @@ def test_fuzz_response_parser_arbitrary_bytes(data: bytes, cuts: list[int]) -> N
     try:
         for a, b in itertools.pairwise(points):
             parser.receive_data(data[a:b])
-            if parser.next_response() is not None:
-                parser.take_trailing()
+            while parser.next_event() is not NEED_DATA:
+                pass
     except PeerProtocolError:
         pass

@@ -9,8 +9,6 @@ import os
 import pytest
 
 from prism.reflector.client import BlobRefusedError, ReflectorClient, ReflectorError
-from prism.reflector.receiver import ReflectorReceiver
-from prism.store.memory import MemoryStore
 from prism.stream import encode_bytes
 from tests.reflector.helpers import BLOB0, BLOB0_BYTES, SD_BYTES, SD_HASH
 from tests.reflector.sdk_server import SdkLikeReflectorServer
@@ -19,15 +17,6 @@ from tests.reflector.sdk_server import SdkLikeReflectorServer
 def make_stream(size: int, name: str = "file.bin") -> tuple[str, bytes, dict[str, bytes]]:
     blobs, enc = encode_bytes(os.urandom(size), name)
     return enc.sd_hash, enc.sd_bytes, dict(blobs)
-
-
-@pytest.fixture
-async def receiver():
-    store = MemoryStore()
-    r = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=5)
-    await r.start()
-    yield r, store
-    await r.stop(1.0)
 
 
 @pytest.fixture
@@ -47,8 +36,8 @@ async def upload(port: int, sd_hash: str, sd_bytes: bytes, blobs: dict[str, byte
 
 
 @pytest.mark.parametrize("version", [1, 0])
-async def test_upload_stream_to_prism(receiver, version: int) -> None:
-    r, store = receiver
+async def test_upload_stream_to_prism(memory_receiver, version: int) -> None:
+    r, store = memory_receiver
     sd_hash, sd_bytes, blobs = make_stream(5_000_000)
     result, _ = await upload(r.port, sd_hash, sd_bytes, blobs, version)
     assert store.blobs == {sd_hash: sd_bytes, **blobs}
@@ -61,8 +50,8 @@ async def test_upload_stream_to_prism(receiver, version: int) -> None:
     assert again.content_bytes_sent == 0 and again.sent == 0
 
 
-async def test_resume_sends_only_missing_blobs(receiver) -> None:
-    r, store = receiver
+async def test_resume_sends_only_missing_blobs(memory_receiver) -> None:
+    r, store = memory_receiver
     sd_hash, sd_bytes, blobs = make_stream(7_000_000)
     hashes = list(blobs)
     store.blobs[sd_hash] = sd_bytes
@@ -107,8 +96,8 @@ async def test_lbry_sdk_like_server_refuses_plain_blob(sdk_server) -> None:
             await c.send_blob(BLOB0, BLOB0_BYTES)
 
 
-async def test_refused_blob_raises(receiver) -> None:
-    r, store = receiver
+async def test_refused_blob_raises(memory_receiver) -> None:
+    r, store = memory_receiver
     async with ReflectorClient("127.0.0.1", r.port, timeout=5) as c:
         with pytest.raises(BlobRefusedError) as info:
             await c.send_blob(BLOB0, b"\x00" * 16)  # bytes that do not match the hash

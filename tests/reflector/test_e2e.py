@@ -49,6 +49,16 @@ async def prism_test_servers():
             await proc.wait()
 
 
+async def stop_and_list(proc: asyncio.subprocess.Process, sig: signal.Signals) -> dict[str, str]:
+    """Stop `prism test` with `sig`; it must exit 0 after printing its store: {hash: "<n> bytes"}."""
+    proc.send_signal(sig)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    lines = stdout.decode().splitlines()
+    assert lines[0] == "Blobs in store"
+    return dict(line.split(": ") for line in lines[1:])
+
+
 async def test_send_into_prism_test_then_getstream(tmp_path: Path, prism_test_servers) -> None:
     receiver_port, peer_port, proc = prism_test_servers
     sent: dict[str, tuple[str, bytes]] = {}
@@ -76,12 +86,7 @@ async def test_send_into_prism_test_then_getstream(tmp_path: Path, prism_test_se
         got = Path(out.strip())
         assert got.parent == dest and got.name == src.name
         assert got.read_bytes() == data, f"{size} bytes did not come back"
-    proc.send_signal(signal.SIGTERM)
-    stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0
-    lines = stdout.decode().splitlines()
-    assert lines[0] == "Blobs in store"
-    listed = dict(line.split(": ") for line in lines[1:])
+    listed = await stop_and_list(proc, signal.SIGTERM)
     assert set(sent) <= set(listed)
 
 
@@ -91,12 +96,7 @@ async def test_prism_test_listing_after_sends(tmp_path: Path, prism_test_servers
     src.write_bytes(os.urandom(3_000_000))
     code, out, err = await run_prism("send", f"127.0.0.1:{receiver_port}", str(src))
     assert code == 0, err
-    proc.send_signal(signal.SIGINT)
-    stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0
-    lines = stdout.decode().splitlines()
-    assert lines[0] == "Blobs in store"
-    listing = dict(line.split(": ") for line in lines[1:])
+    listing = await stop_and_list(proc, signal.SIGINT)
     assert len(listing) == 3  # the sd blob and two content blobs
     assert listing[json.loads(out)["sd_hash"]].endswith(" bytes")
     assert sorted(v for k, v in listing.items() if k != json.loads(out)["sd_hash"]) == sorted(

@@ -16,11 +16,11 @@ from prism.reflector.protocol import (
     BlobOffer,
     ClientConnection,
     Handshake,
-    JsonObjectBuffer,
     OfferAnswer,
     ReceivedAnswer,
     ReceiverConnection,
     ReceiverState,
+    ReflectorLocalError,
     ReflectorProtocolError,
     VersionAnswer,
 )
@@ -226,7 +226,7 @@ def offer_bytes(h: object, size: object, sd: bool = False) -> bytes:
         (b'{"blob_hash":"' + BLOB0.encode() + b'"}', "missing blob_size"),
         (b'{"foo":1}', "not a blob offer"),
         (b"[]", "expected a JSON object"),
-        (b"{not json}", "invalid JSON"),
+        (b"{not json}", "invalid json"),
     ],
 )
 def test_receiver_refuses_bad_offers(raw: bytes, reason: str) -> None:
@@ -282,27 +282,6 @@ def test_body_read_by_shell() -> None:
     assert r.next_event() is NEED_DATA
     r.body_bytes_received(16)
     assert isinstance(r.next_event(), BlobComplete)
-
-
-def test_json_buffer_handles_braces_and_escapes_in_strings() -> None:
-    b = JsonObjectBuffer(1000)
-    text = b'{"a": "}{\\"}", "b": {"c": [1, {"d": "\\\\"}]}}{"x":1}'
-    for i in range(len(text)):
-        b.feed(text[i : i + 1])
-        obj = b.next_object()
-        if obj is not None:
-            assert obj == {"a": '}{"}', "b": {"c": [1, {"d": "\\"}]}}
-            break
-    else:
-        raise AssertionError("object never completed")
-    assert b.take(100) == b""  # the rest was not fed yet
-
-
-def test_json_buffer_size_limit() -> None:
-    b = JsonObjectBuffer(64)
-    b.feed(b'{"a": "' + b"x" * 100)
-    with pytest.raises(ReflectorProtocolError, match="larger than"):
-        b.next_object()
 
 
 # -- fuzzing -----------------------------------------------------------------------------
@@ -405,37 +384,27 @@ def test_fuzz_valid_conversation_any_split(
     assert r.state is ReceiverState.OFFER
 
 
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
-    max_leaves=10,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    obj=st.dictionaries(st.text(max_size=6), _json_values, max_size=4),
-    trailing=st.binary(max_size=40),
-    splits=st.lists(st.integers(0, 400), max_size=6),
-    spaced_form=st.booleans(),
-)
-def test_fuzz_json_framing_keeps_trailing_bytes(
-    obj: dict, trailing: bytes, splits: list[int], spaced_form: bool
-) -> None:
-    """Any JSON object, split anywhere and followed by any bytes: the object, then the bytes intact."""
-    raw = (json.dumps(obj) if spaced_form else json.dumps(obj, separators=(",", ":"))).encode()
-    data = raw + trailing
-    buf = JsonObjectBuffer(4096)
-    got = None
-    for a, b in itertools.pairwise(sorted({0, len(data), *(s for s in splits if s <= len(data))})):
-        buf.feed(data[a:b])
-        if got is None:
-            got = buf.next_object()
-            if got is None:
-                assert b < len(raw)  # complete only once the closing brace arrived
-    if got is None:
-        got = buf.next_object()
-    assert got == obj
-    assert buf.take(len(trailing)) == trailing
+def test_local_misuse_is_a_local_error_not_a_protocol_error() -> None:
+    r = ReceiverConnection()
+    with pytest.raises(ReflectorLocalError):
+        r.send_version(1)  # nothing to answer yet
+    r.receive_data(b'{"version":1}' + offer_bytes(BLOB0, 16))
+    r.next_event()
+    r.send_version(1)
+    r.next_event()
+    with pytest.raises(ReflectorLocalError):
+        r.send_offer_answer(False, [BLOB0])  # needed_blobs only answer an sd offer
+    with pytest.raises(ReflectorLocalError):
+        r.body_bytes_received(1)  # not in a body
+    c = ClientConnection()
+    with pytest.raises(ReflectorLocalError):
+        c.send_handshake(7)
+    c.send_handshake(1)
+    with pytest.raises(ReflectorLocalError):
+        c.send_offer(BLOB0, 16)  # before the version answer
+    feed_client(c, b'{"version":1}')
+    with pytest.raises(ReflectorLocalError):
+        c.send_offer("abc", 16)
+    with pytest.raises(ReflectorLocalError):
+        c.body_sent()
+    assert not issubclass(ReflectorLocalError, ReflectorProtocolError)

@@ -10,19 +10,15 @@ import os
 import pytest
 
 from prism.reflector.receiver import ReflectorReceiver
-from prism.store.base import BlobNotFound
+from prism.store.base import BlobNotFound, BlobStore, WrappingStore, put_borrows_data
+from prism.store.caching import CachingStore
+from prism.store.db_backed import DBBackedStore
 from prism.store.disk import DiskStore
+from prism.store.fallback import FallbackStore
+from prism.store.mem_cache import MemoryCacheStore
 from prism.store.memory import MemoryStore
+from prism.store.singleflight import SingleFlightStore
 from tests.reflector.helpers import BLOB0, BLOB0_BYTES, SD_BYTES, SD_HASH, RawClient, sdk
-
-
-@pytest.fixture
-async def memory_receiver():
-    store = MemoryStore()
-    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=5.0)
-    await receiver.start()
-    yield receiver, store
-    await receiver.stop(grace=1.0)
 
 
 async def upload_like_lbry_sdk(port: int) -> bytes:
@@ -357,3 +353,60 @@ async def test_max_connections(caplog: pytest.LogCaptureFixture) -> None:
         await third.close()
     finally:
         await receiver.stop()
+
+
+class KeepingStore(MemoryStore):
+    """A store that keeps whatever `put` is given, as is (it must never get a borrowed view)."""
+
+    def __init__(self) -> None:
+        super().__init__("keeping")
+        self.kept: dict[str, object] = {}
+
+    def borrows_put_data(self) -> bool:
+        return False
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        self.kept[blob_hash] = data
+        await super().put(blob_hash, data)
+
+
+class KeepingWrapper(WrappingStore):
+    """Overrides `put` without answering for it: the wrapper must not pass zero-copy through."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.name = "keeping-wrapper"
+        self.last: object = None
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        self.last = data
+        await self.inner.put(blob_hash, data)
+
+
+def test_zero_copy_is_decided_by_the_whole_write_path(tmp_path) -> None:
+    disk = DiskStore(tmp_path / "blobs")
+    assert put_borrows_data(disk) and put_borrows_data(MemoryStore())
+    # `prism reflector`'s chain: a cache in front of a single-flight, DB-backed origin.
+    chain = CachingStore(SingleFlightStore(DBBackedStore(disk, db=None)), MemoryCacheStore(4))  # type: ignore[arg-type]
+    assert put_borrows_data(chain)
+    assert not put_borrows_data(CachingStore(disk, KeepingStore()))  # one keeping side is enough
+    assert not put_borrows_data(KeepingWrapper(disk))  # overrides put: does not inherit the inner answer
+    assert not put_borrows_data(SingleFlightStore(KeepingWrapper(disk)))
+    assert not put_borrows_data(FallbackStore(disk, disk))  # read-only: never asked to borrow
+    assert ReflectorReceiver(chain).zero_copy and not ReflectorReceiver(KeepingStore()).zero_copy
+
+
+async def test_caching_chain_receives_zero_copy_into_origin_and_cache(tmp_path) -> None:
+    origin, cache = DiskStore(tmp_path / "blobs"), MemoryCacheStore(4)
+    keeping = KeepingStore()
+    for store in (CachingStore(SingleFlightStore(origin), cache), keeping):
+        receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=5.0)
+        await receiver.start()
+        try:
+            await upload_like_lbry_sdk(receiver.port)
+        finally:
+            await receiver.stop(grace=1.0)
+    for h, data in ((SD_HASH, SD_BYTES), (BLOB0, BLOB0_BYTES)):
+        assert (tmp_path / "blobs" / h[:2] / h).read_bytes() == data
+        assert (await cache.get(h)).read() == data
+        assert keeping.kept[h] == data and isinstance(keeping.kept[h], bytes)  # its own bytes, not a view
