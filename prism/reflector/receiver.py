@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prism.blob import MAX_BLOB_SIZE, is_valid_hash
 from prism.reflector.protocol import (
@@ -84,6 +84,10 @@ class ReflectorReceiver:
         self._protocols: set[_ReceiverProtocol] = set()
         self._buffers: list[bytearray] = []
         self._zero_copy = isinstance(store, _BUFFER_SAFE_STORES)
+
+    def snapshot(self) -> ReceiverStats:
+        """A copy of the counters, for metrics."""
+        return replace(self.stats)
 
     @property
     def port(self) -> int:

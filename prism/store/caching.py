@@ -18,6 +18,7 @@ from time import perf_counter_ns
 from prism.blob import BlobError, verify_blob
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
 from prism.store.singleflight import Flights
+from prism.store.stats import StoreSnapshot
 
 log = logging.getLogger("prism.store.caching")
 
@@ -45,6 +46,11 @@ class CachingStore:
 
     def wrapped(self) -> tuple[BlobStore, ...]:
         return (self.origin, self.cache)
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(
+            self.name, self.component, cache_name=self.cache.name, hits=self.hits, misses=self.misses
+        )
 
     async def has(self, blob_hash: str) -> bool:
         if await self.cache.has(blob_hash):

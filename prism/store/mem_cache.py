@@ -10,6 +10,7 @@ from collections import OrderedDict
 from time import perf_counter_ns
 
 from prism.store.base import BlobNotFound, BlobRef
+from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace, Stack
 
 
@@ -30,6 +31,9 @@ class MemoryCacheStore:
 
     def __contains__(self, blob_hash: object) -> bool:
         return blob_hash in self._blobs
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, evictions=self.evictions)
 
     async def has(self, blob_hash: str) -> bool:
         return blob_hash in self._blobs

@@ -6,6 +6,7 @@ import aiohttp
 
 from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
+from prism.store.caching import CachingStore
 from prism.store.http import HttpStore
 from tests.http.helpers import CountingStore, make_blob
 
@@ -54,20 +55,10 @@ async def test_counters_move_with_exact_names():
 
 
 def test_cache_layers_are_reported_per_cache_type_and_component():
-    class Cache:
-        name = "caching"
-        component = "reflector"
-        hits = 3
-        misses = 2
-
-        def __init__(self) -> None:
-            self.cache = CountingStore("disk")
-            self.origin = CountingStore("http")
-
-        async def get(self, h: str) -> None: ...
-
+    cache = CachingStore(CountingStore("http"), CountingStore("disk"), component="reflector")
+    cache.hits, cache.misses = 3, 2
     m = Metrics()
-    m.stores.append(Cache())
+    m.stores.append(cache)
     text = m.render().decode()
     assert value(text, 'reflector_cache_hit_total{cache_type="disk",component="reflector"}') == 3
     assert value(text, 'reflector_cache_miss_total{cache_type="disk",component="reflector"}') == 2

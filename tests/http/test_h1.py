@@ -81,6 +81,6 @@ def test_ranges_stay_inside_the_blob(size, a, b):
 
 
 def test_render_head():
-    head = render_head(200, [("Content-Length", "3")], keep_alive=False)
-    assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: ")
+    head = render_head(200, [("Content-Length", "3")], False, "Sun, 06 Nov 1994 08:49:37 GMT")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n")
     assert head.endswith(b"Content-Length: 3\r\nConnection: close\r\n\r\n")
