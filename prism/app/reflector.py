@@ -23,6 +23,7 @@ from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
 from prism.store.base import BlobStore, StoreError, WrappingStore, walk_chain
+from prism.store.stats import StoreSnapshot
 
 log = logging.getLogger("prism.app")
 
@@ -191,6 +192,9 @@ class BytesInCounter(WrappingStore):
         self.inner = inner
         self.name = inner.name
         self.bytes_in = 0
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, bytes_in=self.bytes_in)
 
     async def get(self, blob_hash: str) -> Any:
         ref = await self.inner.get(blob_hash)
