@@ -184,7 +184,11 @@ class HttpConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.sender = BlobSender(
-            transport, SEND_BUFFER, write_buffer_high=SEND_BUFFER, send_timeout=self.server.send_timeout
+            transport,
+            SEND_BUFFER,
+            write_buffer_high=SEND_BUFFER,
+            send_timeout=self.server.send_timeout,
+            cork=True,
         )
         self.server.connections.add(self)
         self._arm_idle()
