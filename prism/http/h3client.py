@@ -41,8 +41,8 @@ class _Pending:
 
 
 class _H3ClientProtocol(QuicConnectionProtocol):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
         self.http = H3Connection(self._quic)
         self.pending: dict[int, _Pending] = {}
         self.terminated = False

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from urllib.parse import parse_qsl
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import H3Event, HeadersReceived
 from aioquic.h3.exceptions import H3Error
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from prism.blob import is_valid_hash
@@ -66,7 +68,7 @@ class Http3BlobServer:
             self.host,
             self._port,
             configuration=self.configuration,
-            create_protocol=lambda *a, **kw: _H3ServerProtocol(*a, blob_server=self, **kw),
+            create_protocol=functools.partial(_H3ServerProtocol, blob_server=self),
         )
         if self._server._transport is not None:
             tune_udp_socket(self._server._transport.get_extra_info("socket"))
@@ -151,8 +153,14 @@ async def _read_blob(ref: BlobRef) -> bytes:
 
 
 class _H3ServerProtocol(QuicConnectionProtocol):
-    def __init__(self, *args: object, blob_server: Http3BlobServer, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        quic: QuicConnection,
+        stream_handler: QuicStreamHandler | None = None,
+        *,
+        blob_server: Http3BlobServer,
+    ) -> None:
+        super().__init__(quic, stream_handler)
         self.blob_server = blob_server
         self._http: H3Connection | None = None
 
