@@ -18,8 +18,9 @@ from prism.http.h1 import HttpParseError, Request, RequestParser, http_date, pla
 from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
 from prism.sendfile import SEND_BUFFER, BlobSender
-from prism.stats import ErrorType, ServerSnapshot, ServerStats
+from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore
+from prism.tcpserver import TcpBlobServer
 
 log = logging.getLogger("prism.http")
 
@@ -37,7 +38,7 @@ def current_date() -> str:
     return _date[1]
 
 
-class HttpBlobServer:
+class HttpBlobServer(TcpBlobServer["HttpConnection"]):
     """Serves blobs of `store` over HTTP/1.1. `start()`, then `.port`; `stop(grace)`."""
 
     def __init__(
@@ -54,31 +55,17 @@ class HttpBlobServer:
         send_timeout: float = 60.0,
         negative_cache: NegativeCache | None = None,
     ) -> None:
-        self.store = store
-        self.host = host
-        self._port = port
+        super().__init__(
+            store, host, port, protocol="http", idle_timeout=idle_timeout, send_timeout=send_timeout
+        )
         self.edge_token = edge_token
         self.protected = protected
         self.queue = queue or RequestQueue(request_queue_size)
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout
         self.negative_cache = negative_cache if negative_cache is not None else NegativeCache()
-        self.stats = ServerStats("http")
         self.getter = BlobGetter(store, self.queue, self.stats, protected, self.negative_cache, "http")
-        self.connections: set[HttpConnection] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is not None and self._server.sockets:
-            return int(self._server.sockets[0].getsockname()[1])
-        return self._port
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self), self.host, self._port, reuse_address=True, backlog=1024
-        )
+        await self._listen(lambda: HttpConnection(self))
         log.info("HTTP blob server listening on %s:%d", self.host, self.port)
 
     async def stop(self, grace: float = 5.0) -> None:

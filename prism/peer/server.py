@@ -27,8 +27,9 @@ from prism.peer.protocol import (
     rate_answer,
 )
 from prism.sendfile import SEND_BUFFER, BlobSender
-from prism.stats import ErrorType, ServerSnapshot, ServerStats
+from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+from prism.tcpserver import TcpBlobServer
 
 log = logging.getLogger("prism.peer")
 
@@ -38,7 +39,7 @@ DEFAULT_PORT = 5567
 _NOT_FOUND = IncomingBlob("", 0, BLOB_NOT_FOUND)
 
 
-class PeerServer:
+class PeerServer(TcpBlobServer["_PeerConnection"]):
     """Serves blobs of `store` to LBRY peers (lbry-sdk's and reflector.go's clients)."""
 
     def __init__(
@@ -52,16 +53,11 @@ class PeerServer:
         send_timeout: float = 60.0,
         send_buffer_size: int | None = SEND_BUFFER,
     ) -> None:
-        self.store = store
-        self.host = host
-        self.port = port
+        super().__init__(
+            store, host, port, protocol="tcp", idle_timeout=idle_timeout, send_timeout=send_timeout
+        )
         self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout
         self.send_buffer_size = send_buffer_size
-        self.stats = ServerStats("tcp")
-        self.connections: set[_PeerConnection] = set()
-        self._server: asyncio.Server | None = None
         self._last_refusal_log = 0.0
         self._all_closed: asyncio.Event | None = None
 
@@ -70,11 +66,7 @@ class PeerServer:
 
     async def start(self) -> None:
         """Bind and start accepting; `.port` is the bound port afterwards (pass 0 for any)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _PeerConnection(self), self.host, self.port, reuse_address=True, backlog=1024
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen(lambda: _PeerConnection(self))
         log.info("peer server listening on %s:%d (store %s)", self.host, self.port, self.store.name)
 
     async def stop(self, grace: float = 5.0) -> None:
