@@ -49,25 +49,17 @@ GetOutcome = Found | Missing | Failed | Refused
 Responder = Callable[[GetOutcome], Awaitable[None]]
 
 
+@dataclass(slots=True)
 class BlobGetter:
     """Looks a blob up for a server and hands the outcome to that server's responder."""
 
-    def __init__(
-        self,
-        store: BlobStore,
-        queue: RequestQueue,
-        stats: ServerStats,
-        protected: ProtectedCheck | None,
-        negative_cache: NegativeCache | None,
-        name: str,
-    ) -> None:
-        self.store = store
-        self.queue = queue
-        self.stats = stats
-        self.protected = protected
-        self.negative_cache = negative_cache
-        self.name = name
-        """Names the server in traces and logs (`http`, `http3`)."""
+    store: BlobStore
+    queue: RequestQueue
+    stats: ServerStats
+    protected: ProtectedCheck | None
+    negative_cache: NegativeCache | None
+    name: str
+    """Names the server in traces and logs (`http`, `http3`)."""
 
     async def get(self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True) -> None:
         """Answer a GET of a valid `blob_hash` through `respond` (called once)."""

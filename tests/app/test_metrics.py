@@ -8,7 +8,7 @@ from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
 from prism.store.caching import CachingStore
 from prism.store.http import HttpStore
-from tests.http.helpers import CountingStore, make_blob
+from tests.http.helpers import CountingStore, stored_blob
 
 
 def value(text: str, series: str) -> float:
@@ -20,8 +20,7 @@ def value(text: str, series: str) -> float:
 
 async def test_counters_move_with_exact_names():
     origin = CountingStore()
-    h, d = make_blob(4096)
-    await origin.put(h, d)
+    h, d = await stored_blob(origin, 4096)
     server = HttpBlobServer(origin, "127.0.0.1", 0)
     await server.start()
     upstream = HttpStore(f"127.0.0.1:{server.port}")

@@ -12,7 +12,7 @@ from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.store.disk import DiskStore
 from prism.store.trace import BlobTrace
-from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request
+from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request, stored_blob
 
 MISSING = "ab" * 48
 
@@ -31,8 +31,7 @@ async def session():
 
 async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, session):
     store = DiskStore(tmp_path)
-    h, data = make_blob(2 * 1024 * 1024)
-    await store.put(h, data)
+    h, data = await stored_blob(store, 2 * 1024 * 1024)
     server = await started(store)
     try:
         async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
@@ -99,8 +98,7 @@ async def test_missing_blob_is_404_with_via_and_then_negative_cached(session):
 
 async def test_head_is_204_or_404_and_500_on_store_error(session):
     store = CountingStore()
-    h, d = make_blob(10)
-    await store.put(h, d)
+    h, _ = await stored_blob(store, 10)
     server = await started(store)
     bad = await started(FailingStore())
     try:
@@ -122,8 +120,7 @@ async def test_head_is_204_or_404_and_500_on_store_error(session):
 @pytest.mark.parametrize("on_disk", [False, True])
 async def test_range_requests(tmp_path, session, on_disk):
     store = DiskStore(tmp_path) if on_disk else CountingStore()
-    h, d = make_blob(50_000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 50_000)
     server = await started(store)
     url = f"http://127.0.0.1:{server.port}/blob?hash={h}"
     try:
@@ -147,8 +144,7 @@ async def test_range_requests(tmp_path, session, on_disk):
 
 async def test_protected_blob_needs_the_edge_token(session):
     store = CountingStore()
-    h, d = make_blob(100)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 100)
 
     async def protected(blob_hash: str) -> bool:
         return blob_hash == h
@@ -193,8 +189,7 @@ async def test_queue_bounds_work_and_refuses_with_503_beyond_the_wait_limit(sess
 
 async def test_slow_reader_times_out_and_frees_its_slot():
     store = CountingStore()
-    big_h, big = make_blob(2 * 1024 * 1024)
-    await store.put(big_h, big)
+    big_h, big = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
     server = await started(store, queue=queue, send_timeout=0.5)
     try:
@@ -214,8 +209,7 @@ async def test_slow_reader_times_out_and_frees_its_slot():
 
 async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
     store = DiskStore(tmp_path)
-    h, d = make_blob(2 * 1024 * 1024)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
     server = await started(store, queue=queue)
     try:
@@ -238,8 +232,7 @@ async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
 
 async def test_thousand_idle_connections_do_not_block_a_get():
     store = CountingStore()
-    h, d = make_blob(1000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 1000)
     server = await started(store)
     idle = []
     try:
@@ -291,8 +284,7 @@ async def test_bad_requests_get_clear_errors(request_bytes, status):
 
 async def test_stop_lets_a_transfer_in_flight_finish():
     store = CountingStore(delay=0.3)
-    h, d = make_blob(500_000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 500_000)
     server = await started(store)
 
     async def fetch():
