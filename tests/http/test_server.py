@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -23,6 +25,15 @@ async def started(store, **kw) -> HttpBlobServer:
     return server
 
 
+@contextlib.asynccontextmanager
+async def serving(store, **kw) -> AsyncIterator[HttpBlobServer]:
+    server = await started(store, **kw)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
 async def session():
     async with aiohttp.ClientSession() as s:
@@ -32,8 +43,7 @@ async def session():
 async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, session):
     store = DiskStore(tmp_path)
     h, data = await stored_blob(store, 2 * 1024 * 1024)
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
             body = await r.read()
             assert r.status == 200
@@ -47,8 +57,6 @@ async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, sess
             assert [s.origin_name for s in trace.stacks] == ["disk"]
         assert server.stats.bytes_out == len(data)
         assert server.stats.downloads == 1
-    finally:
-        await server.stop()
 
 
 async def test_get_memory_blob_keep_alive_many_requests(session):
@@ -56,44 +64,35 @@ async def test_get_memory_blob_keep_alive_many_requests(session):
     blobs = [make_blob(1000 + i) for i in range(5)]
     for h, d in blobs:
         await store.put(h, d)
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         for _ in range(3):
             for h, d in blobs:
                 async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": h}) as r:
                     assert r.status == 200
                     assert await r.read() == d
         assert len(server.connections) == 1  # one keep-alive connection did it all
-    finally:
-        await server.stop()
 
 
 @pytest.mark.parametrize("bad", ["", "xyz", "AB" * 48, "ab" * 47, "../../etc/passwd", "g" * 96])
 async def test_invalid_hash_is_400_and_never_reaches_the_store(session, bad):
     store = CountingStore()
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
             assert r.status == 400
         async with session.head(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
             assert r.status == 400
         assert store.gets == 0 and store.hass == 0
-    finally:
-        await server.stop()
 
 
 async def test_missing_blob_is_404_with_via_and_then_negative_cached(session):
     store = CountingStore()
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         for _ in range(3):
             async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={MISSING}") as r:
                 assert r.status == 404
                 assert await r.read() == b""
                 BlobTrace.from_json(r.headers["Via"])
         assert store.gets == 1
-    finally:
-        await server.stop()
 
 
 async def test_head_is_204_or_404_and_500_on_store_error(session):
@@ -191,8 +190,7 @@ async def test_slow_reader_times_out_and_frees_its_slot():
     store = CountingStore()
     big_h, big = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
-    server = await started(store, queue=queue, send_timeout=0.5)
-    try:
+    async with serving(store, queue=queue, send_timeout=0.5) as server:
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         # Ask for many blobs and never read: the send stalls once the buffers are full.
@@ -203,16 +201,13 @@ async def test_slow_reader_times_out_and_frees_its_slot():
             async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={big_h}") as r:
                 assert r.status == 200 and await r.read() == big
         sock.close()
-    finally:
-        await server.stop()
 
 
 async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
     store = DiskStore(tmp_path)
     h, d = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
-    server = await started(store, queue=queue)
-    try:
+    async with serving(store, queue=queue) as server:
         for _ in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode() * 4)
@@ -226,8 +221,6 @@ async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
                 assert await r.read() == d
-    finally:
-        await server.stop()
 
 
 async def test_thousand_idle_connections_do_not_block_a_get():
@@ -253,13 +246,10 @@ async def test_thousand_idle_connections_do_not_block_a_get():
 
 
 async def test_idle_connections_are_closed_after_the_idle_timeout():
-    server = await started(CountingStore(), idle_timeout=0.2)
-    try:
+    async with serving(CountingStore(), idle_timeout=0.2) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /blob?ha")
         assert await asyncio.wait_for(reader.read(), 3) == b""
-    finally:
-        await server.stop()
 
 
 @pytest.mark.parametrize(
@@ -274,12 +264,9 @@ async def test_idle_connections_are_closed_after_the_idle_timeout():
     ],
 )
 async def test_bad_requests_get_clear_errors(request_bytes, status):
-    server = await started(CountingStore())
-    try:
+    async with serving(CountingStore()) as server:
         answer = await raw_request(server.port, request_bytes)
         assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:100]
-    finally:
-        await server.stop()
 
 
 async def test_stop_lets_a_transfer_in_flight_finish():
