@@ -18,7 +18,13 @@ from prism.store.base import BlobNotFound
 
 
 class ErrorType(StrEnum):
-    """reflector.go's `error_type` label values (reflector.md §6)."""
+    """reflector.go's `error_type` label values (reflector.md §6).
+
+    The whole set is kept so labels match reflector.go's; a few name Go error texts that no Python
+    exception class stands for (`read_conn_reset`, `write_conn_reset`: Python raises one
+    ConnectionResetError for both directions, counted as `conn_reset`, as reflector.go counts its
+    download-side resets).
+    """
 
     IO_TIMEOUT = "io_timeout"
     CONN_RESET = "conn_reset"
