@@ -101,18 +101,14 @@ def _errors(s: Scrape) -> Iterator[Sample]:
             yield (("direction", "upload"), ("error_type", ErrorType.OTHER.value)), r.errors
 
 
-def _layer(x: StoreSnapshot, cache_type: str | None = None) -> Labels:
-    return (("cache_type", cache_type or x.name), ("component", x.component or "reflector"))
+def _cache_layer(value: Callable[[StoreSnapshot], int | None]) -> Callable[[Scrape], Iterator[Sample]]:
+    """Per store that has the counter, labelled by cache (a caching layer names its cache) and component."""
 
-
-def _store_counter(
-    value: Callable[[StoreSnapshot], int | None], cache_type: Callable[[StoreSnapshot], str | None]
-) -> Callable[[Scrape], Iterator[Sample]]:
     def read(s: Scrape) -> Iterator[Sample]:
         for x in s.stores:
             v = value(x)
             if v is not None:
-                yield _layer(x, cache_type(x)), v
+                yield (("cache_type", x.cache_name or x.name), ("component", x.component or "reflector")), v
 
     return read
 
@@ -142,8 +138,6 @@ def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Ser
 def _nothing(s: Scrape) -> Iterator[Sample]:
     return iter(())
 
-
-_NO_LABEL: Callable[[StoreSnapshot], str | None] = lambda x: None  # noqa: E731
 
 SERIES: tuple[Series, ...] = (
     _byte_counter("tcp_in_bytes", _upstream_in("peer")),
@@ -209,31 +203,31 @@ SERIES: tuple[Series, ...] = (
         "cache_origin_requests_total",
         "gauge",
         "Requests in flight to the origin, per single-flight group",
-        _store_counter(lambda x: x.in_flight, _NO_LABEL),
+        _cache_layer(lambda x: x.in_flight),
     ),
     Series(
         "cache_waiting_requests_total",
         "gauge",
         "Requests waiting on a single-flight group",
-        _store_counter(lambda x: x.waiting, _NO_LABEL),
+        _cache_layer(lambda x: x.waiting),
     ),
     Series(
         "cache_hit_total",
         "counter",
         "Cache hits per layer",
-        _store_counter(lambda x: x.hits if x.cache_name is not None else None, lambda x: x.cache_name),
+        _cache_layer(lambda x: x.hits),
     ),
     Series(
         "cache_miss_total",
         "counter",
         "Cache misses per layer",
-        _store_counter(lambda x: x.misses if x.cache_name is not None else None, lambda x: x.cache_name),
+        _cache_layer(lambda x: x.misses),
     ),
     Series(
         "cache_evict_total",
         "counter",
         "Blobs evicted from a cache",
-        _store_counter(lambda x: x.evictions, _NO_LABEL),
+        _cache_layer(lambda x: x.evictions),
     ),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
 )

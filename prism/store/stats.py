@@ -19,7 +19,9 @@ class StoreSnapshot:
     cache_name: str | None = None
     """For a caching layer: the name of its cache, which labels its hits and misses."""
     hits: int | None = None
+    """For a caching layer: gets its cache answered."""
     misses: int | None = None
+    """For a caching layer: gets that went to its origin."""
     evictions: int | None = None
     in_flight: int | None = None
     """For a single-flight layer: callers doing the work."""
