@@ -1,7 +1,8 @@
 """Prometheus metrics on `--metrics-port` `/metrics` with reflector.go's names (reflector.md §6).
 
-Components keep plain counters (`ServerStats`, store hit counts); this module reads them at
-scrape time and renders the text format itself, because prometheus-client would rename the
+Servers, the receiver and stores hand out typed snapshots of their counters (`snapshot()`);
+this module reads them once per scrape into a `Scrape`, renders the `SERIES` table from it, and
+writes the text format itself, because prometheus-client would rename the
 byte counters (it appends `_total` to every counter, and reflector.go's `*_bytes` have none).
 The `process_*`, `python_*` series come from prometheus-client's own collectors.
 """
