@@ -39,7 +39,8 @@ ADDRESS = "bJxKvpD96kaJLriqVajZ7SaQTsWWyrGQct"
 
 
 async def serve_prism(root: str, sndbuf: bool = True) -> None:
-    from prism.peer.server import SEND_BUFFER_SIZE, PeerServer
+    from prism.peer.server import PeerServer
+    from prism.sendfile import SEND_BUFFER as SEND_BUFFER_SIZE
     from prism.store.disk import DiskStore
 
     server = PeerServer(
@@ -269,7 +270,7 @@ def main() -> None:
         if args.serve.startswith("prism"):
             asyncio.run(serve_prism(args.root, args.serve == "prism"))
         else:
-            from prism.peer.server import SEND_BUFFER_SIZE
+            from prism.sendfile import SEND_BUFFER as SEND_BUFFER_SIZE
 
             asyncio.run(serve_limit(args.root, SEND_BUFFER_SIZE if args.serve == "limit-sndbuf" else 0))
         return

@@ -1,7 +1,8 @@
 """Prometheus metrics on `--metrics-port` `/metrics` with reflector.go's names (reflector.md §6).
 
-Components keep plain counters (`ServerStats`, store hit counts); this module reads them at
-scrape time and renders the text format itself, because prometheus-client would rename the
+Servers, the receiver and stores hand out typed snapshots of their counters (`snapshot()`);
+this module reads them once per scrape into a `Scrape`, renders the `SERIES` table from it, and
+writes the text format itself, because prometheus-client would rename the
 byte counters (it appends `_total` to every counter, and reflector.go's `*_bytes` have none).
 The `process_*`, `python_*` series come from prometheus-client's own collectors.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,79 +22,224 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from prism.http.stats import ServerStats
+from prism.reflector.receiver import ReceiverStats
+from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore, walk_chain
+from prism.store.stats import CounterSource, StoreSnapshot
 
 log = logging.getLogger("prism.app")
 
 NS = "reflector"
 
-# protocol of a download server -> (bytes metric, downloads metric)
-SERVER_METRICS = {
-    "http": ("http_out_bytes", "http_blob_download_total"),
-    "http3": ("udp_out_bytes", "http3_blob_download_total"),
-    "tcp": ("tcp_out_bytes", "peer_download_total"),
-}
-# name of an upstream store -> its bytes-in metric
-UPSTREAM_IN = {
-    "http": "http_in_bytes",
-    "http3": "udp_in_bytes",
-    "peer": "tcp_in_bytes",
-    "cloudfront_ro": "s3_in_bytes",
-}
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[Labels, float]
 
-HELP = {
-    "error_total": "Errors by direction and type",
-    "blob_download_total": "Blobs downloaded from this server (all protocols)",
-    "peer_download_total": "Blobs downloaded over the peer protocol",
-    "http3_blob_download_total": "Blobs downloaded over HTTP/3",
-    "http_blob_download_total": "Blobs downloaded over HTTP",
-    "cache_hit_total": "Cache hits per layer",
-    "cache_miss_total": "Cache misses per layer",
-    "cache_origin_requests_total": "Requests in flight to the origin, per single-flight group",
-    "cache_waiting_requests_total": "Requests waiting on a single-flight group",
-    "cache_evict_total": "Blobs evicted from a cache",
-    "speed_mbps": "MiB/s of the last retrieval",
-    "ittt_this_hit_total": "Gets served by the first origin endpoint",
-    "ittt_that_hit_total": "Gets served by the fallback origin endpoint",
-    "blob_upload_total": "Content blobs received by the reflector receiver",
-    "sdblob_upload_total": "sd blobs received by the reflector receiver",
-    "http3_blob_request_queue_size": "HTTP/3 GETs waiting for a worker",
-    "http_blob_request_queue_size": "HTTP GETs waiting for a worker",
-    "routines": "Running asyncio tasks and open connections",
-}
-BYTE_COUNTERS = (
-    "tcp_in_bytes",
-    "tcp_out_bytes",
-    "udp_in_bytes",
-    "udp_out_bytes",
-    "http_in_bytes",
-    "http_out_bytes",
-    "reflector_in_bytes",
-    "s3_out_bytes",
-    "s3_in_bytes",
-    "upstream_in_bytes",
+
+class ServerSource(Protocol):
+    """A download server (peer, HTTP, HTTP/3)."""
+
+    def snapshot(self) -> ServerSnapshot: ...
+
+
+class ReceiverSource(Protocol):
+    """A reflector receiver."""
+
+    def snapshot(self) -> ReceiverStats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """Everything one scrape read, once, from the registered components."""
+
+    servers: list[ServerSnapshot]
+    receivers: list[ReceiverStats]
+    stores: list[StoreSnapshot]
+    tasks: int | None
+    """Running asyncio tasks (None outside a loop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One metric family: its name after `reflector_`, its kind and help, and how to read it."""
+
+    short: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    read: Callable[[Scrape], Iterator[Sample]]
+    always: bool = False
+    """Listed (HELP and TYPE) even when nothing reports it; a byte counter then reads 0."""
+
+
+def _server_bytes(protocol: str) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), x.bytes_out) for x in s.servers if x.protocol == protocol)
+
+
+def _server_downloads(protocol: str | None) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), x.downloads) for x in s.servers if protocol in (None, x.protocol))
+
+
+def _queue(protocol: str) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (
+        ((), x.queue_waiting) for x in s.servers if x.protocol == protocol and x.queue_waiting is not None
+    )
+
+
+def _upstream_in(name: str | None) -> Callable[[Scrape], Iterator[Sample]]:
+    """Bytes received by upstream stores named `name` (None: every upstream)."""
+    return lambda s: (((), x.bytes_in) for x in s.stores if x.bytes_in is not None and name in (None, x.name))
+
+
+def _receiver(value: Callable[[ReceiverStats], int]) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), value(r)) for r in s.receivers)
+
+
+def _errors(s: Scrape) -> Iterator[Sample]:
+    for server in s.servers:
+        for kind, n in server.errors.items():
+            yield (("direction", "download"), ("error_type", kind)), n
+    for r in s.receivers:
+        if r.errors:
+            yield (("direction", "upload"), ("error_type", ErrorType.OTHER.value)), r.errors
+
+
+def _cache_layer(value: Callable[[StoreSnapshot], int | None]) -> Callable[[Scrape], Iterator[Sample]]:
+    """Per store that has the counter, labelled by cache (a caching layer names its cache) and component."""
+
+    def read(s: Scrape) -> Iterator[Sample]:
+        for x in s.stores:
+            v = value(x)
+            if v is not None:
+                yield (("cache_type", x.cache_name or x.name), ("component", x.component or "reflector")), v
+
+    return read
+
+
+def _endpoint_hits(first: bool) -> Callable[[Scrape], Iterator[Sample]]:
+    def read(s: Scrape) -> Iterator[Sample]:
+        for x in s.stores:
+            if x.endpoint_hits is not None:
+                hits = x.endpoint_hits
+                yield (), (hits[0] if hits else 0) if first else sum(hits[1:])
+
+    return read
+
+
+def _routines(s: Scrape) -> Iterator[Sample]:
+    for x in s.servers:
+        if x.connections is not None:
+            yield (("kind", "connections"), ("package", x.protocol)), x.connections
+    if s.tasks is not None:
+        yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
+
+
+def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Series:
+    return Series(short, "counter", short.replace("_", " "), read, always=True)
+
+
+def _nothing(s: Scrape) -> Iterator[Sample]:
+    return iter(())
+
+
+SERIES: tuple[Series, ...] = (
+    _byte_counter("tcp_in_bytes", _upstream_in("peer")),
+    _byte_counter("tcp_out_bytes", _server_bytes("tcp")),
+    _byte_counter("udp_in_bytes", _upstream_in("http3")),
+    _byte_counter("udp_out_bytes", _server_bytes("http3")),
+    _byte_counter("http_in_bytes", _upstream_in("http")),
+    _byte_counter("http_out_bytes", _server_bytes("http")),
+    _byte_counter("reflector_in_bytes", _receiver(lambda r: r.bytes_received)),
+    _byte_counter("s3_out_bytes", _nothing),
+    _byte_counter("s3_in_bytes", _upstream_in("cloudfront_ro")),
+    _byte_counter("upstream_in_bytes", _upstream_in(None)),
+    Series(
+        "blob_download_total",
+        "counter",
+        "Blobs downloaded from this server (all protocols)",
+        _server_downloads(None),
+        always=True,
+    ),
+    Series(
+        "peer_download_total",
+        "counter",
+        "Blobs downloaded over the peer protocol",
+        _server_downloads("tcp"),
+        always=True,
+    ),
+    Series(
+        "http3_blob_download_total",
+        "counter",
+        "Blobs downloaded over HTTP/3",
+        _server_downloads("http3"),
+        always=True,
+    ),
+    Series(
+        "http_blob_download_total",
+        "counter",
+        "Blobs downloaded over HTTP",
+        _server_downloads("http"),
+        always=True,
+    ),
+    Series("error_total", "counter", "Errors by direction and type", _errors, always=True),
+    Series("http3_blob_request_queue_size", "gauge", "HTTP/3 GETs waiting for a worker", _queue("http3")),
+    Series("http_blob_request_queue_size", "gauge", "HTTP GETs waiting for a worker", _queue("http")),
+    Series(
+        "blob_upload_total",
+        "counter",
+        "Content blobs received by the reflector receiver",
+        _receiver(lambda r: r.blobs_received),
+    ),
+    Series(
+        "sdblob_upload_total",
+        "counter",
+        "sd blobs received by the reflector receiver",
+        _receiver(lambda r: r.sd_blobs_received),
+    ),
+    Series(
+        "ittt_this_hit_total", "counter", "Gets served by the first origin endpoint", _endpoint_hits(True)
+    ),
+    Series(
+        "ittt_that_hit_total", "counter", "Gets served by the fallback origin endpoint", _endpoint_hits(False)
+    ),
+    Series(
+        "cache_origin_requests_total",
+        "gauge",
+        "Requests in flight to the origin, per single-flight group",
+        _cache_layer(lambda x: x.in_flight),
+    ),
+    Series(
+        "cache_waiting_requests_total",
+        "gauge",
+        "Requests waiting on a single-flight group",
+        _cache_layer(lambda x: x.waiting),
+    ),
+    Series(
+        "cache_hit_total",
+        "counter",
+        "Cache hits per layer",
+        _cache_layer(lambda x: x.hits),
+    ),
+    Series(
+        "cache_miss_total",
+        "counter",
+        "Cache misses per layer",
+        _cache_layer(lambda x: x.misses),
+    ),
+    Series(
+        "cache_evict_total",
+        "counter",
+        "Blobs evicted from a cache",
+        _cache_layer(lambda x: x.evictions),
+    ),
+    Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
 )
 
 
-@dataclass
-class _Family:
-    name: str
-    kind: str
-    help: str
-    samples: dict[tuple[tuple[str, str], ...], float] = field(default_factory=lambda: defaultdict(float))
-
-    def add(self, value: float, **labels: str) -> None:
-        self.samples[tuple(sorted(labels.items()))] += value
-
-
 class Metrics:
-    """Reads counters from the registered components and renders reflector.go's series."""
+    """Reads the snapshots of the registered components and renders reflector.go's series."""
 
     def __init__(self) -> None:
-        self.servers: list[object] = []
-        """Download servers: objects with `.stats: ServerStats` (and optionally `.queue`)."""
-        self.receivers: list[object] = []
+        self.servers: list[ServerSource] = []
+        self.receivers: list[ReceiverSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -102,124 +249,39 @@ class Metrics:
             except Exception:  # pragma: no cover - e.g. no /proc
                 pass
 
-    def render(self) -> bytes:
-        families: dict[str, _Family] = {}
-
-        def fam(short: str, kind: str) -> _Family:
-            name = f"{NS}_{short}"
-            if name not in families:
-                families[name] = _Family(name, kind, HELP.get(short, short.replace("_", " ")))
-            return families[name]
-
-        for short in BYTE_COUNTERS:
-            fam(short, "counter")
-        for short in ("blob_download_total", "peer_download_total", "http3_blob_download_total"):
-            fam(short, "counter")
-        fam("http_blob_download_total", "counter")
-        errors = fam("error_total", "counter")
-        for server in self.servers:
-            stats = getattr(server, "stats", None)
-            if stats is not None and hasattr(stats, "bytes_sent") and hasattr(stats, "blobs_sent"):
-                # The peer server's own counters (prism.peer.server.PeerServerStats).
-                fam("tcp_out_bytes", "counter").add(stats.bytes_sent)
-                fam("peer_download_total", "counter").add(stats.blobs_sent)
-                fam("blob_download_total", "counter").add(stats.blobs_sent)
-                if getattr(stats, "protocol_errors", 0):
-                    errors.add(stats.protocol_errors, direction="download", error_type="invalid_peer_data")
-                continue
-            if not isinstance(stats, ServerStats):
-                continue
-            names = SERVER_METRICS.get(stats.protocol)
-            if names is None:
-                continue
-            fam(names[0], "counter").add(stats.bytes_out)
-            fam(names[1], "counter").add(stats.downloads)
-            fam("blob_download_total", "counter").add(stats.downloads)
-            for kind, n in stats.errors.items():
-                errors.add(n, direction="download", error_type=kind)
-            queue = getattr(server, "queue", None)
-            if queue is not None and stats.protocol in ("http", "http3"):
-                fam(f"{stats.protocol}_blob_request_queue_size", "gauge").add(queue.waiting)
-            conns = getattr(server, "connections", None)
-            if conns is not None:
-                fam("routines", "gauge").add(len(conns), package=stats.protocol, kind="connections")
-        for receiver in self.receivers:
-            self._receiver(receiver, fam, errors)
-        for root in self.stores:
-            for store in walk_chain(root):
-                self._store(store, fam)
+    def scrape(self) -> Scrape:
+        """Read every component once."""
+        stores = [
+            store.snapshot()
+            for root in self.stores
+            for store in walk_chain(root)
+            if isinstance(store, CounterSource)
+        ]
         try:
-            fam("routines", "gauge").add(len(asyncio.all_tasks()), package="asyncio", kind="tasks")
+            tasks: int | None = len(asyncio.all_tasks())
         except RuntimeError:
-            pass
+            tasks = None
+        return Scrape(
+            [s.snapshot() for s in self.servers], [r.snapshot() for r in self.receivers], stores, tasks
+        )
+
+    def render(self) -> bytes:
+        scrape = self.scrape()
         lines: list[str] = []
-        for f in families.values():
-            lines.append(f"# HELP {f.name} {f.help}")
-            lines.append(f"# TYPE {f.name} {f.kind}")
-            if not f.samples and f.kind == "counter" and f.name.endswith("_bytes"):
-                lines.append(f"{f.name} 0")
-            for labels, value in f.samples.items():
-                lines.append(f"{f.name}{_labels(labels)} {_num(value)}")
+        for series in SERIES:
+            samples: dict[Labels, float] = {}
+            for labels, value in series.read(scrape):
+                samples[labels] = samples.get(labels, 0) + value
+            if not samples and not series.always:
+                continue
+            name = f"{NS}_{series.short}"
+            lines.append(f"# HELP {name} {series.help}")
+            lines.append(f"# TYPE {name} {series.kind}")
+            if not samples and series.kind == "counter" and name.endswith("_bytes"):
+                lines.append(f"{name} 0")
+            for labels, value in samples.items():
+                lines.append(f"{name}{_labels(labels)} {_num(value)}")
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
-
-    @staticmethod
-    def _receiver(receiver: object, fam: object, errors: _Family) -> None:
-        stats = getattr(receiver, "stats", None)
-        if stats is None:
-            return
-        for attr, short in (
-            ("bytes_received", "reflector_in_bytes"),
-            ("blobs_received", "blob_upload_total"),
-            ("sd_blobs_received", "sdblob_upload_total"),
-        ):
-            value = getattr(stats, attr, None)
-            if isinstance(value, int | float):
-                fam(short, "counter").add(value)  # type: ignore[operator]
-        errs = getattr(stats, "errors", None)
-        if isinstance(errs, dict):
-            for kind, n in errs.items():
-                errors.add(n, direction="upload", error_type=str(kind))
-        elif isinstance(errs, int) and errs:
-            errors.add(errs, direction="upload", error_type="other")
-
-    @staticmethod
-    def _store(store: object, fam: object) -> None:
-        name = str(getattr(store, "name", ""))
-        bytes_in = getattr(store, "bytes_in", None)
-        if isinstance(bytes_in, int | float):
-            if name in UPSTREAM_IN:
-                fam(UPSTREAM_IN[name], "counter").add(bytes_in)  # type: ignore[operator]
-            fam("upstream_in_bytes", "counter").add(bytes_in)  # type: ignore[operator]
-        hits = getattr(store, "hits", None)
-        if name == "cloudfront_ro" and isinstance(hits, list):
-            fam("ittt_this_hit_total", "counter").add(hits[0] if hits else 0)  # type: ignore[operator]
-            fam("ittt_that_hit_total", "counter").add(sum(hits[1:]))  # type: ignore[operator]
-        component = str(getattr(store, "component", "") or "reflector")
-        flights = getattr(store, "flights", None)
-        if name.startswith("sf_") and flights is not None:
-            # reflector.go's single-flight gauges: work in flight and callers waiting on it.
-            fam("cache_origin_requests_total", "gauge").add(
-                getattr(flights, "leaders", 0), cache_type=name, component=component
-            )  # type: ignore[operator]
-            fam("cache_waiting_requests_total", "gauge").add(
-                getattr(flights, "waiting", 0), cache_type=name, component=component
-            )  # type: ignore[operator]
-            return
-        if name == "caching":
-            cache_type = _cache_name(store) or name
-            for attr, short in (("hits", "cache_hit_total"), ("misses", "cache_miss_total")):
-                value = getattr(store, attr, None)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    fam(short, "counter").add(value, cache_type=cache_type, component=component)  # type: ignore[operator]
-            return
-        evictions = getattr(store, "evictions", None)
-        if isinstance(evictions, int) and not isinstance(evictions, bool):
-            fam("cache_evict_total", "counter").add(evictions, cache_type=name, component=component)  # type: ignore[operator]
-
-
-def _cache_name(store: object) -> str | None:
-    cache = getattr(store, "cache", None)
-    return getattr(cache, "name", None) if cache is not None else None
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:

@@ -41,12 +41,12 @@ async def run_peer_server(
         s = server.stats
         log.info(
             "served %d blobs (%d bytes) in %d requests on %d connections; %d not found, %d bad requests",
-            s.blobs_sent,
-            s.bytes_sent,
+            s.downloads,
+            s.bytes_out,
             s.requests,
             s.accepted,
             s.not_found,
-            s.protocol_errors,
+            s.errors["invalid_peer_data"],
         )
 
     supervisor = Supervisor()

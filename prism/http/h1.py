@@ -127,27 +127,18 @@ def parse_head(head: bytes) -> Request:
     return Request(method, target, path, query, headers, keep_alive)
 
 
-def render_head(status: int, headers: list[tuple[str, str]], keep_alive: bool = True) -> bytes:
-    """Status line and headers (with Date and Connection), ending with the blank line."""
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"Date: {http_date()}"]
+def render_head(status: int, headers: list[tuple[str, str]], keep_alive: bool, date: str) -> bytes:
+    """Status line and headers (with `date` as Date, and Connection), ending with the blank line."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"Date: {date}"]
     lines.extend(f"{k}: {v}" for k, v in headers)
     if not keep_alive:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-_date_cache: tuple[int, str] = (0, "")
-
-
-def http_date() -> str:
-    """The IMF-fixdate of now, recomputed at most once a second."""
-    global _date_cache
-    import time
-
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
+def http_date(unix_seconds: int) -> str:
+    """The IMF-fixdate (RFC 9110 §5.6.7) of a Unix time."""
+    return formatdate(unix_seconds, usegmt=True)
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -178,3 +169,49 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
     if end < start:
         raise ValueError("malformed Range")
     return start, min(end, size - 1)
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobResponse:
+    """How to answer a GET of a blob: status and headers, then `count` bytes of it from `start`."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    start: int
+    count: int
+
+
+def plan_blob_response(headers: dict[str, str], size: int, blob_hash: str, via: str) -> BlobResponse:
+    """The answer to a GET of a blob of `size` bytes given the request `headers` (lower-cased).
+
+    `If-None-Match` naming the hash (or `*`) gives 304; a satisfiable single `bytes=` Range gives
+    206, an unsatisfiable one 416; a Range we do not understand is ignored (RFC 9110 allows it).
+    """
+    base = [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Disposition", f"filename={blob_hash}"),
+        ("ETag", f'"{blob_hash}"'),
+        ("Cache-Control", IMMUTABLE),
+        ("Accept-Ranges", "bytes"),
+        ("Via", via),
+    ]
+    inm = headers.get("if-none-match")
+    if inm is not None and (blob_hash in inm or inm.strip() == "*"):
+        return BlobResponse(304, base[2:], 0, 0)
+    status, start, count = 200, 0, size
+    rng = headers.get("range")
+    if rng is not None:
+        try:
+            span = parse_range(rng, size)
+        except ValueError:
+            span = (0, size - 1)  # not a range we understand: send it all
+        if span is None:
+            return BlobResponse(416, [("Content-Range", f"bytes */{size}"), ("Content-Length", "0")], 0, 0)
+        if span != (0, size - 1):
+            status, start, count = 206, span[0], span[1] - span[0] + 1
+            base.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
+    base.append(("Content-Length", str(count)))
+    return BlobResponse(status, base, start, count)

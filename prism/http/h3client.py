@@ -9,12 +9,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
+from prism.hostport import parse_host_port
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
 
 log = logging.getLogger("prism.http")
@@ -40,8 +41,8 @@ class _Pending:
 
 
 class _H3ClientProtocol(QuicConnectionProtocol):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
         self.http = H3Connection(self._quic)
         self.pending: dict[int, _Pending] = {}
         self.terminated = False
@@ -82,15 +83,17 @@ class _H3ClientProtocol(QuicConnectionProtocol):
             self.pending.clear()
             return
         if isinstance(event, StreamReset):
-            p = self.pending.pop(event.stream_id, None)
-            if p is not None and not p.future.done():
-                p.future.set_exception(Http3Error(f"stream reset by server (code {event.error_code})"))
+            reset = self.pending.pop(event.stream_id, None)
+            if reset is not None and not reset.future.done():
+                reset.future.set_exception(Http3Error(f"stream reset by server (code {event.error_code})"))
             return
         for h3_event in self.http.handle_event(event):
             self._h3_event(h3_event)
 
     def _h3_event(self, event: H3Event) -> None:
-        p = self.pending.get(getattr(event, "stream_id", -1))
+        if not isinstance(event, HeadersReceived | DataReceived):
+            return  # no other event concerns a response
+        p = self.pending.get(event.stream_id)
         if p is None:
             return
         if isinstance(event, HeadersReceived):
@@ -102,7 +105,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
                     p.headers[key] = v.decode("latin-1")
         elif isinstance(event, DataReceived):
             p.body += event.data
-        if getattr(event, "stream_ended", False):
+        if event.stream_ended:
             del self.pending[event.stream_id]
             if not p.future.done():
                 p.future.set_result(Http3Response(p.status, p.headers, bytes(p.body)))
@@ -118,11 +121,7 @@ class Http3Client:
     def __init__(
         self, address: str, timeout: float = 30.0, max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     ) -> None:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"HTTP/3 address must be host:port, got {address!r}")
-        self.host = host.strip("[]")
-        self.port = int(port)
+        self.host, self.port = parse_host_port(address, what="HTTP/3 address")
         self.authority = address
         self.timeout = timeout
         self.max_datagram_size = max_datagram_size
@@ -164,7 +163,7 @@ class Http3Client:
         except BaseException:
             transport.close()
             raise
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         return protocol
 
     async def get(self, path: str) -> Http3Response:

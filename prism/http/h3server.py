@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from urllib.parse import parse_qsl
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
-from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import H3Event, HeadersReceived
 from aioquic.h3.exceptions import H3Error
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from prism.blob import is_valid_hash
-from prism.http.queue import QueueFull, RequestQueue
-from prism.http.server import ProtectedCheck
-from prism.http.stats import ServerStats
+from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
+from prism.http.queue import RequestQueue
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
-from prism.store.base import BlobNotFound, BlobStore
+from prism.stats import ErrorType, ServerSnapshot, ServerStats
+from prism.store.base import BlobRef, BlobStore
 
 log = logging.getLogger("prism.http")
 
@@ -50,6 +52,7 @@ class Http3BlobServer:
         self.protected = protected
         self.queue = queue or RequestQueue(request_queue_size)
         self.stats = ServerStats("http3")
+        self.getter = BlobGetter(store, self.queue, self.stats, protected, None, "http3")
         self.tasks: set[asyncio.Task[None]] = set()
         self.protocols: set[_H3ServerProtocol] = set()
         self._server: QuicServer | None = None
@@ -65,7 +68,7 @@ class Http3BlobServer:
             self.host,
             self._port,
             configuration=self.configuration,
-            create_protocol=lambda *a, **kw: _H3ServerProtocol(*a, blob_server=self, **kw),
+            create_protocol=functools.partial(_H3ServerProtocol, blob_server=self),
         )
         if self._server._transport is not None:
             tune_udp_socket(self._server._transport.get_extra_info("socket"))
@@ -84,6 +87,9 @@ class Http3BlobServer:
         self._server.close()
         self._server = None
 
+    def snapshot(self) -> ServerSnapshot:
+        return self.stats.snapshot(queue_waiting=self.queue.waiting)
+
     async def answer(self, proto: _H3ServerProtocol, stream_id: int, method: str, path: str) -> None:
         route, _, qs = path.partition("?")
         parts = route.split("/")
@@ -92,39 +98,37 @@ class Http3BlobServer:
             return
         blob_hash = parts[2]
         if not is_valid_hash(blob_hash):
-            self.stats.error("invalid blob hash")
+            self.stats.error(ErrorType.INVALID_BLOB_HASH)
             proto.respond(stream_id, 400, b"invalid blob hash: want 96 lowercase hex characters")
             return
         if parts[1] == "has":
             await self._has(proto, stream_id, blob_hash)
             return
-        query = dict(parse_qsl(qs, keep_blank_values=True))
-        if self.protected is not None and await self.protected(blob_hash):
-            self.stats.error("protected")
+        trace = dict(parse_qsl(qs, keep_blank_values=True)).get("trace", "") in TRUE_VALUES
+
+        async def respond(outcome: GetOutcome) -> None:
+            await self._respond(proto, stream_id, outcome, trace)
+
+        await self.getter.get(blob_hash, respond)
+
+    async def _respond(
+        self, proto: _H3ServerProtocol, stream_id: int, outcome: GetOutcome, trace: bool
+    ) -> None:
+        if isinstance(outcome, Found):
+            ref = outcome.ref
+            data = await _read_blob(ref)
+            headers = [(b"content-length", str(len(data)).encode())]
+            if trace:
+                headers.append((b"via", ref.trace.to_json().encode()))
+            proto.respond(stream_id, 200, data, headers)
+            self.stats.sent(len(data))
+        elif isinstance(outcome, Missing):
+            proto.respond(stream_id, 404, b"blob not found")
+        elif isinstance(outcome, Failed):
+            proto.respond(stream_id, 400, str(outcome.error).encode())
+        elif outcome is Refused.PROTECTED:
             proto.respond(stream_id, 403, b"requested blob is protected")
-            return
-        try:
-            async with self.queue.slot():
-                try:
-                    ref = await self.store.get(blob_hash)
-                except BlobNotFound:
-                    proto.respond(stream_id, 404, b"blob not found")
-                    return
-                except Exception as e:
-                    self.stats.error(e)
-                    log.warning("HTTP/3 GET %s: %s", blob_hash[:16], e)
-                    proto.respond(stream_id, 400, str(e).encode())
-                    return
-                with ref:
-                    data = ref.read()
-                headers = [(b"content-length", str(len(data)).encode())]
-                if query.get("trace", "") in TRUE_VALUES:
-                    headers.append((b"via", ref.trace.to_json().encode()))
-                proto.respond(stream_id, 200, data, headers)
-                self.stats.bytes_out += len(data)
-                self.stats.downloads += 1
-        except QueueFull:
-            self.stats.error("queue full")
+        else:
             proto.respond(stream_id, 503, b"server busy, retry later")
 
     async def _has(self, proto: _H3ServerProtocol, stream_id: int, blob_hash: str) -> None:
@@ -141,9 +145,22 @@ class Http3BlobServer:
         )
 
 
+async def _read_blob(ref: BlobRef) -> bytes:
+    """The blob's bytes; a file is read on a worker thread so the loop keeps serving meanwhile."""
+    if ref.file is None:
+        return ref.read()
+    return await asyncio.to_thread(ref.read)
+
+
 class _H3ServerProtocol(QuicConnectionProtocol):
-    def __init__(self, *args: object, blob_server: Http3BlobServer, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        quic: QuicConnection,
+        stream_handler: QuicStreamHandler | None = None,
+        *,
+        blob_server: Http3BlobServer,
+    ) -> None:
+        super().__init__(quic, stream_handler)
         self.blob_server = blob_server
         self._http: H3Connection | None = None
 
@@ -157,8 +174,8 @@ class _H3ServerProtocol(QuicConnectionProtocol):
             return
         try:
             h3_events = self._http.handle_event(event)
-        except H3Error as e:
-            self.blob_server.stats.error(f"quic protocol violation: {e}")
+        except H3Error:
+            self.blob_server.stats.error(ErrorType.QUIC_PROTOCOL_VIOLATION)
             return
         for h3_event in h3_events:
             self._h3_event(h3_event)

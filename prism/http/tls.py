@@ -76,10 +76,10 @@ def quic_configuration(
 UDP_BUFFER = 4 * 1024 * 1024
 
 
-def tune_udp_socket(sock: object) -> None:
+def tune_udp_socket(sock: socket.socket | None) -> None:
     """Large UDP buffers: a burst of QUIC packets for a 2 MiB blob must not overflow them."""
     if sock is None:
         return
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)  # type: ignore[attr-defined]
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 
 from prism.peer.protocol import (
@@ -28,43 +26,20 @@ from prism.peer.protocol import (
     encode_response,
     rate_answer,
 )
+from prism.sendfile import SEND_BUFFER, BlobSender
+from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+from prism.tcpserver import TcpBlobServer
 
 log = logging.getLogger("prism.peer")
 
 DEFAULT_PORT = 5567
 """The peer port of the `reflector` command; `prism peer` uses 3333 like reflector.go's `peer`."""
 
-SEND_BUFFER_SIZE = 4 * 1024 * 1024
-"""SO_SNDBUF asked for each connection, so one sendfile call can usually queue a whole blob."""
-
 _NOT_FOUND = IncomingBlob("", 0, BLOB_NOT_FOUND)
 
 
-class PeerServerStats:
-    """Plain counters, read by logs, tests and (later) metrics."""
-
-    __slots__ = (
-        "accepted",
-        "blobs_sent",
-        "bytes_sent",
-        "not_found",
-        "protocol_errors",
-        "refused",
-        "requests",
-    )
-
-    def __init__(self) -> None:
-        self.accepted = 0  # connections admitted so far
-        self.refused = 0
-        self.requests = 0
-        self.blobs_sent = 0
-        self.bytes_sent = 0
-        self.not_found = 0
-        self.protocol_errors = 0
-
-
-class PeerServer:
+class PeerServer(TcpBlobServer["_PeerConnection"]):
     """Serves blobs of `store` to LBRY peers (lbry-sdk's and reflector.go's clients)."""
 
     def __init__(
@@ -76,28 +51,22 @@ class PeerServer:
         max_connections: int = 1000,
         idle_timeout: float = 60.0,
         send_timeout: float = 60.0,
-        send_buffer_size: int | None = SEND_BUFFER_SIZE,
+        send_buffer_size: int | None = SEND_BUFFER,
     ) -> None:
-        self.store = store
-        self.host = host
-        self.port = port
+        super().__init__(
+            store, host, port, protocol="tcp", idle_timeout=idle_timeout, send_timeout=send_timeout
+        )
         self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout
         self.send_buffer_size = send_buffer_size
-        self.stats = PeerServerStats()
-        self.connections: set[_PeerConnection] = set()
-        self._server: asyncio.Server | None = None
         self._last_refusal_log = 0.0
         self._all_closed: asyncio.Event | None = None
 
+    def snapshot(self) -> ServerSnapshot:
+        return self.stats.snapshot()
+
     async def start(self) -> None:
         """Bind and start accepting; `.port` is the bound port afterwards (pass 0 for any)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _PeerConnection(self), self.host, self.port, reuse_address=True, backlog=1024
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen(lambda: _PeerConnection(self))
         log.info("peer server listening on %s:%d (store %s)", self.host, self.port, self.store.name)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -149,9 +118,7 @@ class _PeerConnection(asyncio.Protocol):
         self.closing = False
         self.eof = False
         self.paused_reading = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
-        self.sock_fd = -1
+        self.sender: BlobSender | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -165,12 +132,7 @@ class _PeerConnection(asyncio.Protocol):
         self.peer = _peer_name(transport)
         server.connections.add(self)
         server.stats.accepted += 1
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self.sock_fd = sock.fileno()
-            if server.send_buffer_size:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.send_buffer_size)
+        self.sender = BlobSender(transport, server.send_buffer_size)
         self.waiting_since = self.loop.time()
         self.timer = self.loop.call_at(self.waiting_since + server.idle_timeout, self._on_timer)
         log.debug("connection from %s", self.peer)
@@ -203,18 +165,18 @@ class _PeerConnection(asyncio.Protocol):
             self.timer = None
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_exception(ConnectionResetError("connection lost"))
+        if self.sender is not None:
+            self.sender.connection_lost()
         self.transport = None
         log.debug("connection from %s closed%s", self.peer, f" ({exc})" if exc else "")
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        if self.sender is not None:
+            self.sender.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        if self.sender is not None:
+            self.sender.resume_writing()
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -240,10 +202,10 @@ class _PeerConnection(asyncio.Protocol):
                 await self._answer(request)
                 if self.transport is None:
                     return
-                if self.write_paused:
+                if self.sender is not None:
                     # The client is not reading its answers: no more until it does (or the
                     # send timeout ends the connection); reading stops too once 64 KiB queue up.
-                    await self._drain()
+                    await self.sender.drain()
                 request = self.parser.next_request()
                 if request is not None:
                     self.busy_since = self.loop.time()
@@ -301,7 +263,8 @@ class _PeerConnection(asyncio.Protocol):
                 except BlobNotFound:
                     ref = None
         transport = self.transport
-        if transport is None:
+        sender = self.sender
+        if transport is None or sender is None:
             if ref is not None:
                 ref.close()
             return
@@ -318,56 +281,14 @@ class _PeerConnection(asyncio.Protocol):
                 header = encode_found_header(ref.hash, size)
             else:
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
-            transport.write(header)
-            if ref.file is not None:
-                sent = (
-                    self._sendfile_now(ref.file.fileno(), size)
-                    if transport.get_write_buffer_size() == 0
-                    else 0
-                )
-                if sent < size:
-                    sent += await self.loop.sendfile(transport, ref.file, sent, size - sent)
-                if sent != size:
-                    raise OSError(f"blob {ref.hash[:8]}: file ended after {sent} of {size} bytes")
-            else:
-                transport.write(ref.read())
-        stats.blobs_sent += 1
-        stats.bytes_sent += size
+            await sender.send(header, ref, 0, size)
+        stats.sent(size)
         log.debug("sent %s (%d bytes) to %s", ref.hash[:8], size, self.peer)
-
-    def _sendfile_now(self, file_fd: int, size: int) -> int:
-        """Zero-copy send of as much of the file as the socket takes right now.
-
-        The header went out just before, so the transport's buffer is empty and the socket is
-        ours. On loopback and LAN a large send buffer usually takes the whole blob in one call;
-        `loop.sendfile` would add an epoll registration, a loop turn and pause/resume of
-        reading around that same call. Whatever is left is sent by `loop.sendfile`.
-        """
-        sent = 0
-        if self.sock_fd < 0:
-            return 0
-        try:
-            while sent < size:
-                n = os.sendfile(self.sock_fd, file_fd, sent, size - sent)
-                if n == 0:
-                    break  # the file is shorter than its BlobRef says; the caller reports it
-                sent += n
-        except (BlockingIOError, InterruptedError):
-            pass
-        return sent
-
-    async def _drain(self) -> None:
-        while self.write_paused and self.transport is not None:
-            self.drain_waiter = self.loop.create_future()
-            try:
-                await self.drain_waiter
-            finally:
-                self.drain_waiter = None
 
     # --- closing ----------------------------------------------------------------------------
 
     def _bad_input(self, error: PeerProtocolError) -> None:
-        self.server.stats.protocol_errors += 1
+        self.server.stats.error(ErrorType.INVALID_PEER_DATA)
         log.info("closing connection from %s: %s", self.peer, error.reason)
         self.abort()
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prism.blob import MAX_BLOB_SIZE
 from prism.reflector.protocol import (
@@ -90,6 +90,10 @@ class ReflectorReceiver:
         # A store that only borrows `put` data gets a view of the reused receive buffer;
         # any other store gets bytes of its own, since it might keep them.
         self.zero_copy = put_borrows_data(store)
+
+    def snapshot(self) -> ReceiverStats:
+        """A copy of the counters, for metrics."""
+        return replace(self.stats)
 
     @property
     def port(self) -> int:

@@ -18,6 +18,7 @@ from time import perf_counter_ns
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data
 from prism.store.singleflight import Flights
+from prism.store.stats import StoreSnapshot
 
 log = logging.getLogger("prism.store.caching")
 
@@ -46,6 +47,11 @@ class CachingStore:
     def borrows_put_data(self) -> bool:
         # `put` awaits both writes before it returns, so it borrows when both of them do.
         return put_borrows_data(self.origin) and put_borrows_data(self.cache)
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(
+            self.name, self.component, cache_name=self.cache.name, hits=self.hits, misses=self.misses
+        )
 
     async def has(self, blob_hash: str) -> bool:
         if await self.cache.has(blob_hash):

@@ -28,6 +28,7 @@ from prism.blob import is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
 from prism.store.disk import TMP_DIR, DiskBlob, DiskStore, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
+from prism.store.stats import StoreSnapshot
 
 log = logging.getLogger("prism.cache")
 
@@ -209,6 +210,9 @@ class DiskCacheStore:
         return cold + kept + hot, [*unknown], forgotten
 
     # -- BlobStore ---------------------------------------------------------------------------
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, self.component, evictions=self.evictions)
 
     async def has(self, blob_hash: str) -> bool:
         return blob_hash in self.policy

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from prism.store.base import BlobRef, BlobStore, StoreError, WrappingStore
+from prism.store.stats import StoreSnapshot
 
 IsProtected = Callable[[str], Awaitable[bool]]
 """`await is_protected(hash)`: True for blobs only served with an edge token."""
@@ -17,6 +18,9 @@ class BytesInCounter(WrappingStore):
         self.inner = inner
         self.name = inner.name
         self.bytes_in = 0
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, bytes_in=self.bytes_in)
 
     async def get(self, blob_hash: str) -> BlobRef:
         ref = await self.inner.get(blob_hash)

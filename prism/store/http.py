@@ -13,6 +13,7 @@ import aiohttp
 
 from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
+from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace, TraceError
 from prism.store.upstream import read_limited, verify_received
 
@@ -44,6 +45,9 @@ class HttpStore(ReadOnlyStore):
                 headers={"User-Agent": "prism"},
             )
         return self._session
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, bytes_in=self.bytes_in)
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)

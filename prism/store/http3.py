@@ -12,6 +12,7 @@ from prism.blob import validate_hash
 from prism.http.h3client import Http3Client
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
+from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace, TraceError
 from prism.store.upstream import verify_received
 
@@ -33,6 +34,9 @@ class Http3Store(ReadOnlyStore):
         self.client = Http3Client(address, timeout, max_datagram_size)
         self.bytes_in = 0
         """Blob bytes received from upstream (reflector_*_in_bytes)."""
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, bytes_in=self.bytes_in)
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)

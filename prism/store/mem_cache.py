@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from prism.store.base import BlobRef, Timer, WrappingStore
 from prism.store.memory import MemoryStore
+from prism.store.stats import StoreSnapshot
 
 
 class MemoryCacheStore(WrappingStore):
@@ -31,6 +32,9 @@ class MemoryCacheStore(WrappingStore):
 
     def __contains__(self, blob_hash: object) -> bool:
         return blob_hash in self._blobs
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, evictions=self.evictions)
 
     async def get(self, blob_hash: str) -> BlobRef:
         timer = Timer()

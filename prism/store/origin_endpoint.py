@@ -15,6 +15,7 @@ from prism import __version__
 from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, ReadOnlyStore, StoreError, Timer
 from prism.store.fallback import FallbackStore
+from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace
 from prism.store.upstream import read_limited, verify_received
 
@@ -57,6 +58,9 @@ class OriginEndpointStore(ReadOnlyStore):
                 headers={"User-Agent": f"prism/{__version__}"},
             )
         return self._session
+
+    def snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self.name, bytes_in=self.bytes_in, endpoint_hits=tuple(self.hits))
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, WrappingStore
+from prism.store.stats import StoreSnapshot
 
 log = logging.getLogger("prism.store.singleflight")
 
@@ -129,6 +130,10 @@ class SingleFlightStore(WrappingStore):
         ref = await self.flights.run(blob_hash, self.inner.get)
         ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
         return ref
+
+    def snapshot(self) -> StoreSnapshot:
+        flights = self.flights
+        return StoreSnapshot(self.name, self.component, in_flight=flights.leaders, waiting=flights.waiting)
 
     @property
     def origin_calls(self) -> int:

@@ -6,8 +6,9 @@ import aiohttp
 
 from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
+from prism.store.caching import CachingStore
 from prism.store.http import HttpStore
-from tests.http.helpers import CountingStore, make_blob
+from tests.http.helpers import CountingStore, stored_blob
 
 
 def value(text: str, series: str) -> float:
@@ -19,8 +20,7 @@ def value(text: str, series: str) -> float:
 
 async def test_counters_move_with_exact_names():
     origin = CountingStore()
-    h, d = make_blob(4096)
-    await origin.put(h, d)
+    h, d = await stored_blob(origin, 4096)
     server = HttpBlobServer(origin, "127.0.0.1", 0)
     await server.start()
     upstream = HttpStore(f"127.0.0.1:{server.port}")
@@ -54,20 +54,10 @@ async def test_counters_move_with_exact_names():
 
 
 def test_cache_layers_are_reported_per_cache_type_and_component():
-    class Cache:
-        name = "caching"
-        component = "reflector"
-        hits = 3
-        misses = 2
-
-        def __init__(self) -> None:
-            self.cache = CountingStore("disk")
-            self.origin = CountingStore("http")
-
-        async def get(self, h: str) -> None: ...
-
+    cache = CachingStore(CountingStore("http"), CountingStore("disk"), component="reflector")
+    cache.hits, cache.misses = 3, 2
     m = Metrics()
-    m.stores.append(Cache())
+    m.stores.append(cache)
     text = m.render().decode()
     assert value(text, 'reflector_cache_hit_total{cache_type="disk",component="reflector"}') == 3
     assert value(text, 'reflector_cache_miss_total{cache_type="disk",component="reflector"}') == 2

@@ -174,7 +174,7 @@ async def test_ctrl_c_then_resume(tmp_path) -> None:
         assert proc.returncode == 130, err.decode()
         assert b"run the same command again to resume" in err
         assert os.listdir(out) == []  # no partial file left, and nothing under the final name
-        sent_before = server.stats.blobs_sent
+        sent_before = server.stats.downloads
         assert 1 < sent_before < 21
         proc = await asyncio.create_subprocess_exec(
             *argv, env=prism_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -185,7 +185,7 @@ async def test_ctrl_c_then_resume(tmp_path) -> None:
         assert m, err.decode()
         downloaded, cached = int(m.group(1)), int(m.group(2))
         assert downloaded + cached == 21 and cached >= 3  # the sd blob and at least two content blobs
-        assert server.stats.blobs_sent - sent_before == downloaded
+        assert server.stats.downloads - sent_before == downloaded
         assert (out / "resume.bin").read_bytes() == data
     finally:
         await server.stop(1)

@@ -6,13 +6,20 @@ import asyncio
 import os
 
 from prism.blob import sha384_hex
-from prism.store.base import BlobNotFound, BlobRef
+from prism.store.base import BlobNotFound, BlobRef, BlobStore
 from prism.store.memory import MemoryStore
 
 
 def make_blob(size: int = 100_000, seed: int = 0) -> tuple[str, bytes]:
     data = os.urandom(size) if seed == 0 else bytes((i * seed + 7) % 251 for i in range(size))
     return sha384_hex(data), data
+
+
+async def stored_blob(store: BlobStore, size: int) -> tuple[str, bytes]:
+    """A new random blob of `size` bytes, put in `store`."""
+    h, d = make_blob(size)
+    await store.put(h, d)
+    return h, d
 
 
 class CountingStore(MemoryStore):
@@ -43,7 +50,7 @@ class FailingStore(MemoryStore):
         raise OSError("disk on fire")
 
 
-__all__ = ["BlobNotFound", "CountingStore", "FailingStore", "make_blob"]
+__all__ = ["BlobNotFound", "CountingStore", "FailingStore", "make_blob", "stored_blob"]
 
 
 async def raw_request(port: int, request: bytes, read_until_close: bool = True) -> bytes:

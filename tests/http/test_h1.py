@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism.http.h1 import HttpParseError, RequestParser, parse_range, render_head
+from prism.http.h1 import (
+    HttpParseError,
+    RequestParser,
+    http_date,
+    parse_range,
+    plan_blob_response,
+    render_head,
+)
 
 H = "ab" * 48
 
@@ -81,6 +88,64 @@ def test_ranges_stay_inside_the_blob(size, a, b):
 
 
 def test_render_head():
-    head = render_head(200, [("Content-Length", "3")], keep_alive=False)
-    assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: ")
+    head = render_head(200, [("Content-Length", "3")], False, "Sun, 06 Nov 1994 08:49:37 GMT")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n")
     assert head.endswith(b"Content-Length: 3\r\nConnection: close\r\n\r\n")
+
+
+VIA = '{"trace":[]}'
+
+
+def test_plan_whole_blob():
+    plan = plan_blob_response({}, 1000, H, VIA)
+    assert (plan.status, plan.start, plan.count) == (200, 0, 1000)
+    assert plan.headers == [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Disposition", f"filename={H}"),
+        ("ETag", f'"{H}"'),
+        ("Cache-Control", "public, max-age=31536000, immutable"),
+        ("Accept-Ranges", "bytes"),
+        ("Via", VIA),
+        ("Content-Length", "1000"),
+    ]
+
+
+@pytest.mark.parametrize("inm", [f'"{H}"', f'W/"x", "{H}"', " * "])
+def test_plan_not_modified_has_no_body_and_no_length(inm):
+    plan = plan_blob_response({"if-none-match": inm, "range": "bytes=0-1"}, 1000, H, VIA)
+    assert (plan.status, plan.count) == (304, 0)
+    assert [k for k, _ in plan.headers] == ["ETag", "Cache-Control", "Accept-Ranges", "Via"]
+
+
+def test_plan_other_etag_is_a_full_answer():
+    assert plan_blob_response({"if-none-match": '"other"'}, 1000, H, VIA).status == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "start", "count", "content_range"),
+    [
+        ("bytes=100-199", 206, 100, 100, "bytes 100-199/1000"),
+        ("bytes=-10", 206, 990, 10, "bytes 990-999/1000"),
+        ("bytes=990-", 206, 990, 10, "bytes 990-999/1000"),
+        ("bytes=900-5000", 206, 900, 100, "bytes 900-999/1000"),
+        ("bytes=0-", 200, 0, 1000, None),
+        ("bytes=0-1,5-6", 200, 0, 1000, None),
+        ("items=1-2", 200, 0, 1000, None),
+    ],
+)
+def test_plan_ranges(header, status, start, count, content_range):
+    plan = plan_blob_response({"range": header}, 1000, H, VIA)
+    assert (plan.status, plan.start, plan.count) == (status, start, count)
+    assert dict(plan.headers).get("Content-Range") == content_range
+    assert dict(plan.headers)["Content-Length"] == str(count)
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=-0"])
+def test_plan_unsatisfiable_range_is_416(header):
+    plan = plan_blob_response({"range": header}, 1000, H, VIA)
+    assert (plan.status, plan.count) == (416, 0)
+    assert plan.headers == [("Content-Range", "bytes */1000"), ("Content-Length", "0")]
+
+
+def test_http_date():
+    assert http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -12,7 +14,7 @@ from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.store.disk import DiskStore
 from prism.store.trace import BlobTrace
-from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request
+from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request, stored_blob
 
 MISSING = "ab" * 48
 
@@ -23,6 +25,15 @@ async def started(store, **kw) -> HttpBlobServer:
     return server
 
 
+@contextlib.asynccontextmanager
+async def serving(store, **kw) -> AsyncIterator[HttpBlobServer]:
+    server = await started(store, **kw)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
 async def session():
     async with aiohttp.ClientSession() as s:
@@ -31,10 +42,8 @@ async def session():
 
 async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, session):
     store = DiskStore(tmp_path)
-    h, data = make_blob(2 * 1024 * 1024)
-    await store.put(h, data)
-    server = await started(store)
-    try:
+    h, data = await stored_blob(store, 2 * 1024 * 1024)
+    async with serving(store) as server:
         async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
             body = await r.read()
             assert r.status == 200
@@ -48,8 +57,6 @@ async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, sess
             assert [s.origin_name for s in trace.stacks] == ["disk"]
         assert server.stats.bytes_out == len(data)
         assert server.stats.downloads == 1
-    finally:
-        await server.stop()
 
 
 async def test_get_memory_blob_keep_alive_many_requests(session):
@@ -57,50 +64,40 @@ async def test_get_memory_blob_keep_alive_many_requests(session):
     blobs = [make_blob(1000 + i) for i in range(5)]
     for h, d in blobs:
         await store.put(h, d)
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         for _ in range(3):
             for h, d in blobs:
                 async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": h}) as r:
                     assert r.status == 200
                     assert await r.read() == d
         assert len(server.connections) == 1  # one keep-alive connection did it all
-    finally:
-        await server.stop()
 
 
 @pytest.mark.parametrize("bad", ["", "xyz", "AB" * 48, "ab" * 47, "../../etc/passwd", "g" * 96])
 async def test_invalid_hash_is_400_and_never_reaches_the_store(session, bad):
     store = CountingStore()
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         async with session.get(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
             assert r.status == 400
         async with session.head(f"http://127.0.0.1:{server.port}/blob", params={"hash": bad}) as r:
             assert r.status == 400
         assert store.gets == 0 and store.hass == 0
-    finally:
-        await server.stop()
 
 
 async def test_missing_blob_is_404_with_via_and_then_negative_cached(session):
     store = CountingStore()
-    server = await started(store)
-    try:
+    async with serving(store) as server:
         for _ in range(3):
             async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={MISSING}") as r:
                 assert r.status == 404
                 assert await r.read() == b""
                 BlobTrace.from_json(r.headers["Via"])
         assert store.gets == 1
-    finally:
-        await server.stop()
 
 
 async def test_head_is_204_or_404_and_500_on_store_error(session):
     store = CountingStore()
-    h, d = make_blob(10)
-    await store.put(h, d)
+    h, _ = await stored_blob(store, 10)
     server = await started(store)
     bad = await started(FailingStore())
     try:
@@ -122,8 +119,7 @@ async def test_head_is_204_or_404_and_500_on_store_error(session):
 @pytest.mark.parametrize("on_disk", [False, True])
 async def test_range_requests(tmp_path, session, on_disk):
     store = DiskStore(tmp_path) if on_disk else CountingStore()
-    h, d = make_blob(50_000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 50_000)
     server = await started(store)
     url = f"http://127.0.0.1:{server.port}/blob?hash={h}"
     try:
@@ -147,8 +143,7 @@ async def test_range_requests(tmp_path, session, on_disk):
 
 async def test_protected_blob_needs_the_edge_token(session):
     store = CountingStore()
-    h, d = make_blob(100)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 100)
 
     async def protected(blob_hash: str) -> bool:
         return blob_hash == h
@@ -193,11 +188,9 @@ async def test_queue_bounds_work_and_refuses_with_503_beyond_the_wait_limit(sess
 
 async def test_slow_reader_times_out_and_frees_its_slot():
     store = CountingStore()
-    big_h, big = make_blob(2 * 1024 * 1024)
-    await store.put(big_h, big)
+    big_h, big = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
-    server = await started(store, queue=queue, send_timeout=0.5)
-    try:
+    async with serving(store, queue=queue, send_timeout=0.5) as server:
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         # Ask for many blobs and never read: the send stalls once the buffers are full.
@@ -208,17 +201,13 @@ async def test_slow_reader_times_out_and_frees_its_slot():
             async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={big_h}") as r:
                 assert r.status == 200 and await r.read() == big
         sock.close()
-    finally:
-        await server.stop()
 
 
 async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
     store = DiskStore(tmp_path)
-    h, d = make_blob(2 * 1024 * 1024)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 2 * 1024 * 1024)
     queue = RequestQueue(workers=1, max_waiting=0)
-    server = await started(store, queue=queue)
-    try:
+    async with serving(store, queue=queue) as server:
         for _ in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode() * 4)
@@ -232,14 +221,11 @@ async def test_client_disconnecting_mid_blob_frees_its_slot(tmp_path):
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
                 assert await r.read() == d
-    finally:
-        await server.stop()
 
 
 async def test_thousand_idle_connections_do_not_block_a_get():
     store = CountingStore()
-    h, d = make_blob(1000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 1000)
     server = await started(store)
     idle = []
     try:
@@ -260,13 +246,10 @@ async def test_thousand_idle_connections_do_not_block_a_get():
 
 
 async def test_idle_connections_are_closed_after_the_idle_timeout():
-    server = await started(CountingStore(), idle_timeout=0.2)
-    try:
+    async with serving(CountingStore(), idle_timeout=0.2) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /blob?ha")
         assert await asyncio.wait_for(reader.read(), 3) == b""
-    finally:
-        await server.stop()
 
 
 @pytest.mark.parametrize(
@@ -281,18 +264,14 @@ async def test_idle_connections_are_closed_after_the_idle_timeout():
     ],
 )
 async def test_bad_requests_get_clear_errors(request_bytes, status):
-    server = await started(CountingStore())
-    try:
+    async with serving(CountingStore()) as server:
         answer = await raw_request(server.port, request_bytes)
         assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:100]
-    finally:
-        await server.stop()
 
 
 async def test_stop_lets_a_transfer_in_flight_finish():
     store = CountingStore(delay=0.3)
-    h, d = make_blob(500_000)
-    await store.put(h, d)
+    h, d = await stored_blob(store, 500_000)
     server = await started(store)
 
     async def fetch():

@@ -131,6 +131,6 @@ async def test_garbage_huge_and_endless_requests(tmp_path) -> None:
             f"baseline {max(baseline) * 1000:.1f} ms, under attack {max(during) * 1000:.1f} ms ({len(during)} gets)"
         )
         assert during and max(during) < _bound(baseline)
-        assert server.stats.protocol_errors >= 22  # 20 garbage, the 1 MB one and the endless one
+        assert server.stats.errors["invalid_peer_data"] >= 22  # 20 garbage, the 1 MB one and the endless one
         async with PeerClient("127.0.0.1", server.port) as client:
             assert await _timed_gets(client, blobs)

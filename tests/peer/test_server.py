@@ -49,7 +49,7 @@ async def test_lbry_sdk_requests_get_reflector_go_bytes_with_keep_alive(hello_st
         await conn.send(sdk_request(SD_HASH))
         assert await conn.read_exactly(358 + 536) == header + SD_BYTES
         await conn.close()
-        assert server.stats.blobs_sent == 3 and server.stats.not_found == 1 and server.stats.accepted == 1
+        assert server.stats.downloads == 3 and server.stats.not_found == 1 and server.stats.accepted == 1
 
 
 async def test_reflector_go_client_requests(hello_store) -> None:
@@ -151,7 +151,7 @@ async def test_bad_input_closes_only_that_connection(hello_store, garbage: bytes
         assert await bad.expect_closed() == b""
         await good.send(sdk_request(SD_HASH))
         assert await good.read_exactly(358 + 536) == go_found_header(SD_HASH, 536) + SD_BYTES
-        assert server.stats.protocol_errors == 1
+        assert server.stats.errors["invalid_peer_data"] == 1
         assert any("closing connection from 127.0.0.1" in r.getMessage() for r in caplog.records)
         await good.close()
         await bad.close()

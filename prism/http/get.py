@@ -1,0 +1,97 @@
+"""The GET of a blob shared by the HTTP/1.1 and HTTP/3 servers; each renders the outcome its own way.
+
+Order of checks (reflector.md §4.4, §4.5): protected content, the negative cache, then a slot of
+the request queue for the store lookup and the send.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prism.http.negcache import NegativeCache
+from prism.http.queue import QueueFull, RequestQueue
+from prism.stats import ErrorType, ServerStats
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, Timer
+from prism.store.trace import BlobTrace
+
+log = logging.getLogger("prism.http")
+
+ProtectedCheck = Callable[[str], Awaitable[bool]]
+
+
+class Refused(enum.Enum):
+    PROTECTED = "protected"
+    BUSY = "busy"
+    """The request queue is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    ref: BlobRef
+    """Open until the responder returns; the responder sends it and counts it (`ServerStats.sent`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    trace: BlobTrace
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: Exception
+    trace: BlobTrace
+
+
+GetOutcome = Found | Missing | Failed | Refused
+Responder = Callable[[GetOutcome], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class BlobGetter:
+    """Looks a blob up for a server and hands the outcome to that server's responder."""
+
+    store: BlobStore
+    queue: RequestQueue
+    stats: ServerStats
+    protected: ProtectedCheck | None
+    negative_cache: NegativeCache | None
+    name: str
+    """Names the server in traces and logs (`http`, `http3`)."""
+
+    async def get(self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True) -> None:
+        """Answer a GET of a valid `blob_hash` through `respond` (called once)."""
+        if may_be_protected and self.protected is not None and await self.protected(blob_hash):
+            self.stats.error(ErrorType.PROTECTED_BLOB)
+            await respond(Refused.PROTECTED)
+            return
+        if self.negative_cache is not None and blob_hash in self.negative_cache:
+            await respond(Missing(BlobTrace.new(0, self.name)))
+            return
+        try:
+            async with self.queue.slot():
+                await self._lookup(blob_hash, respond)
+        except QueueFull:
+            self.stats.error(ErrorType.OTHER)
+            await respond(Refused.BUSY)
+
+    async def _lookup(self, blob_hash: str, respond: Responder) -> None:
+        timer = Timer()
+        outcome: Missing | Failed
+        try:
+            ref = await self.store.get(blob_hash)
+        except BlobNotFound:
+            if self.negative_cache is not None:
+                self.negative_cache.add(blob_hash)
+            outcome = Missing(BlobTrace.new(timer.elapsed(), self.name))
+        except Exception as e:
+            self.stats.error(e)
+            log.warning("%s GET %s: %s", self.name, blob_hash[:16], e)
+            outcome = Failed(e, BlobTrace.new(timer.elapsed(), self.name))
+        else:
+            with ref:
+                await respond(Found(ref))
+            return
+        await respond(outcome)

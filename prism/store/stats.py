@@ -1,0 +1,36 @@
+"""The typed counters a store of a chain reports to metrics (`snapshot()`), read at scrape time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What one store has counted; None where the store keeps no such counter."""
+
+    name: str
+    component: str = ""
+    bytes_in: int | None = None
+    """Blob bytes received from an upstream."""
+    endpoint_hits: tuple[int, ...] | None = None
+    """Gets served per origin endpoint: the first one, then its fallback."""
+    cache_name: str | None = None
+    """For a caching layer: the name of its cache, which labels its hits and misses."""
+    hits: int | None = None
+    """For a caching layer: gets its cache answered."""
+    misses: int | None = None
+    """For a caching layer: gets that went to its origin."""
+    evictions: int | None = None
+    in_flight: int | None = None
+    """For a single-flight layer: callers doing the work."""
+    waiting: int | None = None
+    """For a single-flight layer: callers waiting on another caller's work."""
+
+
+@runtime_checkable
+class CounterSource(Protocol):
+    """A store that reports counters."""
+
+    def snapshot(self) -> StoreSnapshot: ...
