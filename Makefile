@@ -14,7 +14,8 @@ install: $(PY)
 $(PY):
 	python3 -m venv $(VENV)
 
-test:
+# Types and lint first: they take seconds, and a test run must not hide a type error.
+test: typecheck lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint:

@@ -17,7 +17,7 @@ from prism.store.caching import CachingStore
 from prism.store.disk_cache import DiskCacheStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
-from tests.store.cache_helpers import CountingStore, make_blob
+from tests.helpers import CountingStore, make_blob
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,9 @@ async def test_chain_is_stacked_like_reflector_go(tmp_path) -> None:
 
 def test_chain_flag_errors_before_anything_is_created(tmp_path) -> None:
     with pytest.raises(DiskCacheSpecError):
-        build_cache_chain(CountingStore(), disk_cache=f"1GB:{tmp_path}/a:lru", optional_disk_cache="bad")
+        build_cache_chain(
+            CountingStore("origin"), disk_cache=f"1GB:{tmp_path}/a:lru", optional_disk_cache="bad"
+        )
     assert not (tmp_path / "a").exists()
 
 
@@ -132,7 +134,7 @@ async def test_localdb_manager_uses_mysql_with_local_db_conn(tmp_path, mysql_dat
 
 
 async def test_localdb_manager_defaults_to_sqlite_in_the_cache_dir(tmp_path) -> None:
-    chain = build_cache_chain(CountingStore(), disk_cache=f"1MB:{tmp_path}/c:localdb")
+    chain = build_cache_chain(CountingStore("origin"), disk_cache=f"1MB:{tmp_path}/c:localdb")
     await chain.start()
     await chain.store.put(*make_blob(2, 100))
     await chain.stop()

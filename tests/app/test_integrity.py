@@ -14,7 +14,7 @@ from prism.store import DiskStore
 from prism.store.disk import scan_blobs
 from prism.store.disk_cache import QUARANTINE_DIR
 from tests.conftest import prism_cmd, prism_env
-from tests.store.cache_helpers import make_blob
+from tests.helpers import make_blob
 
 
 def make_store(root, n: int, size: int = 2048) -> list[str]:

@@ -8,7 +8,8 @@ from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
 from prism.store.caching import CachingStore
 from prism.store.http import HttpStore
-from tests.http.helpers import CountingStore, stored_blob
+from tests.helpers import CountingStore
+from tests.http.helpers import stored_blob
 
 
 def value(text: str, series: str) -> float:

@@ -9,7 +9,7 @@ from aiohttp import web
 from prism.app.reflector import ORIGINS, ReflectorConfigError, ReflectorOptions, build, validate
 from prism.config import Config
 from prism.store.trace import BlobTrace
-from tests.http.helpers import make_blob
+from tests.helpers import random_blob
 
 NO_API = Config(protected_list_url="")
 
@@ -30,7 +30,7 @@ def options(**kw: object) -> ReflectorOptions:
 
 
 async def test_origin_endpoint_alone_then_served_from_the_disk_cache(tmp_path):
-    h, d = make_blob(300_000)
+    h, d = random_blob(300_000)
     hits = [0]
 
     async def cdn(request: web.Request) -> web.Response:
@@ -72,7 +72,7 @@ async def test_origin_endpoint_alone_then_served_from_the_disk_cache(tmp_path):
 
 
 async def test_store_path_is_a_durable_origin_without_caches(tmp_path):
-    h, d = make_blob(1000)
+    h, d = random_blob(1000)
     refl = await build(options(store_path=str(tmp_path / "blobs"), disk_cache=""), NO_API)
     await refl.supervisor.start()
     try:
@@ -91,8 +91,8 @@ async def test_protected_content_on_every_download_server(tmp_path):
     from prism.store.base import BlobNotFound
     from prism.store.peer import PeerStore
 
-    secret_h, secret = make_blob(2000)
-    open_h, public = make_blob(3000)
+    secret_h, secret = random_blob(2000)
+    open_h, public = random_blob(3000)
 
     async def api(request: web.Request) -> web.Response:
         return web.json_response({"success": True, "error": None, "data": [{"sd_hash": secret_h}]})

@@ -9,8 +9,7 @@ import pytest
 
 from prism.app.supervisor import StartupError, Supervisor
 from prism.http.server import HttpBlobServer
-from tests.http.helpers import CountingStore
-from tests.store.cache_helpers import until
+from tests.helpers import CountingStore, until
 
 
 class Recorder:

@@ -23,8 +23,7 @@ from prism.db.localdb import (
 from prism.store import DiskStore
 from prism.store.disk_cache import DiskCacheStore, scan_blobs
 from prism.store.eviction import LRUPolicy
-from tests.helpers import ManualSleep
-from tests.store.cache_helpers import make_blob
+from tests.helpers import ManualSleep, make_blob
 
 KB = 1000
 

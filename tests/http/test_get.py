@@ -9,7 +9,8 @@ from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
 from prism.stats import ServerStats
 from prism.store.base import BlobRef
-from tests.http.helpers import CountingStore, FailingStore, stored_blob
+from tests.helpers import CountingStore, FailingStore
+from tests.http.helpers import stored_blob
 
 MISSING = "ef" * 48
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,7 +13,8 @@ from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
 from prism.store.disk import DiskStore
 from prism.store.trace import BlobTrace
-from tests.http.helpers import CountingStore, FailingStore, make_blob, raw_request, stored_blob
+from tests.helpers import CountingStore, FailingStore, random_blob, running
+from tests.http.helpers import raw_request, stored_blob
 
 MISSING = "ab" * 48
 
@@ -25,13 +25,8 @@ async def started(store, **kw) -> HttpBlobServer:
     return server
 
 
-@contextlib.asynccontextmanager
-async def serving(store, **kw) -> AsyncIterator[HttpBlobServer]:
-    server = await started(store, **kw)
-    try:
-        yield server
-    finally:
-        await server.stop()
+def serving(store, **kw) -> contextlib.AbstractAsyncContextManager[HttpBlobServer]:
+    return running(HttpBlobServer(store, "127.0.0.1", 0, **kw))
 
 
 @pytest.fixture
@@ -61,7 +56,7 @@ async def test_get_from_disk_store_uses_sendfile_and_sets_headers(tmp_path, sess
 
 async def test_get_memory_blob_keep_alive_many_requests(session):
     store = CountingStore()
-    blobs = [make_blob(1000 + i) for i in range(5)]
+    blobs = [random_blob(1000 + i) for i in range(5)]
     for h, d in blobs:
         await store.put(h, d)
     async with serving(store) as server:
@@ -163,8 +158,8 @@ async def test_protected_blob_needs_the_edge_token(session):
 
 
 async def test_queue_bounds_work_and_refuses_with_503_beyond_the_wait_limit(session):
-    store = CountingStore(delay=0.3)
-    blobs = [make_blob(100 + i) for i in range(6)]
+    store = CountingStore(get_delay=0.3)
+    blobs = [random_blob(100 + i) for i in range(6)]
     for h, d in blobs:
         await store.put(h, d)
     queue = RequestQueue(workers=2, max_waiting=2)
@@ -270,7 +265,7 @@ async def test_bad_requests_get_clear_errors(request_bytes, status):
 
 
 async def test_stop_lets_a_transfer_in_flight_finish():
-    store = CountingStore(delay=0.3)
+    store = CountingStore(get_delay=0.3)
     h, d = await stored_blob(store, 500_000)
     server = await started(store)
 

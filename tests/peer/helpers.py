@@ -5,20 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from typing import Any
 
-from prism.blob import sha384_hex
 from prism.peer.server import PeerServer
 from prism.store.base import BlobStore
 from prism.store.disk import DiskStore
-
-
-def random_blobs(count: int, size: int = 2 * 1024 * 1024) -> dict[str, bytes]:
-    blobs = {}
-    for _ in range(count):
-        data = os.urandom(size)
-        blobs[sha384_hex(data)] = data
-    return blobs
+from tests.helpers import running
 
 
 def disk_store(root: str | os.PathLike[str], blobs: dict[str, bytes]) -> DiskStore:
@@ -28,14 +20,9 @@ def disk_store(root: str | os.PathLike[str], blobs: dict[str, bytes]) -> DiskSto
     return store
 
 
-@contextlib.asynccontextmanager
-async def running_server(store: BlobStore, **kwargs: object) -> AsyncIterator[PeerServer]:
-    server = PeerServer(store, "127.0.0.1", 0, **kwargs)  # type: ignore[arg-type]
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(1.0)
+def running_server(store: BlobStore, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[PeerServer]:
+    """A PeerServer over `store` on a free loopback port, for the body of an `async with`."""
+    return running(PeerServer(store, "127.0.0.1", 0, **kwargs))
 
 
 class RawConnection:

@@ -12,7 +12,8 @@ import pytest
 
 from prism.blob import sha384_hex
 from prism.stream import decrypt_blob
-from tests.peer.helpers import disk_store, random_blobs, running_server
+from tests.helpers import random_blobs
+from tests.peer.helpers import disk_store, running_server
 from tests.peer.vectors import BLOB0, BLOB0_HASH, PLAINTEXT, SD_BYTES, SD_HASH, sdk_request
 
 SDK_RESPONSE_KEYS = {"incoming_blob", "blob_data_payment_rate", "available_blobs", "lbrycrd_address"}

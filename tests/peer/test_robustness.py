@@ -8,7 +8,8 @@ import resource
 import pytest
 
 from prism.peer.client import PeerClient
-from tests.peer.helpers import disk_store, random_blobs, running_server
+from tests.helpers import random_blobs
+from tests.peer.helpers import disk_store, running_server
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from prism.peer.client import PeerClient
 from prism.peer.protocol import GO_HEADER_LIMIT, encode_found_header
 from prism.store.base import BlobRef, StoreError
 from prism.store.memory import MemoryStore
-from tests.peer.helpers import RawConnection, disk_store, random_blobs, running_server
+from tests.helpers import random_blobs
+from tests.peer.helpers import RawConnection, disk_store, running_server
 from tests.peer.vectors import (
     BLOB0,
     BLOB0_HASH,

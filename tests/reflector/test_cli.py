@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,7 @@ from prism.reflector.receiver import ReflectorReceiver
 from prism.store.memory import MemoryStore
 from prism.stream import SdBlob, StreamDecoder
 from tests.conftest import prism_cmd, prism_env
-
-
-class CountingStore(MemoryStore):
-    """A memory store that counts puts per hash and can be slowed down."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__()
-        self.puts: Counter[str] = Counter()
-        self.delay = delay
-        self.stored = asyncio.Event()
-
-    async def put(self, blob_hash: str, data: bytes) -> None:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        self.puts[blob_hash] += 1
-        await super().put(blob_hash, data)
-        self.stored.set()
+from tests.helpers import CountingStore
 
 
 async def run_prism(*args: str, limit: float = 120) -> tuple[int, str, str]:
@@ -78,13 +61,13 @@ async def test_send_then_decode(tmp_path: Path, size: int) -> None:
         assert decode_from_store(store, printed["sd_hash"]) == data
         assert (cache / "my file?.bin.sdblob").read_bytes() == store.blobs[printed["sd_hash"]]
         # A second send with the same cache: the same stream, no content-blob bytes, no sd bytes.
-        before = (receiver.stats.bytes_received, dict(store.puts))
+        before = (receiver.stats.bytes_received, dict(store.put_counts))
         code, out2, err = await run_prism(
             "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
         )
         assert code == 0, err
         assert json.loads(out2) == printed
-        assert (receiver.stats.bytes_received, dict(store.puts)) == before
+        assert (receiver.stats.bytes_received, dict(store.put_counts)) == before
     finally:
         await receiver.stop()
 
@@ -94,7 +77,7 @@ async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> No
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     cache = tmp_path / "cache"
-    store = CountingStore(delay=0.1)
+    store = CountingStore(put_delay=0.1)
     receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=30)
     await receiver.start()
     try:
@@ -105,14 +88,14 @@ async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> No
             stderr=subprocess.PIPE,
         )
         async with asyncio.timeout(60):
-            while len(store.puts) < 7:  # the sd blob and 6 content blobs
+            while len(store.put_counts) < 7:  # the sd blob and 6 content blobs
                 store.stored.clear()
                 await store.stored.wait()
         proc.kill()
         await proc.wait()
-        first = set(store.puts)
+        first = set(store.put_counts)
         assert 6 <= receiver.stats.blobs_received < 16
-        store.delay = 0
+        store.put_delay = 0
         code, out, err = await run_prism(
             "send", f"127.0.0.1:{receiver.port}", str(path), "--sd-cache", str(cache)
         )
@@ -120,8 +103,8 @@ async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> No
         sd_hash = json.loads(out)["sd_hash"]
         sd = SdBlob.parse(store.blobs[sd_hash])
         assert len(sd.content_blobs) == 16
-        assert max(store.puts.values()) == 1  # nothing was sent twice
-        assert set(store.puts) - first == {b.blob_hash for b in sd.content_blobs} - first
+        assert max(store.put_counts.values()) == 1  # nothing was sent twice
+        assert set(store.put_counts) - first == {b.blob_hash for b in sd.content_blobs} - first
         assert decode_from_store(store, sd_hash) == data
     finally:
         await receiver.stop()

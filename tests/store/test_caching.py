@@ -22,7 +22,7 @@ from prism.store.eviction import LRUPolicy
 from prism.store.fallback import FallbackStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
-from tests.store.cache_helpers import BrokenStore, CountingStore, make_blob, until
+from tests.helpers import BrokenStore, CountingStore, make_blob, until
 
 # -- CachingStore ---------------------------------------------------------------------------
 
@@ -43,7 +43,7 @@ async def test_caching_miss_fills_cache_then_hits() -> None:
 
 
 async def test_caching_missing_everywhere_is_not_found() -> None:
-    store = CachingStore(CountingStore(), CountingStore())
+    store = CachingStore(CountingStore("origin"), CountingStore("origin"))
     h, _ = make_blob(2)
     with pytest.raises(BlobNotFound) as exc:
         await store.get(h)
@@ -52,7 +52,7 @@ async def test_caching_missing_everywhere_is_not_found() -> None:
 
 
 async def test_caching_cache_error_is_returned_not_masked() -> None:
-    origin = CountingStore()
+    origin = CountingStore("origin")
     h, data = make_blob(3)
     await origin.put(h, data)
     store = CachingStore(origin, BrokenStore("cache", fail=("get", "has")))
@@ -65,7 +65,7 @@ async def test_caching_cache_error_is_returned_not_masked() -> None:
 
 
 async def test_caching_fill_error_only_logged() -> None:
-    origin = CountingStore()
+    origin = CountingStore("origin")
     h, data = make_blob(4)
     await origin.put(h, data)
     store = CachingStore(origin, BrokenStore("cache", fail=("put",)))
@@ -82,7 +82,7 @@ async def test_caching_origin_error_propagates() -> None:
 
 
 async def test_caching_rejects_corrupt_origin_blob() -> None:
-    origin, cache = CountingStore(), CountingStore("cache")
+    origin, cache = CountingStore("origin"), CountingStore("cache")
     h, _ = make_blob(6)
     origin.blobs[h] = b"not the bytes of this hash"
     store = CachingStore(origin, cache)

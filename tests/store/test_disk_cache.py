@@ -13,7 +13,7 @@ from prism.store import BlobNotFound, DiskStore, StoreError
 from prism.store.disk import scan_blobs
 from prism.store.disk_cache import SNAPSHOT_NAME, DiskCacheStore
 from prism.store.eviction import make_policy
-from tests.store.cache_helpers import make_blob
+from tests.helpers import make_blob
 
 KB = 1000
 

@@ -14,8 +14,7 @@ from prism.store.http import HttpStore
 from prism.store.http3 import Http3Store
 from prism.store.origin_endpoint import OriginEndpointStore
 from prism.store.upstream import UpstreamDataError
-from tests.http.helpers import CountingStore, make_blob
-from tests.store.cache_helpers import CountingStore as HeldStore
+from tests.helpers import CountingStore, random_blob
 
 MISSING = "cd" * 48
 
@@ -23,7 +22,7 @@ MISSING = "cd" * 48
 async def origin_holding(size: int) -> tuple[CountingStore, str, bytes]:
     """A memory origin holding one blob of `size` bytes: (origin, hash, bytes)."""
     origin = CountingStore()
-    h, d = make_blob(size)
+    h, d = random_blob(size)
     await origin.put(h, d)
     return origin, h, d
 
@@ -91,7 +90,7 @@ def runner_port(runner: web.AppRunner) -> int:
 
 
 async def test_http_store_rejects_bytes_that_do_not_match_the_hash():
-    h, _ = make_blob(1000)
+    h, _ = random_blob(1000)
     runner = await lying_server(b"not the blob")
     store = HttpStore(f"127.0.0.1:{runner_port(runner)}")
     try:
@@ -104,7 +103,7 @@ async def test_http_store_rejects_bytes_that_do_not_match_the_hash():
 
 async def test_http3_store_one_connection_many_concurrent_requests():
     origin = CountingStore()
-    blobs = [make_blob(200_000 + i) for i in range(20)]
+    blobs = [random_blob(200_000 + i) for i in range(20)]
     for h, d in blobs:
         await origin.put(h, d)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
@@ -173,7 +172,7 @@ async def test_http3_store_reconnects_after_the_server_restarts():
 
 
 async def test_origin_endpoint_alone_and_with_fallback():
-    h, d = make_blob(5000)
+    h, d = random_blob(5000)
     blobs = {h: d}
 
     async def handler(request: web.Request) -> web.Response:
@@ -213,8 +212,8 @@ async def test_origin_endpoint_alone_and_with_fallback():
 
 
 async def test_http3_stop_lets_a_request_in_flight_finish():
-    origin = HeldStore(held=True)
-    h, d = make_blob(1_500_000)
+    origin = CountingStore(held=True)
+    h, d = random_blob(1_500_000)
     await origin.put(h, d)
     server = Http3BlobServer(origin, "127.0.0.1", 0)
     await server.start()
