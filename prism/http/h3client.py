@@ -9,14 +9,21 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
-
 from prism.hostport import parse_host_port
-from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
+from prism.http.quic import (
+    ConnectionTerminated,
+    DataReceived,
+    H3Connection,
+    H3Event,
+    HeadersReceived,
+    QuicConnection,
+    QuicConnectionProtocol,
+    QuicEvent,
+    StreamReset,
+    bound_udp_socket,
+    open_udp_endpoint,
+)
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration
 
 log = logging.getLogger("prism.http")
 
@@ -37,7 +44,8 @@ class _Pending:
     future: asyncio.Future[Http3Response]
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytearray = field(default_factory=bytearray)
+    chunks: list[bytes] = field(default_factory=list)
+    """The body as received, joined once at the end (no growing buffer copied again and again)."""
 
 
 class _H3ClientProtocol(QuicConnectionProtocol):
@@ -104,11 +112,11 @@ class _H3ClientProtocol(QuicConnectionProtocol):
                 else:
                     p.headers[key] = v.decode("latin-1")
         elif isinstance(event, DataReceived):
-            p.body += event.data
+            p.chunks.append(event.data)
         if event.stream_ended:
             del self.pending[event.stream_id]
             if not p.future.done():
-                p.future.set_result(Http3Response(p.status, p.headers, bytes(p.body)))
+                p.future.set_result(Http3Response(p.status, p.headers, b"".join(p.chunks)))
 
 
 class Http3Client:
@@ -150,13 +158,9 @@ class Http3Client:
         config.verify_mode = ssl.CERT_NONE
         config.server_name = self.host
         connection = QuicConnection(configuration=config)
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _H3ClientProtocol(connection),
-            family=family,
-            local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
-        )
+        sock = bound_udp_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        transport, protocol = await open_udp_endpoint(lambda: _H3ClientProtocol(connection), sock)
         assert isinstance(protocol, _H3ClientProtocol)
-        tune_udp_socket(transport.get_extra_info("socket"))
         try:
             protocol.connect(addr)
             await protocol.wait_connected()

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from urllib.parse import parse_qsl
-
-from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-from aioquic.asyncio.server import QuicServer, serve
-from aioquic.h3.connection import H3Connection
-from aioquic.h3.events import H3Event, HeadersReceived
-from aioquic.h3.exceptions import H3Error
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from prism.blob import is_valid_hash
 from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
 from prism.http.queue import RequestQueue
-from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
+from prism.http.quic import (
+    ConnectionTerminated,
+    H3Connection,
+    H3Error,
+    H3Event,
+    HeadersReceived,
+    ListenerLimits,
+    ProtocolNegotiated,
+    QuicConnection,
+    QuicEvent,
+    QuicListener,
+    ServerConnection,
+    bound_udp_socket,
+    open_udp_endpoint,
+    unsent,
+)
+from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration
 from prism.stats import ErrorType, ServerSnapshot, ServerStats
 from prism.store.base import BlobRef, BlobStore
 
@@ -44,6 +51,7 @@ class Http3BlobServer:
         queue: RequestQueue | None = None,
         request_queue_size: int = 200,
         max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -54,38 +62,39 @@ class Http3BlobServer:
         self.stats = ServerStats("http3")
         self.getter = BlobGetter(store, self.queue, self.stats, protected, None, "http3")
         self.tasks: set[asyncio.Task[None]] = set()
-        self.protocols: set[_H3ServerProtocol] = set()
-        self._server: QuicServer | None = None
+        self.limits = limits or ListenerLimits()
+        self.listener: QuicListener | None = None
 
     @property
     def port(self) -> int:
-        if self._server is not None and self._server._transport is not None:
-            return int(self._server._transport.get_extra_info("sockname")[1])
+        if self.listener is not None and self.listener.transport is not None:
+            return int(self.listener.transport.get_extra_info("sockname")[1])
         return self._port
 
     async def start(self) -> None:
-        self._server = await serve(
-            self.host,
-            self._port,
-            configuration=self.configuration,
-            create_protocol=functools.partial(_H3ServerProtocol, blob_server=self),
-        )
-        if self._server._transport is not None:
-            tune_udp_socket(self._server._transport.get_extra_info("socket"))
+        listener = QuicListener(self.configuration, self._connection, self.limits)
+        await open_udp_endpoint(lambda: listener, bound_udp_socket(self.host, self._port))
+        self.listener = listener
         log.info("HTTP/3 blob server listening on %s:%d (udp)", self.host, self.port)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Let requests in flight finish (and their bytes leave) within `grace`, then close."""
-        if self._server is None:
+        listener = self.listener
+        if listener is None:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace)
-        while loop.time() < deadline and any(p.unsent() for p in self.protocols):  # noqa: ASYNC110
+        while loop.time() < deadline and any(  # noqa: ASYNC110
+            unsent(c._quic, loop.time()) for c in listener.connections
+        ):
             await asyncio.sleep(0.02)
-        self._server.close()
-        self._server = None
+        listener.close()
+        self.listener = None
+
+    def _connection(self, quic: QuicConnection, listener: QuicListener) -> ServerConnection:
+        return _H3ServerProtocol(quic, listener, self)
 
     def snapshot(self) -> ServerSnapshot:
         return self.stats.snapshot(queue_waiting=self.queue.waiting)
@@ -152,24 +161,19 @@ async def _read_blob(ref: BlobRef) -> bytes:
     return await asyncio.to_thread(ref.read)
 
 
-class _H3ServerProtocol(QuicConnectionProtocol):
-    def __init__(
-        self,
-        quic: QuicConnection,
-        stream_handler: QuicStreamHandler | None = None,
-        *,
-        blob_server: Http3BlobServer,
-    ) -> None:
-        super().__init__(quic, stream_handler)
+class _H3ServerProtocol(ServerConnection):
+    def __init__(self, quic: QuicConnection, listener: QuicListener, blob_server: Http3BlobServer) -> None:
+        super().__init__(quic, listener)
         self.blob_server = blob_server
         self._http: H3Connection | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        super().quic_event_received(event)
         if isinstance(event, ProtocolNegotiated):
             self._http = H3Connection(self._quic)
-            self.blob_server.protocols.add(self)
         elif isinstance(event, ConnectionTerminated):
-            self.blob_server.protocols.discard(self)
+            self._http = None  # its buffers go now, not when the last reference does
+            return
         if self._http is None:
             return
         try:
@@ -212,11 +216,3 @@ class _H3ServerProtocol(QuicConnectionProtocol):
             self.transmit()
         except Exception as e:  # the stream or connection went away meanwhile
             log.debug("HTTP/3: cannot answer stream %d: %s", stream_id, e)
-
-    def unsent(self) -> bool:
-        """True while some stream still has response bytes not yet acknowledged."""
-        for stream_id, stream in self._quic._streams.items():
-            # Only request streams (client-initiated bidirectional); control streams never finish.
-            if stream_id % 4 == 0 and not stream.sender.is_finished:
-                return True
-        return False

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
-import socket
+import os
+import tempfile
 
-from aioquic.h3.connection import H3_ALPN
-from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from prism.http.quic import H3_ALPN, QuicConfiguration
 
 
 def self_signed_certificate(
@@ -48,19 +48,25 @@ throughput roughly proportional to it, so links known to carry more (loopback, j
 LANs) can raise it with `--http3-max-datagram-size`."""
 
 
+SERVER_RECEIVE_WINDOW = 1024 * 1024
+"""What a client may send the server on one connection before it is read: requests have no body,
+so the server's window bounds per-connection memory (reflector.md's 500 MiB is the client's)."""
+
+
 def quic_configuration(
     is_client: bool,
     cert_file: str | None = None,
     key_file: str | None = None,
     max_datagram_size: int = DEFAULT_DATAGRAM_SIZE,
 ) -> QuicConfiguration:
+    window = RECEIVE_WINDOW if is_client else SERVER_RECEIVE_WINDOW
     config = QuicConfiguration(
         is_client=is_client,
         alpn_protocols=list(H3_ALPN),
         max_datagram_frame_size=65536,
         idle_timeout=20.0,
-        max_data=RECEIVE_WINDOW,
-        max_stream_data=RECEIVE_WINDOW,
+        max_data=window,
+        max_stream_data=window,
     )
     config.max_datagram_size = max_datagram_size
     if not is_client:
@@ -69,17 +75,23 @@ def quic_configuration(
         elif cert_file or key_file:
             raise ValueError("--http3-cert and --http3-key must be given together")
         else:
-            config.certificate, config.private_key = self_signed_certificate()
+            load_self_signed(config)
     return config
 
 
-UDP_BUFFER = 4 * 1024 * 1024
-
-
-def tune_udp_socket(sock: socket.socket | None) -> None:
-    """Large UDP buffers: a burst of QUIC packets for a 2 MiB blob must not overflow them."""
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+def load_self_signed(config: QuicConfiguration) -> None:
+    """A fresh self-signed pair, loaded through PEM files (the one way both QUIC libraries read)."""
+    cert, key = self_signed_certificate()
+    with tempfile.TemporaryDirectory(prefix="prism-h3-") as tmp:
+        cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        config.load_cert_chain(cert_path, key_path)
