@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 LIBRARY = os.environ.get("PRISM_QUIC", "qh3")
 """Which QUIC library is in use: "qh3" (the default) or "aioquic"."""
@@ -227,8 +227,7 @@ class QuicListener(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # asyncio's own is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         conn = self._connection_for(data, addr)
