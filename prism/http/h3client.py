@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from prism.hostport import parse_host_port
 from prism.http.quic import (
@@ -48,12 +49,40 @@ class _Pending:
     """The body as received, joined once at the end (no growing buffer copied again and again)."""
 
 
+STALL_CHECK = 2.0
+"""Seconds of silence, with a response awaited, before a PING asks whether the server is still
+there: an upstream killed without closing its connections never says so, and QUIC's idle
+timeout (20 s) would keep every request failing until then."""
+
+
+class _Dead(Exception):
+    """The server did not answer a PING: the connection is gone."""
+
+
 class _H3ClientProtocol(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection) -> None:
         super().__init__(quic)
         self.http = H3Connection(self._quic)
         self.pending: dict[int, _Pending] = {}
         self.terminated = False
+        self.clock = asyncio.get_running_loop().time
+        self.heard = self.clock()
+        """When a datagram last arrived from the server."""
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.heard = self.clock()
+        super().datagram_received(data, addr)
+
+    def datagrams_received(self, data: list[bytes], addr: Any) -> None:
+        self.heard = self.clock()
+        super().datagrams_received(data, addr)
+
+    def fail_all(self, err: Exception) -> None:
+        self.terminated = True
+        for p in self.pending.values():
+            if not p.future.done():
+                p.future.set_exception(err)
+        self.pending.clear()
 
     def request(self, authority: str, path: str) -> asyncio.Future[Http3Response]:
         stream_id = self._quic.get_next_available_stream_id()
@@ -83,12 +112,7 @@ class _H3ClientProtocol(QuicConnectionProtocol):
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated):
-            self.terminated = True
-            err = Http3Error(f"HTTP/3 connection closed: {event.reason_phrase or event.error_code}")
-            for p in self.pending.values():
-                if not p.future.done():
-                    p.future.set_exception(err)
-            self.pending.clear()
+            self.fail_all(Http3Error(f"HTTP/3 connection closed: {event.reason_phrase or event.error_code}"))
             return
         if isinstance(event, StreamReset):
             reset = self.pending.pop(event.stream_id, None)
@@ -171,16 +195,41 @@ class Http3Client:
         return protocol
 
     async def get(self, path: str) -> Http3Response:
-        proto = await self._connected()
-        fut = proto.request(self.authority, path)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            proto.cancel(fut)
-            raise
+        """GET `path`; on a connection found dead (no answer to a PING) it is sent once more on a new one."""
+        for attempt in range(2):
+            proto = await self._connected()
+            fut = proto.request(self.authority, path)
+            try:
+                return await self._response(proto, fut)
+            except _Dead:
+                proto.cancel(fut)
+                proto.fail_all(Http3Error("HTTP/3 server stopped answering"))
+                if attempt:
+                    raise Http3Error(f"HTTP/3 server {self.authority} stopped answering") from None
+            except (TimeoutError, asyncio.CancelledError):
+                proto.cancel(fut)
+                raise
+        raise AssertionError("unreachable")
+
+    async def _response(self, proto: _H3ClientProtocol, fut: asyncio.Future[Http3Response]) -> Http3Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), min(left, STALL_CHECK))
+            except TimeoutError:
+                if loop.time() - proto.heard < STALL_CHECK:
+                    continue
+            try:
+                await asyncio.wait_for(proto.ping(), STALL_CHECK)
+            except (TimeoutError, ConnectionError):
+                raise _Dead from None
 
     async def _drop(self) -> None:
-        if self._protocol is not None:
+        if self._protocol is not None and not self._protocol.terminated:
             with contextlib.suppress(Exception):
                 self._protocol.close()
                 await asyncio.wait_for(self._protocol.wait_closed(), 1.0)

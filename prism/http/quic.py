@@ -112,10 +112,10 @@ class QuicHeader:
 
 def parse_header(data: bytes, cid_length: int = CID_LENGTH) -> QuicHeader | None:
     """The invariant header of `data`'s first packet, or None if it is not a QUIC packet."""
-    if not data or not data[0] & 0x40 and data[0] & 0x80 == 0:
+    if not data:
         return None
     if not data[0] & 0x80:  # short header: the DCID has the length we chose
-        if len(data) < 1 + cid_length:
+        if not data[0] & 0x40 or len(data) < 1 + cid_length:  # the fixed bit is always set
             return None
         return QuicHeader(bytes(data[1 : 1 + cid_length]), b"", None, False)
     if len(data) < 7:
