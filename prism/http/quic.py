@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import socket
@@ -88,6 +90,22 @@ MIN_INITIAL_SIZE = 1200
 """A client's first datagram is padded to at least this (RFC 9000 §14.1); smaller ones are dropped."""
 
 _VERSION_2 = 0x6B3343CF
+
+TRIM_AFTER_CLOSES = 256
+"""Connections closed since memory was last handed back before the listener does it again."""
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), or None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def tune_udp_socket(sock: Any) -> None:
@@ -178,6 +196,24 @@ def unsent(quic: QuicConnection, now: float) -> bool:
     return any(sid % 4 == 0 and not s.sender.is_finished for sid, s in streams.items())
 
 
+def release(quic: QuicConnection) -> None:
+    """Let a terminated connection be freed by reference counting, at once.
+
+    qh3 2.1's connection, its native core and its TLS bridge refer to each other through
+    callbacks, so without this the connection and its native buffers wait for a full collection
+    of the heap: a long pause once thousands of connections have closed. After termination the
+    connection needs neither (qh3 checks for a missing core).
+    """
+    if LIBRARY == "aioquic":
+        return
+    bridge = getattr(quic, "_tls", None)
+    for part in ("_tls", "_core"):
+        if hasattr(quic, part):
+            setattr(quic, part, None)
+    if bridge is not None and hasattr(bridge, "__dict__"):
+        bridge.__dict__.clear()  # the bridge and its TLS context hold each other
+
+
 class ServerConnection(QuicConnectionProtocol):
     """One server-side QUIC connection; `QuicListener` keeps its connection IDs in `cids`."""
 
@@ -224,6 +260,9 @@ class QuicListener(asyncio.DatagramProtocol):
         self.handshakes = 0
         self.refused = 0
         """Initials dropped at a cap."""
+        self.closed_since_trim = 0
+        self._trim: asyncio.TimerHandle | None = None
+        self._trim_task: asyncio.Task[None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -321,10 +360,29 @@ class QuicListener(asyncio.DatagramProtocol):
             if self.table.get(cid) is conn:
                 del self.table[cid]
         conn.cids.clear()
+        release(conn._quic)
         self.handshake_done(conn)
         self.connections.discard(conn)
+        self.closed_since_trim += 1
+        calm = self.closed_since_trim >= TRIM_AFTER_CLOSES or not self.connections
+        if calm and self._trim is None and MALLOC_TRIM is not None:
+            # Once closes have calmed down for a second, hand freed heap back to the system:
+            # the QUIC core's buffers live in C/Rust malloc, which otherwise keeps them.
+            self._trim = asyncio.get_running_loop().call_later(1.0, self._start_trim)
+
+    def _start_trim(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_memory_back())
+        self._trim_task = task  # keeps a reference until done
+
+    async def _give_memory_back(self) -> None:
+        self.closed_since_trim = 0
+        if MALLOC_TRIM is not None:
+            await asyncio.to_thread(MALLOC_TRIM)
+        self._trim = None
 
     def close(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 conn.close()
