@@ -2,6 +2,7 @@
 
 origin (`--store-path`, receives `prism send`) ← A over tcp ← B over http ← C over http3.
 A stream fetched from C through each of its servers is byte-identical; `Via` names each hop;
+B (C's http3 upstream) killed and restarted, C recovers without a restart of its own;
 100 concurrent GETs of an uncached blob make one request at the origin; /metrics moves;
 SIGTERM exits 0; C restarted with every upstream stopped serves the stream from its disk.
 """
@@ -153,16 +154,23 @@ async def test_chain_origin_tcp_http_http3(tmp_path: Path):
     nodes = [origin]
     try:
         origin.start()
-        sent = await asyncio.to_thread(
-            subprocess.run,
-            prism_cmd("--conf", "none", "send", f"127.0.0.1:{origin.receiver}", str(source)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=prism_env(),
-        )
-        assert sent.returncode == 0, sent.stderr
-        sd_hash = json.loads(sent.stdout)["sd_hash"]
+
+        async def send(path: Path) -> str:
+            sent = await asyncio.to_thread(
+                subprocess.run,
+                prism_cmd("--conf", "none", "send", f"127.0.0.1:{origin.receiver}", str(path)),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=prism_env(),
+            )
+            assert sent.returncode == 0, sent.stderr
+            return str(json.loads(sent.stdout)["sd_hash"])
+
+        sd_hash = await send(source)
+        later = tmp_path / "later.bin"
+        later.write_bytes(os.urandom(300_000))
+        later_sd_hash = await send(later)  # first asked for after the http3 upstream restarts
 
         def cache_flag(node_name: str) -> str:
             return f"1GB:{tmp_path / (node_name + '-cache')}:lru"
@@ -250,6 +258,16 @@ async def test_chain_origin_tcp_http_http3(tmp_path: Path):
             assert await metric(session, b, "reflector_udp_out_bytes") > 0
             assert await metric(session, a, "reflector_http_out_bytes") > 0
             assert await metric(session, a, "reflector_tcp_in_bytes") > 0
+
+            # C's http3 upstream (B) dies without closing its QUIC connections and comes back on
+            # the same port: C, never restarted, finds the old connection dead and reconnects.
+            b.kill()
+            b.start()
+            t0 = time.monotonic()
+            later_bytes, via = await http_get(session, c, later_sd_hash)
+            assert SdBlob.parse(later_bytes).content_blobs
+            assert "http3" in [s.origin_name for s in BlobTrace.from_json(via).stacks]
+            assert time.monotonic() - t0 < 15, "C took too long to recover from B's restart"
 
         # Every upstream stops (gracefully: exit 0); C restarts and serves from its disk cache.
         for node in (c, b, a, origin):
