@@ -32,7 +32,7 @@ if TYPE_CHECKING or LIBRARY != "aioquic":
     from qh3.h3.events import DataReceived, H3Event, HeadersReceived
     from qh3.h3.exceptions import H3Error
     from qh3.quic.configuration import QuicConfiguration
-    from qh3.quic.connection import QuicConnection
+    from qh3.quic.connection import QuicConnection as _QuicConnection
     from qh3.quic.events import (
         ConnectionIdIssued,
         ConnectionIdRetired,
@@ -43,6 +43,16 @@ if TYPE_CHECKING or LIBRARY != "aioquic":
         StreamReset,
     )
     from qh3.quic.packet import encode_quic_version_negotiation
+
+    class QuicConnection(_QuicConnection):
+        """qh3's connection, minus the per-packet logging work it does with no logger attached."""
+
+        def _log_packets(self, event: str, data: bytes) -> None:
+            # qh3 2.1 parses and slices every packet it sends to hand it to `_log_packet`, which
+            # then finds no logger: about a tenth of a busy server's CPU (bench/http3.py profile).
+            if self._quic_logger is not None:
+                super()._log_packets(event, data)
+
 else:  # pragma: no cover - the comparison run of bench/http3.py
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -50,6 +60,7 @@ else:  # pragma: no cover - the comparison run of bench/http3.py
     from aioquic.h3.exceptions import H3Error
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.connection import QuicConnection as _QuicConnection
     from aioquic.quic.events import (
         ConnectionIdIssued,
         ConnectionIdRetired,
@@ -187,7 +198,7 @@ def bound_udp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def unsent(quic: QuicConnection, now: float) -> bool:
+def unsent(quic: _QuicConnection, now: float) -> bool:
     """True while the connection still has stream bytes queued or awaiting acknowledgement."""
     if LIBRARY != "aioquic":
         return quic.get_send_buffer_size() > 0 or quic.should_wait_for_ack(now)
@@ -196,7 +207,7 @@ def unsent(quic: QuicConnection, now: float) -> bool:
     return any(sid % 4 == 0 and not s.sender.is_finished for sid, s in streams.items())
 
 
-def release(quic: QuicConnection) -> None:
+def release(quic: _QuicConnection) -> None:
     """Let a terminated connection be freed by reference counting, at once.
 
     qh3 2.1's connection, its native core and its TLS bridge refer to each other through
