@@ -91,6 +91,16 @@ __all__ = [
 
 log = logging.getLogger("prism.http")
 
+
+class _QuietPeerClose(logging.Filter):
+    """qh3 logs every peer's ordinary close as a WARNING on its "quic" logger: drop those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Native peer close")
+
+
+logging.getLogger("quic").addFilter(_QuietPeerClose())
+
 UDP_BUFFER = 4 * 1024 * 1024
 """Socket buffers large enough for a burst of QUIC packets carrying a 2 MiB blob."""
 
@@ -280,9 +290,7 @@ class QuicListener(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)  # asyncio's own is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        conn = self._connection_for(data, addr)
-        if conn is not None:
-            conn.datagram_received(data, addr)
+        self._feed(self._connection_for(data, addr), [data], addr)
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
         """A batch from one address (qh3's transport): runs of one connection are fed together."""
@@ -299,15 +307,20 @@ class QuicListener(asyncio.DatagramProtocol):
         if run:
             self._feed(owner, run, addr)
 
-    @staticmethod
-    def _feed(conn: ServerConnection | None, run: list[bytes], addr: Any) -> None:
+    def _feed(self, conn: ServerConnection | None, run: list[bytes], addr: Any) -> None:
         if conn is None:
             return
-        if len(run) == 1 or not hasattr(conn, "datagrams_received"):
-            for data in run:
-                conn.datagram_received(data, addr)
-        else:
-            conn.datagrams_received(run, addr)
+        try:
+            if len(run) == 1 or not hasattr(conn, "datagrams_received"):
+                for data in run:
+                    conn.datagram_received(data, addr)
+            else:
+                conn.datagrams_received(run, addr)
+        except Exception as e:
+            # One connection's failure inside the QUIC library (qh3's packet builder can raise
+            # "packet builder capacity exhausted") must not reach the shared UDP transport.
+            log.warning("HTTP/3: dropping a connection after a QUIC library error: %s", e)
+            self.forget(conn)
 
     def _connection_for(self, data: bytes, addr: Any) -> ServerConnection | None:
         header = parse_header(data, self.configuration.connection_id_length)
