@@ -33,6 +33,7 @@ if TYPE_CHECKING or LIBRARY != "aioquic":
     from qh3.h3.exceptions import H3Error
     from qh3.quic.configuration import QuicConfiguration
     from qh3.quic.connection import QuicConnection as _QuicConnection
+    from qh3.quic.connection import QuicConnectionError
     from qh3.quic.events import (
         ConnectionIdIssued,
         ConnectionIdRetired,
@@ -59,7 +60,7 @@ else:  # pragma: no cover - the comparison run of bench/http3.py
     from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
     from aioquic.h3.exceptions import H3Error
     from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.connection import QuicConnection, QuicConnectionError
     from aioquic.quic.connection import QuicConnection as _QuicConnection
     from aioquic.quic.events import (
         ConnectionIdIssued,
@@ -244,6 +245,17 @@ class ServerConnection(QuicConnectionProtocol):
         self.cids: set[bytes] = set()
         self.handshaking = True
 
+    def transmit(self) -> None:
+        try:
+            super().transmit()
+        except QuicConnectionError as e:
+            # qh3 2.1's packet builder refuses part of the handshake flight an aioquic client
+            # asks for ("packet builder capacity exhausted": its first queued frame does not fit
+            # the packet). The build is transactional and loses nothing; the client's
+            # retransmission (about a second later) gets the handshake through.
+            self.listener.library_errors += 1
+            log.debug("HTTP/3: QUIC library could not build a packet (retried later): %s", e)
+
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionIdIssued):
             self.listener.route(event.connection_id, self)
@@ -281,6 +293,8 @@ class QuicListener(asyncio.DatagramProtocol):
         self.handshakes = 0
         self.refused = 0
         """Initials dropped at a cap."""
+        self.library_errors = 0
+        """Exceptions the QUIC library raised: packets it could not build, connections dropped."""
         self.closed_since_trim = 0
         self._trim: asyncio.TimerHandle | None = None
         self._trim_task: asyncio.Task[None] | None = None
@@ -316,9 +330,8 @@ class QuicListener(asyncio.DatagramProtocol):
                     conn.datagram_received(data, addr)
             else:
                 conn.datagrams_received(run, addr)
-        except Exception as e:
-            # One connection's failure inside the QUIC library (qh3's packet builder can raise
-            # "packet builder capacity exhausted") must not reach the shared UDP transport.
+        except Exception as e:  # one connection's failure must not reach the shared UDP transport
+            self.library_errors += 1
             log.warning("HTTP/3: dropping a connection after a QUIC library error: %s", e)
             self.forget(conn)
 
