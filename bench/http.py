@@ -1,13 +1,12 @@
-"""HTTP blob serving: prism's HTTP server against nginx (sendfile on, one worker), plus HTTP/3.
+"""HTTP blob serving: prism's HTTP server against nginx (sendfile on, one worker). HTTP/3: bench/http3.py.
 
 Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64]
 
 Both servers serve the same 2 MiB blob files from one directory (the page cache is warm);
 the load generator (wrk, keep-alive, 64 connections) runs in its own process. Server CPU is
 read from /proc for the server's processes only. Prints MB/s, p50/p99 latency and CPU
-seconds per GB for each, then HTTP/3 throughput and CPU per GB (a Python client process,
-one QUIC connection, 64 requests in flight), and last
-`http_vs_nginx_ratio=<nginx CPU/GB ÷ prism CPU/GB>` (>= 0.7 is the target).
+seconds per GB for each, and last `http_vs_nginx_ratio=<nginx CPU/GB ÷ prism CPU/GB>`
+(>= 0.7 is the target).
 """
 
 from __future__ import annotations
@@ -145,22 +144,15 @@ PRISM_SERVER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
 from prism.http.server import HttpBlobServer
-from prism.http.h3server import Http3BlobServer
 from prism.store.disk import DiskStore
 
 async def main():
     store = DiskStore({blobs!r})
     http = HttpBlobServer(store, "127.0.0.1", {port})
-    h3 = Http3BlobServer(store, "127.0.0.1", {h3port})
-    h3big = Http3BlobServer(store, "127.0.0.1", {h3port2}, max_datagram_size=8192)
     await http.start()
-    await h3.start()
-    await h3big.start()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await http.stop(1)
-    await h3.stop(1)
-    await h3big.stop(1)
 
 asyncio.run(main())
 """
@@ -191,41 +183,6 @@ http {{
         location / {{ }}
     }}
 }}
-"""
-
-H3_CLIENT = """
-import asyncio, sys, time
-sys.path.insert(0, {root!r})
-from prism.http.h3client import Http3Client
-
-async def main():
-    hashes = {hashes!r}
-    client = Http3Client("127.0.0.1:{port}", timeout=60, max_datagram_size={dgram})
-    await client.get("/has/" + hashes[0])
-    lat = []
-    total = 0
-    deadline = time.perf_counter() + {seconds}
-    i = 0
-
-    async def worker():
-        nonlocal total, i
-        while time.perf_counter() < deadline:
-            h = hashes[i % len(hashes)]
-            i += 1
-            t = time.perf_counter()
-            r = await client.get("/get/" + h)
-            lat.append(time.perf_counter() - t)
-            assert r.status == 200, r.status
-            total += len(r.body)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range({conc})))
-    secs = time.perf_counter() - t0
-    lat.sort()
-    print(total, secs, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, flush=True)
-    await client.close()
-
-asyncio.run(main())
 """
 
 
@@ -273,12 +230,12 @@ def main() -> None:
         npids = [nginx.pid, *children(nginx.pid)]
         npaths = [f"/{h[:2]}/{h}" for h in hashes]
 
-        pport, h3port, h3port2 = free_port(), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        pport = free_port()
         prism = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                PRISM_SERVER.format(root=ROOT, blobs=blobs, port=pport, h3port=h3port, h3port2=h3port2),
+                PRISM_SERVER.format(root=ROOT, blobs=blobs, port=pport),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -302,17 +259,6 @@ def main() -> None:
             nruns.append((report(f"nginx      r{i + 1}", nres, ncpu), nres, ncpu))
             pruns.append((report(f"prism HTTP r{i + 1}", pres, pcpu), pres, pcpu))
 
-        h3runs = []
-        for port, dgram in ((h3port, 1200), (h3port2, 8192)):
-            c0 = cpu_seconds([prism.pid])
-            client = H3_CLIENT.format(
-                root=ROOT, hashes=hashes, port=port, seconds=args.seconds, conc=16, dgram=dgram
-            )
-            out = subprocess.run(
-                [sys.executable, "-c", client], capture_output=True, text=True, check=True
-            ).stdout
-            h3runs.append((dgram, out.split(), cpu_seconds([prism.pid]) - c0))
-
         nmed = sorted(r[0] for r in nruns)[len(nruns) // 2]
         pmed = sorted(r[0] for r in pruns)[len(pruns) // 2]
         print(f"\nmedian CPU/GB: nginx {nmed:.3f}, prism {pmed:.3f} (ratio {nmed / pmed:.2f})")
@@ -320,18 +266,6 @@ def main() -> None:
         nbest, pbest = min(nruns, key=lambda r: r[0]), min(pruns, key=lambda r: r[0])
         ncpg = report("nginx", nbest[1], nbest[2])
         pcpg = report("prism HTTP", pbest[1], pbest[2])
-        for dgram, out, h3cpu in h3runs:
-            h3 = {
-                "bytes": float(out[0]),
-                "seconds": float(out[1]),
-                "p50_ms": float(out[2]),
-                "p99_ms": float(out[3]),
-                "requests": float(out[0]) / BLOB,
-                "non2xx": 0,
-            }
-            report(f"HTTP/3 dg{dgram}", h3, h3cpu)
-        print("(HTTP/3: one QUIC connection from a Python client process, 16 requests in flight;")
-        print(" dg1200 = default datagram size, dg8192 = --http3-max-datagram-size 8192 for loopback/LAN)")
         print(f"http_vs_nginx_ratio={ncpg / pcpg:.2f}")
     finally:
         if prism is not None:
