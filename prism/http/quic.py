@@ -2,7 +2,8 @@
 
 The library is qh3 (a fork of aioquic with a Rust core, chosen by `bench/http3.py`; see
 docs/architecture.md). `PRISM_QUIC=aioquic` swaps in aioquic, whose API is the same, so the
-benchmark can measure both in one run; nothing else in prism names either library.
+benchmark can measure both in one run (`PRISM_QUIC_GSO=0` likewise keeps asyncio's one-datagram-
+per-call transport); nothing else in prism names either library.
 
 `QuicListener` is the server side of the shell: it owns the table of connections (a dict by
 connection ID with each connection's IDs kept beside it, so a close costs O(its IDs)),
