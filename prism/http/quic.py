@@ -275,6 +275,9 @@ class ListenerLimits:
     max_connections: int = 4096
     max_handshakes: int = 256
     """Handshakes in progress: each costs a key exchange and a certificate signature."""
+    handshake_timeout: float = 4.0
+    """A connection still handshaking after this long is forgotten (reflector.md §4.5's handshake
+    idle timeout), so Initials from clients that vanish cannot hold the handshake slots."""
 
 
 class QuicListener(asyncio.DatagramProtocol):
@@ -376,7 +379,13 @@ class QuicListener(asyncio.DatagramProtocol):
         self.handshakes += 1
         self.route(header.destination_cid, conn)
         self.route(quic.host_cid, conn)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.limits.handshake_timeout, self._handshake_expired, conn)
         return conn
+
+    def _handshake_expired(self, conn: ServerConnection) -> None:
+        if conn.handshaking and conn in self.connections:
+            self.forget(conn)
 
     def route(self, cid: bytes, conn: ServerConnection) -> None:
         self.table[cid] = conn

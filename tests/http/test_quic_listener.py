@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from prism.http.h3client import Http3Client
@@ -79,3 +81,16 @@ async def test_connections_over_the_cap_are_refused_and_admitted_again_after_a_c
         finally:
             await first.close()
             await second.close()
+
+
+async def test_a_handshake_that_never_finishes_gives_its_slot_back():
+    server = Http3BlobServer(MemoryStore(), "127.0.0.1", 0, limits=ListenerLimits(handshake_timeout=0.3))
+    async with running(server):
+        listener = server.listener
+        assert listener is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            # A well-formed Initial header with garbage after it, from a client that never answers.
+            sock.sendto(long_header(0xC3, 1) + bytes(1200), ("127.0.0.1", server.port))
+            await eventually(lambda: listener.handshakes == 1, what="the Initial accepted")
+        await eventually(lambda: listener.handshakes == 0 and not listener.connections, what="the slot freed")
+        assert not listener.table
