@@ -245,6 +245,7 @@ class ServerConnection(QuicConnectionProtocol):
         self.listener = listener
         self.cids: set[bytes] = set()
         self.handshaking = True
+        self.handshake_timer: asyncio.TimerHandle | None = None
 
     def transmit(self) -> None:
         try:
@@ -380,7 +381,7 @@ class QuicListener(asyncio.DatagramProtocol):
         self.route(header.destination_cid, conn)
         self.route(quic.host_cid, conn)
         loop = asyncio.get_running_loop()
-        loop.call_later(self.limits.handshake_timeout, self._handshake_expired, conn)
+        conn.handshake_timer = loop.call_later(self.limits.handshake_timeout, self._handshake_expired, conn)
         return conn
 
     def _handshake_expired(self, conn: ServerConnection) -> None:
@@ -400,6 +401,9 @@ class QuicListener(asyncio.DatagramProtocol):
         if conn.handshaking:
             conn.handshaking = False
             self.handshakes -= 1
+        if conn.handshake_timer is not None:
+            conn.handshake_timer.cancel()  # and with it, the timer's reference to the connection
+            conn.handshake_timer = None
 
     def forget(self, conn: ServerConnection) -> None:
         """Drop a terminated connection: its own IDs only, never a scan of the table."""
