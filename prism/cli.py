@@ -24,14 +24,109 @@ class PrismContext:
 
 
 def _verbose_choice(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """`-v dht -v http` and `-v dht,node_finder` alike (cobra's string slice)."""
     allowed = (*COMPONENTS, "all", "node_finder")
-    for v in value:
+    names = [v.strip() for item in value for v in item.split(",") if v.strip()]
+    for v in names:
         if v not in allowed:
             raise click.BadParameter(f"unknown component {v!r}; choose from {', '.join(allowed)}")
-    return tuple("dht" if v == "node_finder" else v for v in value)
+    return tuple("dht" if v == "node_finder" else v for v in names)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+GLOBAL_FLAGS = (
+    ("--conf PATH", f"JSON config file (default {DEFAULT_CONFIG_PATH}; 'none' disables it)."),
+    ("-v, --verbose COMPONENT", f"Debug-log components: {', '.join(COMPONENTS)}, node_finder, all (repeat or comma-list)."),
+)
+_GLOBAL_WITH_VALUE = ("--conf", "-v", "--verbose")
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move `--conf` and `-v/--verbose` found anywhere (before `--`) to the front.
+
+    cobra's persistent flags are accepted before or after the subcommand; click's group options
+    only before it, so the group sees them where it looks.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_WITH_VALUE and i + 1 < len(args):
+            hoisted += args[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith(("--conf=", "--verbose=")) or (arg.startswith("-v") and not arg.startswith("--")):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
+_GO_TRUE = ("1", "t", "true")
+_GO_FALSE = ("0", "f", "false")
+
+
+def parse_go_bool(flag: str, text: str) -> bool:
+    """Go's strconv.ParseBool, as cobra parses `--flag=VALUE`; BadParameter names the flag."""
+    if text.lower() in _GO_TRUE:
+        return True
+    if text.lower() in _GO_FALSE:
+        return False
+    raise click.BadParameter(f"{text!r} is not a boolean: use true or false (1/0, t/f)", param_hint=flag)
+
+
+class GoBoolOption(click.Option):
+    """A bool flag whose default may be true: `--flag`, `--flag=true|false|1|0|t|f` (never `--flag VALUE`)."""
+
+
+class PrismCommand(click.Command):
+    """A subcommand: Go-style bool flags, and the global flags listed in its help."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._go_bools(args))
+
+    def _go_bools(self, args: list[str]) -> list[str]:
+        plain = {o for p in self.params if isinstance(p, click.Option) and _is_plain_flag(p) for o in p.opts}
+        valued = {o for p in self.params if isinstance(p, GoBoolOption) for o in p.opts}
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                return out + args[i:]
+            name, eq, value = arg.partition("=")
+            if arg in valued:
+                out.append(f"{arg}=true")  # so a bare flag never takes the next word as its value
+            elif eq and name in plain:
+                out = [a for a in out if a != name]  # the last occurrence wins, as in cobra
+                if parse_go_bool(name, value):
+                    out.append(name)
+            else:
+                out.append(arg)
+        return out
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Global flags (before or after the command)"):
+            formatter.write_dl(list(GLOBAL_FLAGS))
+
+
+def _is_plain_flag(option: click.Option) -> bool:
+    return option.is_flag and option.is_bool_flag and not option.secondary_opts
+
+
+class PrismGroup(click.Group):
+    """The root: global flags anywhere on the line, every subcommand a PrismCommand."""
+
+    command_class = PrismCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_flags(args))
+
+
+@click.group(cls=PrismGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--conf",
     default=None,
@@ -44,11 +139,14 @@ def _verbose_choice(ctx: click.Context, param: click.Parameter, value: tuple[str
     multiple=True,
     callback=_verbose_choice,
     metavar="COMPONENT",
-    help=f"Debug-log a component ({', '.join(COMPONENTS)}, all). Repeatable.",
+    help=f"Debug-log a component ({', '.join(COMPONENTS)}, node_finder, all). Repeat or comma-list.",
 )
 @click.pass_context
 def cli(ctx: click.Context, conf: str | None, verbose: tuple[str, ...]) -> None:
-    """prism: LBRY blob reflector, blob cache, peer server and DHT node."""
+    """prism: LBRY blob reflector, blob cache, peer server and DHT node.
+
+    Global flags go before or after the command; `prism help COMMAND` shows a command's flags.
+    """
     setup_logging(verbose)
     explicit = conf is not None
     path = conf if explicit else DEFAULT_CONFIG_PATH
@@ -58,6 +156,21 @@ def cli(ctx: click.Context, conf: str | None, verbose: tuple[str, ...]) -> None:
         click.echo(f"Error: {e}", err=True)
         ctx.exit(1)
     ctx.obj = PrismContext(config, None if path == "none" else path)
+
+
+@cli.command("help")
+@click.argument("command", required=False, metavar="[COMMAND]")
+@click.pass_context
+def help_cmd(ctx: click.Context, command: str | None) -> None:
+    """Show the help of prism or of one command."""
+    root = ctx.find_root()
+    if command is None:
+        click.echo(root.get_help())
+        return
+    cmd = cli.get_command(root, command)
+    if cmd is None:
+        raise click.UsageError(f"unknown command {command!r}; `prism help` lists them")
+    click.echo(cmd.get_help(click.Context(cmd, info_name=command, parent=root)))
 
 
 @cli.command()
@@ -456,9 +569,10 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
 
 
 def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
-    """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
+    """A bool flag that may default to true: `--name`, `--name=true` or `--name=false`."""
     return click.option(
         name,
+        cls=GoBoolOption,
         type=click.BOOL,
         default=default,
         is_flag=False,

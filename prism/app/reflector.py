@@ -20,7 +20,7 @@ from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config
 from prism.db.mysql import MysqlDatabase
-from prism.hostport import AddressError, parse_host_port
+from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
@@ -40,6 +40,9 @@ from prism.store.singleflight import SingleFlightStore
 log = logging.getLogger("prism.app")
 
 UPSTREAM_PROTOCOLS = ("tcp", "http", "http3")
+UPSTREAM_DEFAULT_PORTS = {"http": 80, "tcp": 5567, "http3": 5568}
+"""The port of an --upstream-reflector given without one: reflector.go's HTTP upstream is
+`http://` + the value (port 80); tcp and http3 take the standard peer and HTTP/3 ports."""
 UPSTREAM_TIMEOUT = 30.0
 RECEIVER_TIMEOUT = 180.0
 DEFAULT_DISK_CACHE = "100GB:/tmp/downloaded_blobs:localdb"
@@ -96,8 +99,20 @@ class OriginKind:
     """It checks each blob's SHA-384 on arrival, so a cache fill need not hash it again."""
 
 
+def upstream_address(opts: ReflectorOptions) -> HostPort:
+    """--upstream-reflector as HOST:PORT, the protocol's standard port when none is given."""
+    try:
+        return parse_host_port(
+            opts.upstream_reflector,
+            default_port=UPSTREAM_DEFAULT_PORTS.get(opts.upstream_protocol),
+            what="--upstream-reflector",
+        )
+    except AddressError as e:
+        raise ReflectorConfigError(str(e)) from None
+
+
 def _upstream_reflector(opts: ReflectorOptions, config: Config) -> BlobStore:
-    addr = opts.upstream_reflector
+    addr = str(upstream_address(opts))
     if opts.upstream_protocol == "tcp":
         return BytesInCounter(PeerStore(addr, UPSTREAM_TIMEOUT))
     if opts.upstream_protocol == "http3":
@@ -198,10 +213,7 @@ def _check_values(opts: ReflectorOptions) -> None:
                 f"{flag} must be an http:// or https:// URL ending in '/', got {url!r}"
             )
     if opts.upstream_reflector:
-        try:
-            parse_host_port(opts.upstream_reflector, what="--upstream-reflector")
-        except AddressError as e:
-            raise ReflectorConfigError(str(e)) from None
+        upstream_address(opts)
 
 
 def _check_origin(opts: ReflectorOptions, config: Config) -> OriginKind:
