@@ -35,7 +35,10 @@ def _verbose_choice(ctx: click.Context, param: click.Parameter, value: tuple[str
 
 GLOBAL_FLAGS = (
     ("--conf PATH", f"JSON config file (default {DEFAULT_CONFIG_PATH}; 'none' disables it)."),
-    ("-v, --verbose COMPONENT", f"Debug-log components: {', '.join(COMPONENTS)}, node_finder, all (repeat or comma-list)."),
+    (
+        "-v, --verbose COMPONENT",
+        f"Debug-log components: {', '.join(COMPONENTS)}, node_finder, all (repeat or comma-list).",
+    ),
 )
 _GLOBAL_WITH_VALUE = ("--conf", "-v", "--verbose")
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prism.http.negcache import NegativeCache
 from prism.http.queue import QueueFull, RequestQueue
+from prism.logs import RepeatFilter
 from prism.stats import ErrorType, ServerStats
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, Timer
 from prism.store.trace import BlobTrace
@@ -60,6 +62,8 @@ class BlobGetter:
     negative_cache: NegativeCache | None
     name: str
     """Names the server in traces and logs (`http`, `http3`)."""
+    repeats: RepeatFilter = field(default_factory=RepeatFilter)
+    """An upstream that is down fails every miss alike: logged once, not per request."""
 
     async def get(self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True) -> None:
         """Answer a GET of a valid `blob_hash` through `respond` (called once)."""
@@ -88,7 +92,10 @@ class BlobGetter:
             outcome = Missing(BlobTrace.new(timer.elapsed(), self.name))
         except Exception as e:
             self.stats.error(e)
-            log.warning("%s GET %s: %s", self.name, blob_hash[:16], e)
+            repeats = self.repeats.admit(str(e), time.monotonic())
+            if repeats is not None:
+                more = f" ({repeats} more since)" if repeats else ""
+                log.warning("%s GET %s: %s%s", self.name, blob_hash[:16], e, more)
             outcome = Failed(e, BlobTrace.new(timer.elapsed(), self.name))
         else:
             with ref:
