@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
 from prism.app.metrics import Metrics, MetricsServer
+from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
-from prism.config import Config
+from prism.config import Config, ConfigError, parse_mysql_dsn
 from prism.db.mysql import MysqlDatabase
 from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.http.h3server import Http3BlobServer
@@ -121,8 +122,7 @@ def _upstream_reflector(opts: ReflectorOptions, config: Config) -> BlobStore:
 
 
 def _store_path(opts: ReflectorOptions, config: Config) -> BlobStore:
-    os.makedirs(opts.store_path, exist_ok=True)
-    return DiskStore(opts.store_path)
+    return DiskStore(opts.store_path)  # validate made the directory
 
 
 def _origin_endpoint(opts: ReflectorOptions, config: Config) -> BlobStore:
@@ -181,15 +181,43 @@ def validate(opts: ReflectorOptions, config: Config) -> OriginKind:
         )
     _check_files(opts)
     _check_ports(opts)
-    for flag, spec in (
+    _check_dsns(opts, config)
+    _check_directories(opts)
+    return origin
+
+
+def _check_dsns(opts: ReflectorOptions, config: Config) -> None:
+    keys = [("local_db_conn", config.local_db_conn)]
+    if opts.use_db:
+        keys.append(("db_conn", config.db_conn))
+    for key, dsn in keys:
+        if dsn:
+            try:
+                parse_mysql_dsn(dsn)
+            except ConfigError as e:
+                raise ReflectorConfigError(f"{key} in the config file: {e}") from None
+
+
+def _check_directories(opts: ReflectorOptions) -> None:
+    """Every directory the flags name exists (created if missing) and is writable."""
+    dirs: list[tuple[str, str]] = []
+    for flag, text in (
         ("--disk-cache", opts.disk_cache),
         ("--optional-disk-cache", opts.optional_disk_cache),
     ):
         try:
-            parse_disk_cache_spec(spec)
+            spec = parse_disk_cache_spec(text)
         except DiskCacheSpecError as e:
             raise ReflectorConfigError(f"{flag}: {e}") from None
-    return origin
+        if spec is not None:
+            dirs.append((flag, spec.path))
+    if opts.store_path:
+        dirs.append(("--store-path", opts.store_path))
+    for flag, path in dirs:
+        try:
+            ensure_directory(path, flag)
+        except DirectoryError as e:
+            raise ReflectorConfigError(str(e)) from None
 
 
 def _check_values(opts: ReflectorOptions) -> None:

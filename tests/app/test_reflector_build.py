@@ -6,7 +6,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from prism.app.reflector import ORIGINS, ReflectorConfigError, ReflectorOptions, build, validate
+from prism.app.reflector import (
+    ORIGINS,
+    ReflectorConfigError,
+    ReflectorOptions,
+    build,
+    upstream_address,
+    validate,
+)
 from prism.config import Config
 from prism.store.trace import BlobTrace
 from tests.helpers import random_blob
@@ -174,9 +181,9 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
     [
         ({}, Config(bucket_name="blobs", aws_id="id"), "names an S3 bucket but this build has no S3 store"),
         (
-            {"upstream_reflector": "reflector.example"},
+            {"upstream_reflector": "reflector.example:", "disable_uploads": True, "use_db": False},
             NO_API,
-            "--upstream-reflector 'reflector.example' has no port",
+            "--upstream-reflector 'reflector.example:' has no port",
         ),
         (
             {"upstream_reflector": "h:0", "disable_uploads": True},
@@ -195,3 +202,19 @@ def test_validate_names_the_origin_kind_to_build(tmp_path) -> None:
     cache = options(upstream_reflector="127.0.0.1:5569", disable_uploads=True)
     kind = validate(cache, NO_API)
     assert kind is ORIGINS["upstream-reflector"] and kind.read_only and kind.verifies
+
+
+@pytest.mark.parametrize(
+    ("protocol", "value", "address"),
+    [
+        ("http", "reflector.lbry.com", "reflector.lbry.com:80"),
+        ("tcp", "reflector.lbry.com", "reflector.lbry.com:5567"),
+        ("http3", "reflector.lbry.com", "reflector.lbry.com:5568"),
+        ("http", "10.0.0.1:8080", "10.0.0.1:8080"),
+        ("tcp", "[::1]:5569", "[::1]:5569"),
+        ("http3", "[::1]", "[::1]:5568"),
+    ],
+)
+def test_upstream_without_a_port_takes_the_protocols_standard_port(protocol, value, address) -> None:
+    opts = options(upstream_reflector=value, upstream_protocol=protocol, disable_uploads=True)
+    assert str(upstream_address(opts)) == address
