@@ -22,6 +22,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore, walk_chain
@@ -309,7 +310,7 @@ class MetricsServer:
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
 
     @property
     def port(self) -> int:
@@ -322,14 +323,14 @@ class MetricsServer:
         app.router.add_get("/metrics", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
         try:
+            self._site = web.SockSite(self._runner, bind_socket(self.host, self._port))
             await self._site.start()
         except BaseException:
             await self._runner.cleanup()
             self._runner = None
             raise
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        log.info("metrics on http://%s/metrics", HostPort(self.host, self.port))
 
     async def _handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")

@@ -66,7 +66,7 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
 
     async def start(self) -> None:
         await self._listen(lambda: HttpConnection(self))
-        log.info("HTTP blob server listening on %s:%d", self.host, self.port)
+        log.info("HTTP blob server listening on %s", self.address)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, let requests in flight finish within `grace`."""

@@ -67,7 +67,7 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
     async def start(self) -> None:
         """Bind and start accepting; `.port` is the bound port afterwards (pass 0 for any)."""
         await self._listen(lambda: _PeerConnection(self))
-        log.info("peer server listening on %s:%d (store %s)", self.host, self.port, self.store.name)
+        log.info("peer server listening on %s (store %s)", self.address, self.store.name)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let answers in progress finish for up to `grace` s, close the rest."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 
 from prism.blob import MAX_BLOB_SIZE
+from prism.hostport import HostPort, bind_socket
 from prism.reflector.protocol import (
     BlobComplete,
     BlobData,
@@ -105,10 +106,13 @@ class ReflectorReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _ReceiverProtocol(self), self.host, self._requested_port, reuse_address=True
-        )
-        log.info("reflector receiver listening on %s:%d", self.host, self.port)
+        sock = bind_socket(self.host, self._requested_port)
+        try:
+            self._server = await loop.create_server(lambda: _ReceiverProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        log.info("reflector receiver listening on %s", HostPort(self.host, self.port))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, give running uploads `grace` seconds, then cut them off."""
