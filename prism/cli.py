@@ -626,7 +626,18 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
     show_default=True,
     help="QUIC datagram size; raise it only on links that carry it (loopback, LAN).",
 )
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address every server binds to (:: listens on IPv6 and IPv4).",
+)
+@click.option(
+    "--protected-list-url",
+    default=None,
+    metavar="URL",
+    help="Protected-content list URL (default: protected_list_url of the config, else odysee's); '' = off.",
+)
 @click.option(
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
 )

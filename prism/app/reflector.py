@@ -82,6 +82,8 @@ class ReflectorOptions:
     http3_max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     host: str = "0.0.0.0"
     shutdown_grace: float = 5.0
+    protected_list_url: str | None = None
+    """None: the config's `protected_list_url` (reflector.go's URL by default); "": no list."""
 
 
 # -- origin kinds -------------------------------------------------------------------------
@@ -456,7 +458,8 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     stores = build_stores(opts, config, build_origin(opts, config, kind))
     metrics = Metrics()
     metrics.stores.append(stores.outer)
-    protected = ProtectedList(config.protected_list_url)
+    url = opts.protected_list_url
+    protected = ProtectedList(config.protected_list_url if url is None else url)
     servers = build_servers(opts, stores, protected, metrics)
     if servers.receiver is not None:
         metrics.receivers.append(servers.receiver)

@@ -67,6 +67,11 @@ def reflector_process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[b
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
+def alarming(log_text: str) -> list[str]:
+    """WARNING and ERROR lines: a blobcache with no network (no protected list) logs none by itself."""
+    return [line for line in log_text.splitlines() if " WARNING " in line or " ERROR " in line]
+
+
 async def get_blob(session: aiohttp.ClientSession, blob_hash: str) -> tuple[int, bytes]:
     async with session.get(f"http://127.0.0.1:{HTTP_PORT}/blob", params={"hash": blob_hash}) as r:
         return r.status, await r.read()
@@ -94,6 +99,7 @@ async def test_readme_blobcache_fetches_through_a_portless_http_upstream(tmp_pat
         await upstream.stop(0.1)
     cached = cache / blob_hash[:2] / blob_hash
     assert cached.read_bytes() == data
+    assert alarming((tmp_path / "prism.log").read_text()) == []
 
 
 async def test_readme_blobcache_with_an_unresolvable_upstream(tmp_path: Path) -> None:
@@ -117,4 +123,5 @@ async def test_readme_blobcache_with_an_unresolvable_upstream(tmp_path: Path) ->
     assert "Traceback" not in text
     failures = [line for line in text.splitlines() if "reflector.lbry.com" in line]
     assert len(failures) == 1, text
+    assert alarming(text) == failures
     assert os.path.exists(cache / blob_hash[:2] / blob_hash)
