@@ -14,6 +14,9 @@ def setup_logging(verbose: tuple[str, ...] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # aioquic logs every handshake ("ALPN negotiated ...") at INFO: library chatter, not events.
+    for library in ("quic", "http3"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     for component in verbose:
         if component == "all":
             logging.getLogger("prism").setLevel(logging.DEBUG)
@@ -45,3 +48,14 @@ class RepeatFilter:
             del self._seen[next(iter(self._seen))]
         self._seen[message] = (now, 0)
         return 0 if last is None else last[1]
+
+
+def access_line(
+    client: str, action: str, blob_hash: str, status: str | int, nbytes: int, seconds: float, layer: str
+) -> str:
+    """One request in the access log (`-v http`, `-v peer`, `-v reflector`), like gin's in reflector.go.
+
+    `layer` names the store that answered (the innermost layer of the blob's trace: a cache, the
+    origin, an upstream), `-` when none did.
+    """
+    return f"{client} {action} {blob_hash[:16]} {status} {nbytes}B {seconds * 1000:.1f}ms {layer or '-'}"

@@ -231,6 +231,17 @@ SERIES: tuple[Series, ...] = (
         "Blobs evicted from a cache",
         _cache_layer(lambda x: x.evictions),
     ),
+    Series("cache_size_bytes", "gauge", "Bytes of blobs a cache holds", _cache_layer(lambda x: x.size_bytes)),
+    Series("cache_size_blobs", "gauge", "Blobs a cache holds", _cache_layer(lambda x: x.size_blobs)),
+    Series(
+        "cache_capacity_bytes",
+        "gauge",
+        "Size limit of a cache in bytes",
+        _cache_layer(lambda x: x.capacity_bytes),
+    ),
+    Series(
+        "cache_capacity_blobs", "gauge", "Blobs a cache can hold", _cache_layer(lambda x: x.capacity_blobs)
+    ),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
 )
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 
+from prism.logs import access_line
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
     RATE_ACCEPTED,
@@ -28,10 +29,12 @@ from prism.peer.protocol import (
 )
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
 from prism.tcpserver import TcpBlobServer
 
 log = logging.getLogger("prism.peer")
+access_log = logging.getLogger("prism.peer.access")
+"""One DEBUG line per request (`-v peer`)."""
 
 DEFAULT_PORT = 5567
 """The peer port of the `reflector` command; `prism peer` uses 3333 like reflector.go's `peer`."""
@@ -244,6 +247,7 @@ class _PeerConnection(asyncio.Protocol):
         stats = server.stats
         stats.requests += 1
         blob_hash = request.requested_blob
+        timer = Timer()
         ref: BlobRef | None = None
         if blob_hash is not None and (request.requested_blobs is None or request.is_plain_download):
             # The usual download: one store lookup answers both availability and the blob.
@@ -272,7 +276,9 @@ class _PeerConnection(asyncio.Protocol):
         if ref is None:
             if blob_hash is not None:
                 stats.not_found += 1
-                log.debug("%s asked for %s: not found", self.peer, blob_hash[:8])
+                access_log.debug(
+                    access_line(self.peer, "peer GET", blob_hash, "not-found", 0, timer.elapsed() / 1e9, "-")
+                )
             transport.write(encode_response(available, rate, _NOT_FOUND if blob_hash is not None else None))
             return
         with ref:
@@ -283,7 +289,10 @@ class _PeerConnection(asyncio.Protocol):
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
             await sender.send(header, ref, 0, size)
         stats.sent(size)
-        log.debug("sent %s (%d bytes) to %s", ref.hash[:8], size, self.peer)
+        layer = ref.trace.stacks[0].origin_name if ref.trace.stacks else "-"
+        access_log.debug(
+            access_line(self.peer, "peer GET", ref.hash, "sent", size, timer.elapsed() / 1e9, layer)
+        )
 
     # --- closing ----------------------------------------------------------------------------
 

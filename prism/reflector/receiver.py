@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from prism.blob import MAX_BLOB_SIZE
 from prism.hostport import HostPort, bind_socket
+from prism.logs import access_line
 from prism.reflector.protocol import (
     BlobComplete,
     BlobData,
@@ -33,6 +34,7 @@ from prism.store.base import (
     Blocklister,
     NeededBlobChecker,
     StoreError,
+    Timer,
     find_capability,
     put_borrows_data,
 )
@@ -40,6 +42,8 @@ from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
 
 log = logging.getLogger("prism.reflector")
+access_log = logging.getLogger("prism.reflector.access")
+"""One DEBUG line per request (`-v reflector`)."""
 
 DEFAULT_PORT = 5566
 DEFAULT_TIMEOUT = 180.0
@@ -397,6 +401,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     async def _receive_and_store(self, offer: BlobOffer) -> None:
         receiver = self.receiver
+        timer = Timer()
         if self._buffer is None:
             self._buffer = receiver._take_buffer()
         try:
@@ -413,8 +418,10 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e
         self._write(self.codec.send_received(True))
         receiver.count(offer)
-        kind = "sd " if offer.is_sd else ""
-        log.debug("%s stored %sblob %s (%d bytes)", self.peer, kind, offer.blob_hash[:16], offer.size)
+        action = "reflector PUT-SD" if offer.is_sd else "reflector PUT"
+        access_log.debug(
+            access_line(self.peer, action, offer.blob_hash, "stored", offer.size, timer.elapsed() / 1e9, "-")
+        )
 
 
 class _HashMismatch(Exception):

@@ -34,7 +34,13 @@ class MemoryCacheStore(WrappingStore):
         return blob_hash in self._blobs
 
     def snapshot(self) -> StoreSnapshot:
-        return StoreSnapshot(self.name, evictions=self.evictions)
+        return StoreSnapshot(
+            self.name,
+            evictions=self.evictions,
+            size_bytes=sum(len(b) for b in self._blobs.values()),
+            size_blobs=len(self._blobs),
+            capacity_blobs=self.max_blobs,
+        )
 
     async def get(self, blob_hash: str) -> BlobRef:
         timer = Timer()
