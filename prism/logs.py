@@ -55,7 +55,7 @@ def access_line(
 ) -> str:
     """One request in the access log (`-v http`, `-v peer`, `-v reflector`), like gin's in reflector.go.
 
-    `layer` names the store that answered (the innermost layer of the blob's trace: a cache, the
-    origin, an upstream), `-` when none did.
+    `layer` is the blob's trace path, the store that had it first (`disk>db-backed>caching`),
+    `-` when none did.
     """
     return f"{client} {action} {blob_hash[:16]} {status} {nbytes}B {seconds * 1000:.1f}ms {layer or '-'}"

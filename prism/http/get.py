@@ -134,8 +134,7 @@ _REFUSED_STATUS = {Refused.PROTECTED: 403, Refused.BUSY: 503}
 def _summary(outcome: GetOutcome | None) -> tuple[int | str, int, str]:
     """Status, bytes and answering layer of an outcome, for the access log."""
     if isinstance(outcome, Found):
-        stacks = outcome.ref.trace.stacks
-        return 200, outcome.ref.size, stacks[0].origin_name if stacks else "-"
+        return 200, outcome.ref.size, outcome.ref.trace.path()
     if isinstance(outcome, Missing):
         return 404, 0, "-"
     if isinstance(outcome, Failed):

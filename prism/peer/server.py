@@ -289,7 +289,7 @@ class _PeerConnection(asyncio.Protocol):
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
             await sender.send(header, ref, 0, size)
         stats.sent(size)
-        layer = ref.trace.stacks[0].origin_name if ref.trace.stacks else "-"
+        layer = ref.trace.path()
         access_log.debug(
             access_line(self.peer, "peer GET", ref.hash, "sent", size, timer.elapsed() / 1e9, layer)
         )
