@@ -164,8 +164,15 @@ async def send_file(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
             result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
+            missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
         producer.close()
+    if missing:
+        raise SendError(
+            f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "
+            "upload; run the same send again to retry"
+            + (f" (with --sd-cache {sd_cache} it sends only those)" if sd_cache else "")
+        )
     return stream, stream.source_hash, result
 
 

@@ -209,6 +209,18 @@ class ReflectorClient:
         await self._send_body(blob_hash, data, is_sd, result)
         return result
 
+    async def still_needed(self, sd_hash: str, sd_bytes: bytes) -> list[str]:
+        """Offer the sd blob again after an upload: what the server still lacks (empty: all there).
+
+        lbry-sdk confirms an upload this way. A server that asks for the sd blob itself gets it,
+        and the answer is then every content blob, since it had not kept the stream.
+        """
+        answer = await self._offer(sd_hash, len(sd_bytes), True)
+        if answer.send:
+            await self._send_body(sd_hash, sd_bytes, True, UploadResult())
+            return [sd_hash, *SdBlob.parse(sd_bytes).content_hashes]
+        return list(answer.needed_blobs)
+
     async def upload_stream(
         self,
         sd_hash: str,
