@@ -235,7 +235,7 @@ def peer(
     "out_dir",
     type=click.Path(file_okay=False),
     default=".",
-    help="Output directory (default: here).",
+    help="Output directory (default: here; created if missing).",
 )
 @click.option(
     "--blob-dir",
@@ -243,16 +243,34 @@ def peer(
     default=None,
     help="Keep downloaded blobs here so an interrupted download resumes (default ~/.cache/prism/blobs).",
 )
+@click.option(
+    "--blob-cache-size",
+    default="2GB",
+    show_default=True,
+    metavar="SIZE",
+    help="Bytes the blob directory keeps after a download, oldest blobs removed first (0: no limit).",
+)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
 def getstream(
-    address: str, sd_hash: str, out_dir: str, blob_dir: str | None, timeout: float, parallel: int
+    address: str,
+    sd_hash: str,
+    out_dir: str,
+    blob_dir: str | None,
+    blob_cache_size: str,
+    timeout: float,
+    parallel: int,
 ) -> None:
     """Download a stream from a peer, verify and decrypt it into a file."""
     import asyncio
 
+    from prism.app.cache_chain import DiskCacheSpecError, parse_size
     from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
 
+    try:
+        blob_cache_bytes = parse_size(blob_cache_size)
+    except DiskCacheSpecError as e:
+        raise click.BadParameter(str(e), param_hint="--blob-cache-size") from None
     progress = download_progress()
     try:
         result = asyncio.run(
@@ -264,6 +282,7 @@ def getstream(
                 peer_timeout=timeout,
                 parallel=parallel,
                 progress=progress.update,
+                blob_cache_bytes=blob_cache_bytes,
             )
         )
     except KeyboardInterrupt:
