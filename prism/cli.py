@@ -121,12 +121,15 @@ def _is_plain_flag(option: click.Option) -> bool:
 
 
 class PrismGroup(click.Group):
-    """The root: global flags anywhere on the line, every subcommand a PrismCommand."""
+    """The root: global flags anywhere on the line; subcommands are PrismCommands, subgroups PrismGroups."""
 
     command_class = PrismCommand
+    group_class = type
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_flags(args))
+        if ctx.parent is None:  # only the root has the global flags
+            args = hoist_global_flags(args)
+        return super().parse_args(ctx, args)
 
 
 @click.group(cls=PrismGroup, context_settings={"help_option_names": ["-h", "--help"]})
