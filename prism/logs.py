@@ -17,6 +17,8 @@ def setup_logging(verbose: tuple[str, ...] = ()) -> None:
     # aioquic logs every handshake ("ALPN negotiated ...") at INFO: library chatter, not events.
     for library in ("quic", "http3"):
         logging.getLogger(library).setLevel(logging.WARNING)
+    for name in ("prism", *(f"prism.{c}" for c in COMPONENTS)):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # a second setup (tests) starts afresh
     for component in verbose:
         if component == "all":
             logging.getLogger("prism").setLevel(logging.DEBUG)

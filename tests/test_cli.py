@@ -145,3 +145,18 @@ def test_repeat_filter_is_bounded() -> None:
     for i, m in enumerate(("a", "b", "c")):
         assert f.admit(m, float(i)) == 0
     assert f.admit("a", 3.0) == 0  # forgotten, so logged again
+
+
+def test_library_chatter_is_below_info() -> None:
+    import logging
+
+    from prism.logs import setup_logging
+
+    setup_logging(())
+    assert not logging.getLogger("quic").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("http3").isEnabledFor(logging.INFO)
+    assert logging.getLogger("prism.http").isEnabledFor(logging.INFO)
+    setup_logging(("http",))
+    assert logging.getLogger("prism.http.access").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("prism.peer.access").isEnabledFor(logging.DEBUG)
+    setup_logging(())

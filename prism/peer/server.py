@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 
-from prism.logs import access_line
+from prism.logs import RepeatFilter, access_line
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
     RATE_ACCEPTED,
@@ -62,6 +62,8 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
         self.max_connections = max_connections
         self.send_buffer_size = send_buffer_size
         self._last_refusal_log = 0.0
+        self.repeats = RepeatFilter()
+        """A store failure that every connection meets alike (an upstream down) is logged once."""
         self._all_closed: asyncio.Event | None = None
 
     def snapshot(self) -> ServerSnapshot:
@@ -225,7 +227,10 @@ class _PeerConnection(asyncio.Protocol):
             self.abort()
         except (StoreError, OSError, RuntimeError) as e:
             # The store or the file failed: only this connection ends.
-            log.warning("closing connection from %s: %s: %s", self.peer, type(e).__name__, e)
+            repeats = self.server.repeats.admit(f"{type(e).__name__}: {e}", self.loop.time())
+            if repeats is not None:
+                more = f" ({repeats} more since)" if repeats else ""
+                log.warning("closing connection from %s: %s: %s%s", self.peer, type(e).__name__, e, more)
             self.abort()
         except Exception:
             log.exception("closing connection from %s after an unexpected error", self.peer)
