@@ -218,3 +218,30 @@ def test_validate_names_the_origin_kind_to_build(tmp_path) -> None:
 def test_upstream_without_a_port_takes_the_protocols_standard_port(protocol, value, address) -> None:
     opts = options(upstream_reflector=value, upstream_protocol=protocol, disable_uploads=True)
     assert str(upstream_address(opts)) == address
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp", "http3"])
+async def test_an_ipv6_upstream_in_brackets_serves(tmp_path, protocol: str) -> None:
+    from prism.http.h3server import Http3BlobServer
+    from prism.http.server import HttpBlobServer
+    from prism.peer.server import PeerServer
+    from prism.store.memory import MemoryStore
+    from tests.helpers import running
+
+    h, d = random_blob(100_000)
+    origin = MemoryStore()
+    await origin.put(h, d)
+    server_class = {"http": HttpBlobServer, "tcp": PeerServer, "http3": Http3BlobServer}[protocol]
+    async with running(server_class(origin, "::1", 0)) as upstream:
+        opts = options(
+            upstream_reflector=f"[::1]:{upstream.port}",
+            upstream_protocol=protocol,
+            disable_uploads=True,
+            disk_cache="",
+        )
+        refl = await build(opts, NO_API)
+        try:
+            with await refl.outer.get(h) as ref:
+                assert ref.read() == d
+        finally:
+            await refl.outer.close()
