@@ -452,6 +452,25 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
         sys.exit(1)
 
 
+# --- claims: decode, resolve, publish (claims.md) ---------------------------------------------
+
+
+@cli.command("decode")
+@click.argument("value", metavar="HEX")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole claim as JSON (prism addition).")
+def decode_cmd(value: str, as_json: bool) -> None:
+    """Decode a hex claim value and print it as reflector.go does."""
+    from prism.app.claims import decode_json, decode_text
+    from prism.claim.decode import ClaimError, decode_claim_hex
+
+    try:
+        decoded = decode_claim_hex(value)
+    except ClaimError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(decode_json(decoded) if as_json else decode_text(decoded))
+
+
 # --- prism reflector: blob cache and reflector server ----------------------------------------
 
 

@@ -82,7 +82,9 @@ def _protobuf(value: bytes) -> DecodedClaim:
     if not value:
         raise ClaimError("protobuf: the value is empty")
     if value[0] == SIGNED and len(value) < SIGNED_HEADER:
-        raise ClaimError(f"v2 signed: {len(value)} bytes, fewer than the {SIGNED_HEADER} of the signature header")
+        raise ClaimError(
+            f"v2 signed: {len(value)} bytes, fewer than the {SIGNED_HEADER} of the signature header"
+        )
     signed = value[0] == SIGNED
     payload = value[SIGNED_HEADER:] if signed else value[1:]
     try:

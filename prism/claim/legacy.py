@@ -67,13 +67,15 @@ def migrate_v1_protobuf(legacy: Message) -> Message:
         key = cert.get("publicKey") if cert else None
         return new("Claim", channel=new("Channel", **({"public_key": key} if key is not None else {})))
     if claim_type != 1:
-        raise MigrationError(f"unknown v1 claim type {claim_type}")
+        raise MigrationError(f"unknown v1 claim type {claim_type!r}")
     stream = legacy.sub("stream")
     if stream is None:
         return new("Claim", stream=new("Stream"))
     md, src = stream.sub("metadata"), stream.sub("source")
     assert md is not None and src is not None  # required fields, checked by decode
-    out = new("Stream", source=new("Source", media_type=src.get("contentType") or "", sd_hash=_b(src, "source")))
+    out = new(
+        "Stream", source=new("Source", media_type=src.get("contentType") or "", sd_hash=_b(src, "source"))
+    )
     fee = md.sub("fee")
     if fee is not None:
         amount = fee.get("amount")
@@ -85,7 +87,10 @@ def migrate_v1_protobuf(legacy: Message) -> Message:
     if md.get("nsfw"):
         claim.set("tags", ["mature"])
     lang = md.get("language")
-    claim.set("languages", [new("Language", language=lang if isinstance(lang, int) and lang < len(LANGUAGES) else 0)])
+    claim.set(
+        "languages",
+        [new("Language", language=lang if isinstance(lang, int) and lang < len(LANGUAGES) else 0)],
+    )
     claim.set("title", md.get("title") or "")
     claim.set("description", md.get("description") or "")
     return claim

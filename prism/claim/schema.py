@@ -18,14 +18,14 @@ from prism.claim.wire import FIXED32, LEN, VARINT, WireError, encode_field, enco
 
 Value = Union[int, bool, str, bytes, float, "Message", list["Value"]]
 
-LANGUAGES: tuple[str, ...] = (
+LANGUAGES: tuple[str, ...] = tuple(
     "UNKNOWN_LANGUAGE en aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs"
     " cu cv cy da de dv dz ee el eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy"
     " hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo"
     " lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt"
     " qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr"
-    " ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu"
-).split()
+    " ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu".split()
+)
 """ISO 639-1 codes in the order of the Language enum (the same in v1 and v2)."""
 
 CURRENCIES = ("UNKNOWN_CURRENCY", "LBC", "BTC", "USD")
@@ -118,15 +118,15 @@ def message(name: str, *fields: Field, proto2: bool = False) -> Schema:
     return schema
 
 
-def new(name: str, **values: Value) -> Message:
-    """A message of schema `name` with these fields set."""
-    msg = Message(SCHEMAS[name])
+def new(schema_name: str, /, **values: Value) -> Message:
+    """A message of schema `schema_name` with these fields set."""
+    msg = Message(SCHEMAS[schema_name])
     for k, v in values.items():
         msg.set(k, v)
     return msg
 
 
-def F(number: int, name: str, kind: str, **kw: object) -> Field:  # noqa: N802 - a table row
+def F(number: int, name: str, kind: str, **kw: object) -> Field:
     if kind not in SCALAR_KINDS:
         return Field(number, name, "message", message=kind, **kw)  # type: ignore[arg-type]  # table kwargs
     return Field(number, name, kind, **kw)  # type: ignore[arg-type]  # table kwargs
@@ -191,7 +191,11 @@ message(
 )
 message("Image", F(1, "width", "uint32"), F(2, "height", "uint32"))
 message(
-    "Video", F(1, "width", "uint32"), F(2, "height", "uint32"), F(3, "duration", "uint32"), F(15, "audio", "Audio")
+    "Video",
+    F(1, "width", "uint32"),
+    F(2, "height", "uint32"),
+    F(3, "duration", "uint32"),
+    F(15, "audio", "Audio"),
 )
 message("Audio", F(1, "duration", "uint32"))
 message("Software", F(1, "os", "string"))
@@ -311,7 +315,9 @@ message(
     F(21, "support_amount", "uint64"),
     F(22, "trending_group", "uint32"),
 )
-message("Error", F(1, "code", "enum", enum=_enum(ERROR_CODES)), F(2, "text", "string"), F(3, "blocked", "Blocked"))
+message(
+    "Error", F(1, "code", "enum", enum=_enum(ERROR_CODES)), F(2, "text", "string"), F(3, "blocked", "Blocked")
+)
 message("Blocked", F(1, "count", "uint32"), F(2, "channel", "Output"))
 
 
