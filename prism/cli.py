@@ -471,6 +471,26 @@ def decode_cmd(value: str, as_json: bool) -> None:
     click.echo(decode_json(decoded) if as_json else decode_text(decoded))
 
 
+@cli.command("resolve")
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("url", metavar="URL")
+def resolve_cmd(address: str, url: str) -> None:
+    """Resolve a LBRY URL at a wallet server and print its claim."""
+    import asyncio
+
+    from prism.app.claims import resolve_claim, resolve_text
+    from prism.hostport import AddressError
+    from prism.hub.protocol import HubError
+    from prism.hub.url import UrlError
+
+    try:
+        decoded = asyncio.run(resolve_claim(address, url))
+    except (UrlError, AddressError, HubError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(resolve_text(decoded))
+
+
 # --- prism reflector: blob cache and reflector server ----------------------------------------
 
 

@@ -39,3 +39,21 @@ def decode_json(decoded: DecodedClaim) -> str:
 def resolve_text(decoded: DecodedClaim) -> str:
     """reflector.go's `resolve`: json.MarshalIndent of the claim's Go struct."""
     return go_marshal_indent(go_struct(decoded.claim))
+
+
+async def resolve_claim(address: str, url: str) -> DecodedClaim:
+    """Resolve `url` at the wallet server `address`, fetch the transaction and decode its claim.
+
+    The URL and address are checked before any connection (UrlError, AddressError); the hub's
+    answers that are errors raise HubError with the hub's text.
+    """
+    from prism.hostport import parse_host_port
+    from prism.hub.client import HubClient
+    from prism.hub.protocol import resolved_outpoint
+    from prism.hub.url import parse_url
+
+    parse_url(url)
+    parse_host_port(address, what="wallet server")
+    async with HubClient([address]) as client:
+        txid, nout = resolved_outpoint(await client.resolve(url))
+        return await client.claim_in_tx(txid, nout)
