@@ -107,7 +107,9 @@ class HubClient:
                 return await asyncio.wait_for(self._answer(self._reader, request_id), self.request_timeout)
             except TimeoutError:
                 await self.close()
-                raise HubError(f"{self.address} did not answer {method} within {self.request_timeout:g} s") from None
+                raise HubError(
+                    f"{self.address} did not answer {method} within {self.request_timeout:g} s"
+                ) from None
 
     async def _answer(self, reader: asyncio.StreamReader, request_id: int) -> Any:
         while True:

@@ -22,7 +22,10 @@ class HubError(Exception):
 
 
 def encode_request(request_id: int, method: str, params: list[str]) -> bytes:
-    return json.dumps({"id": request_id, "method": method, "params": params}, separators=(",", ":")).encode() + b"\n"
+    return (
+        json.dumps({"id": request_id, "method": method, "params": params}, separators=(",", ":")).encode()
+        + b"\n"
+    )
 
 
 def parse_response(line: bytes) -> tuple[Any, Any]:

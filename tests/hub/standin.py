@@ -108,5 +108,7 @@ class StandInHub:
         for nout in range(8):
             with contextlib.suppress(TxError):
                 claim = claim_at(raw, nout)
-                out.append({"txid": txid, "nout": nout, "name": claim.name.decode(), "value": claim.value.hex()})
+                out.append(
+                    {"txid": txid, "nout": nout, "name": claim.name.decode(), "value": claim.value.hex()}
+                )
         return out

@@ -70,12 +70,16 @@ def test_both_error_shapes() -> None:
     assert parse_response(b'{"jsonrpc":"2.0","id":3,"result":"x"}') == (3, "x")
 
 
-@pytest.mark.parametrize("url", ["lbry://cats", "cats#6", "@chan/vid:ab12", "@chan$2", "cat*s", "lbry://@c:1/x$3"])
+@pytest.mark.parametrize(
+    "url", ["lbry://cats", "cats#6", "@chan/vid:ab12", "@chan$2", "cat*s", "lbry://@c:1/x$3"]
+)
 def test_valid_urls(url: str) -> None:
     parse_url(url)
 
 
-@pytest.mark.parametrize("url", ["", "lbry://", "a b", "cats#XYZ", "c$0", "@", "x/y", "ca<t", "c#1#2", "n\x00"])
+@pytest.mark.parametrize(
+    "url", ["", "lbry://", "a b", "cats#XYZ", "c$0", "@", "x/y", "ca<t", "c#1#2", "n\x00"]
+)
 def test_invalid_urls(url: str) -> None:
     with pytest.raises(UrlError, match="Invalid LBRY URL"):
         parse_url(url)
@@ -118,6 +122,6 @@ async def test_request_timeout_and_no_server() -> None:
         client = HubClient([hub.address], request_timeout=0.3)
         await client.connect()
         hub.mute = True
-        with pytest.raises(HubError, match="did not answer blockchain.transaction.get within 0.3 s"):
+        with pytest.raises(HubError, match=r"did not answer blockchain\.transaction\.get within 0\.3 s"):
             await client.transaction_get("22" * 32)
         await client.close()
