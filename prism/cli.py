@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL
 from prism.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from prism.logs import COMPONENTS, setup_logging
 from prism.version import build_info
@@ -514,7 +515,7 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
 @click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
 @_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
-@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
+@_go_bool("--disable-blocklist", False, "Do not run the blocklist updater nor apply the blocklist to uploads.")
 @_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
 @click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
 @click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
@@ -551,6 +552,20 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
 @click.option(
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
+)
+@click.option("--blocklist-url", default=DEFAULT_LIST_URL, show_default=True, help="Blocked-outpoints list.")
+@click.option(
+    "--blocklist-hubs",
+    default=",".join(DEFAULT_HUBS),
+    show_default=True,
+    help="Wallet servers (host:port, comma-separated) that resolve blocked outpoints.",
+)
+@click.option(
+    "--blocklist-interval",
+    type=click.FloatRange(min=1.0),
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between blocklist updates.",
 )
 @click.pass_obj
 def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:

@@ -86,6 +86,10 @@ class HubClient:
         parse_response(line)
         self.address = address
 
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
