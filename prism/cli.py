@@ -515,7 +515,7 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
 @click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
 @_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
-@_go_bool("--disable-blocklist", False, "Do not run the blocklist updater nor apply the blocklist to uploads.")
+@_go_bool("--disable-blocklist", False, "Do not run the blocklist updater or apply it to uploads.")
 @_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
 @click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
 @click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")

@@ -81,7 +81,7 @@ def test_list_and_outpoint_parsing() -> None:
     assert parse_blocked_list({"success": True, "data": {"outpoints": ["a:1"]}}) == ["a:1"]
     with pytest.raises(BlocklistError, match="list_blocked API call: nope"):
         parse_blocked_list({"success": False, "error": "nope"})
-    with pytest.raises(BlocklistError, match="no data.outpoints"):
+    with pytest.raises(BlocklistError, match=r"no data\.outpoints"):
         parse_blocked_list({"success": True, "data": []})
     assert parse_outpoint("AB" * 32 + ":3") == ("ab" * 32, 3)
     for bad, why in (("x", "format"), ("ab:1:2", "format"), ("zz:1", "txid"), ("ab" * 32 + ":-1", "nout")):
