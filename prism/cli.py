@@ -492,6 +492,64 @@ def resolve_cmd(address: str, url: str) -> None:
     click.echo(resolve_text(decoded))
 
 
+@cli.command("publish")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="The claim name (required).")
+@click.option("--title", default="", help="Claim title.")
+@click.option("--description", default="", help="Claim description.")
+@click.option("--author", default="", help="Stream author.")
+@click.option(
+    "--tags", multiple=True, help="Tags (repeatable or comma-separated; reflector.go ignores them)."
+)
+@click.option("--release-time", type=int, default=0, show_default=True, help="Unix time of release.")
+@click.option(
+    "--reflector", default="reflector.lbry.com:5566", show_default=True, help="Where the stream is reflected."
+)
+@click.option(
+    "--lbrycrd", "lbrycrd_url", default="", help="http://user:password@host:port (default: lbrycrd.conf)."
+)
+@click.option(
+    "--lbrycrd-conf", default="", help="lbrycrd.conf path (default ~/.lbrycrd/, REGTEST=true: regtest)."
+)
+def publish_cmd(
+    path: str,
+    name: str,
+    title: str,
+    description: str,
+    author: str,
+    tags: tuple[str, ...],
+    release_time: int,
+    reflector: str,
+    lbrycrd_url: str,
+    lbrycrd_conf: str,
+) -> None:
+    """Claim FILE's stream on chain through lbrycrd, after reflecting it."""
+    import asyncio
+
+    from prism.app.lbrycrd import Lbrycrd, LbrycrdError, conf_path, url_from_conf
+    from prism.app.publish import PublishError, PublishRequest, publish, publish_output
+    from prism.app.send import SendError
+    from prism.reflector.client import ReflectorError
+
+    request = PublishRequest(
+        path,
+        name,
+        title=title,
+        description=description,
+        author=author,
+        tags=[t.strip() for tag in tags for t in tag.split(",") if t.strip()],
+        release_time=release_time,
+        reflector=reflector,
+    )
+    try:
+        client = Lbrycrd(lbrycrd_url or url_from_conf(lbrycrd_conf or conf_path()))
+        published = asyncio.run(publish(request, client, echo=lambda s: click.echo(s, err=True)))
+    except (PublishError, LbrycrdError, SendError, ReflectorError, OSError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(publish_output(published))
+
+
 # --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
