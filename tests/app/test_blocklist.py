@@ -4,7 +4,6 @@ stand-in hub (tests/hub/standin.py), and end to end with MariaDB and `prism send
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from prism.hub.tx import Transaction, TxIn, TxOut, claim_name_script
 from prism.reflector.client import ReflectorClient
 from tests.app.test_reflector_build import options
 from tests.claim import vectors as v
-from tests.conftest import prism_cmd, prism_env
+from tests.conftest import run_prism
 from tests.helpers import running
 from tests.hub.standin import StandInHub
 
@@ -169,16 +168,10 @@ async def test_end_to_end_blocked_in_mariadb_and_send_refused(tmp_path: Path, my
             async with ReflectorClient("127.0.0.1", port, version=1, timeout=10) as client:
                 offered = await client.send_blob(stream.sd_hash, stream.sd_bytes, is_sd=True)
             assert (offered.sent, offered.already_present) == (0, 1)  # send_sd_blob: false
-            proc = await asyncio.create_subprocess_exec(
-                *prism_cmd(
-                    "--conf", "none", "send", "--sd-cache", str(sd_cache), f"127.0.0.1:{port}", str(src)
-                ),
-                env=prism_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+            code, out, err = await run_prism(
+                "send", "--sd-cache", str(sd_cache), f"127.0.0.1:{port}", str(src)
             )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            assert stream.sd_hash.encode() in out, err
+            assert code == 0 and stream.sd_hash in out, err
             assert not await refl.underlying.has(stream.sd_hash)
             assert refl.servers.receiver.snapshot().sd_blobs_received == 0
         finally:

@@ -19,17 +19,8 @@ from prism.claim.legacy import base58_decode
 from prism.hub.tx import parse_claim_script, parse_transaction
 from prism.store.peer import PeerStore
 from tests.app.standin_lbrycrd import StandInLbrycrd
-from tests.conftest import prism_cmd, prism_env
+from tests.conftest import prism_cmd, prism_env, run_prism
 from tests.helpers import running
-
-
-async def _run(*args: str, timeout: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *prism_cmd("--conf", "none", *args), env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
@@ -92,7 +83,7 @@ async def test_publish_reflects_then_broadcasts_a_claim_that_decodes(
 
     async def check_reflected(raw: bytes) -> None:
         value = parse_claim_script(parse_transaction(raw).outputs[1].script).value
-        sd_hash = json.loads((await _run("decode", "--json", value.hex()))[1])["sd_hash"]
+        sd_hash = json.loads((await run_prism("decode", "--json", value.hex()))[1])["sd_hash"]
         peer = PeerStore(f"127.0.0.1:{peer_port}", 5)
         try:
             reflected_at_broadcast.append(await peer.has(sd_hash))
@@ -101,7 +92,7 @@ async def test_publish_reflects_then_broadcasts_a_claim_that_decodes(
 
     lbrycrd.before_broadcast = check_reflected
     async with running(lbrycrd):
-        code, out, err = await _run(
+        code, out, err = await run_prism(
             "publish", str(src), "--name", "holiday", "--title", "Holiday <3", "--description", "by the sea",
             "--author", "Ann", "--tags", "beach,summer", "--tags", "sea", "--release-time", "1700000000",
             "--reflector", f"127.0.0.1:{receiver_port}", "--lbrycrd", lbrycrd.url,
@@ -128,7 +119,7 @@ async def test_publish_reflects_then_broadcasts_a_claim_that_decodes(
     assert tx.version == 1 and [o.value for o in tx.outputs] == [48_980_000, 1_000_000]
     claim = parse_claim_script(tx.outputs[1].script)
     assert claim.name == b"holiday"
-    code, decode_out, err = await _run("decode", "--json", claim.value.hex())
+    code, decode_out, err = await run_prism("decode", "--json", claim.value.hex())
     assert code == 0, err
     d = json.loads(decode_out)
     stream = d["claim"]["stream"]
@@ -139,7 +130,7 @@ async def test_publish_reflects_then_broadcasts_a_claim_that_decodes(
     )
     assert stream["source"]["mediaType"] == "video/mp4" and "video" in stream
     assert stream["author"] == "Ann" and stream["releaseTime"] == "1700000000"
-    code, plain, _ = await _run("decode", claim.value.hex())
+    code, plain, _ = await run_prism("decode", claim.value.hex())
     assert plain.rstrip().endswith(f"SD hash as hex: {d['sd_hash']}")
 
 
@@ -148,7 +139,7 @@ async def test_a_claim_over_520_bytes_is_refused_before_lbrycrd(tmp_path: Path) 
     src.write_bytes(b"hello")
     lbrycrd = StandInLbrycrd()
     async with running(lbrycrd):
-        code, out, err = await _run(
+        code, out, err = await run_prism(
             "publish", str(src), "--name", "a", "--description", "x" * 600, "--lbrycrd", lbrycrd.url
         )
     assert code == 1 and out == "" and "520-byte" in err and err.count("\n") == 1
@@ -160,8 +151,8 @@ async def test_lbrycrd_errors_exit_1(tmp_path: Path) -> None:
     src.write_bytes(b"hello")
     lbrycrd = StandInLbrycrd()
     async with running(lbrycrd):
-        code, _, err = await _run("publish", str(src), "--name", "a", "--lbrycrd", lbrycrd.url)
+        code, _, err = await run_prism("publish", str(src), "--name", "a", "--lbrycrd", lbrycrd.url)
         assert code == 1 and "no spendable output" in err
         bad = lbrycrd.url.replace("rpcpass", "wrong")
-        code, _, err = await _run("publish", str(src), "--name", "a", "--lbrycrd", bad)
+        code, _, err = await run_prism("publish", str(src), "--name", "a", "--lbrycrd", bad)
         assert code == 1 and err.startswith("Error: lbrycrd") and err.count("\n") == 1

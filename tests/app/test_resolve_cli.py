@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
 import pytest
 
 from tests.claim import vectors as v
-from tests.conftest import prism_cmd, prism_env
+from tests.conftest import run_prism
 from tests.helpers import running
 from tests.hub.standin import StandInHub
 
 
 async def _resolve(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *prism_cmd("--conf", "none", "resolve", *args),
-        env=prism_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_prism("resolve", *args)
 
 
 @pytest.fixture
