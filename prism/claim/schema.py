@@ -322,15 +322,21 @@ message("Blocked", F(1, "count", "uint32"), F(2, "channel", "Output"))
 
 
 # -- decoding ---------------------------------------------------------------------------------
-def decode(name: str, data: bytes) -> Message:
+MAX_DEPTH = 100
+"""Nesting limit: `Output` contains `Output`s, and a hostile answer must not exhaust the stack."""
+
+
+def decode(name: str, data: bytes, depth: int = 0) -> Message:
     """Parse `data` as message `name`; WireError says why it is not one."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"messages nested more than {MAX_DEPTH} deep")
     schema = SCHEMAS[name]
     msg = Message(schema)
     for number, wtype, raw in iter_fields(data):
         f = schema.by_number(number)
         if f is None:
             continue
-        value = _scalar_or_message(f, wtype, raw, schema.proto2)
+        value = _scalar_or_message(f, wtype, raw, schema.proto2, depth)
         if value is None:
             continue  # a known field with the wrong wire type is an unknown field to protobuf-go
         _store(msg, f, value)
@@ -364,7 +370,7 @@ def _merge(into: Message, other: Message) -> None:
                 _store(into, f, v)
 
 
-def _scalar_or_message(f: Field, wtype: int, raw: int | bytes, proto2: bool) -> Value | None:
+def _scalar_or_message(f: Field, wtype: int, raw: int | bytes, proto2: bool, depth: int) -> Value | None:
     if f.kind == "float":
         return struct.unpack("<f", raw.to_bytes(4, "little"))[0] if wtype == FIXED32 else None  # type: ignore[union-attr]
     if f.kind in ("string", "bytes", "message"):
@@ -372,7 +378,7 @@ def _scalar_or_message(f: Field, wtype: int, raw: int | bytes, proto2: bool) -> 
             return None
         assert isinstance(raw, bytes)
         if f.kind == "message":
-            return decode(f.message, raw)
+            return decode(f.message, raw, depth + 1)
         if f.kind == "bytes":
             return raw
         try:

@@ -32,7 +32,7 @@ def parse_response(line: bytes) -> tuple[Any, Any]:
     """(id, result) of one answer line; HubError for an error answer or a line that is not one."""
     try:
         msg = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HubError("the wallet server sent a line that is not JSON") from None
     if not isinstance(msg, dict):
         raise HubError("the wallet server sent JSON that is not an object")

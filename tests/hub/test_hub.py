@@ -6,8 +6,11 @@ import asyncio
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prism.claim.schema import decode
+from prism.claim.wire import encode_field
 from prism.hub.client import HubClient
 from prism.hub.protocol import HubError, decode_outputs, parse_response, resolved_outpoint
 from prism.hub.tx import (
@@ -125,3 +128,40 @@ async def test_request_timeout_and_no_server() -> None:
         with pytest.raises(HubError, match=r"did not answer blockchain\.transaction\.get within 0\.3 s"):
             await client.transaction_get("22" * 32)
         await client.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_prisms_errors(data: bytes) -> None:
+    for parse in (parse_transaction, lambda d: claim_at(d, 0), lambda d: parse_claim_script(d)):
+        try:
+            parse(data)
+        except TxError:
+            pass
+    try:
+        resolved_outpoint(decode_outputs(base64.b64encode(data).decode()))
+    except HubError:
+        pass
+    try:
+        parse_response(data)
+    except HubError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(RAW_TX) - 1), st.integers(0, 255))
+def test_mutated_transaction_raises_only_tx_error(pos: int, byte: int) -> None:
+    raw = bytearray(RAW_TX)
+    raw[pos] = byte
+    try:
+        claim_at(bytes(raw), 0)
+    except TxError:
+        pass
+
+
+def test_deeply_nested_outputs_are_refused() -> None:
+    nested = b""
+    for _ in range(300):  # Output.claim (7) → ClaimMeta.channel (1) → Output …
+        nested = encode_field(7, encode_field(1, nested))
+    with pytest.raises(HubError, match="nested more than"):
+        decode_outputs(base64.b64encode(encode_field(1, nested)).decode())
