@@ -176,3 +176,20 @@ async def test_end_to_end_blocked_in_mariadb_and_send_refused(tmp_path: Path, my
             assert refl.servers.receiver.snapshot().sd_blobs_received == 0
         finally:
             await refl.supervisor.stop()
+
+
+async def test_no_updater_with_disable_blocklist_or_without_a_database(
+    tmp_path: Path, mysql_database
+) -> None:
+    p = mysql_database
+    config = Config(
+        db_conn=f"{p.user}:{p.password}@tcp({p.host}:{p.port})/{p.database}", protected_list_url=""
+    )
+    disabled = await build(
+        options(store_path=str(tmp_path / "a"), disk_cache="", use_db=True, disable_blocklist=True), config
+    )
+    no_db = await build(options(store_path=str(tmp_path / "b"), disk_cache=""), config)
+    enabled = await build(options(store_path=str(tmp_path / "c"), disk_cache="", use_db=True), config)
+    assert disabled.blocklist is None and no_db.blocklist is None
+    assert enabled.blocklist is not None and enabled.blocklist.interval == 12 * 3600
+    assert [e.name for e in enabled.supervisor.entries][-1] == "blocklist updater"
