@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,7 @@ class BlocklistUpdater:
         interval: float = DEFAULT_INTERVAL,
         list_timeout: float = LIST_TIMEOUT,
         shuffle: Callable[[list[str]], None] = random.shuffle,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self.list_url = list_url
@@ -105,6 +106,7 @@ class BlocklistUpdater:
         self.interval = interval
         self.list_timeout = list_timeout
         self.shuffle = shuffle
+        self.sleep = sleep
         self.last_list: list[str] | None = None
         self.last = RunResult()
         self.runs = 0
@@ -133,7 +135,7 @@ class BlocklistUpdater:
             except Exception as e:  # a run must never end the loop
                 log.exception("blocklist update failed: %s", e)
             self.run_done.set()
-            await asyncio.sleep(self.interval)
+            await self.sleep(self.interval)
 
     async def run_once(self) -> RunResult:
         """One update; the counts of what it did (also kept for `snapshot`)."""

@@ -22,7 +22,7 @@ from prism.reflector.client import ReflectorClient
 from tests.app.test_reflector_build import options
 from tests.claim import vectors as v
 from tests.conftest import run_prism
-from tests.helpers import running
+from tests.helpers import ManualSleep, running
 from tests.hub.standin import StandInHub
 
 
@@ -193,3 +193,21 @@ async def test_no_updater_with_disable_blocklist_or_without_a_database(
     assert disabled.blocklist is None and no_db.blocklist is None
     assert enabled.blocklist is not None and enabled.blocklist.interval == 12 * 3600
     assert [e.name for e in enabled.supervisor.entries][-1] == "blocklist updater"
+
+
+async def test_runs_at_start_then_every_interval_and_survives_a_failed_run() -> None:
+    sleep = ManualSleep()
+    store = RecordingBlocklist()
+    endpoint = ListEndpoint([])
+    async with serving(endpoint):
+        endpoint.status = 500  # the first run finds no list at all
+        updater = BlocklistUpdater(
+            store, list_url=endpoint.url, hubs=["127.0.0.1:1"], interval=3600, sleep=sleep
+        )
+        async with running(updater):
+            assert await sleep.calls.get() == 3600
+            assert (updater.runs, updater.failed_runs) == (1, 1)
+            endpoint.status = 200
+            sleep.release()
+            assert await sleep.calls.get() == 3600
+            assert (updater.runs, updater.failed_runs) == (2, 1) and updater.last_list == []
