@@ -23,6 +23,7 @@ async def hub() -> StandInHub:
     txid = hub.add_transaction(bytes.fromhex(v.CLAIM_TX))
     hub.claims["lbry://cats"] = (txid, 0)
     hub.blocked["lbry://bad"] = "content was blocked"
+    hub.invalid.add("lbry://odd")
     return hub
 
 
@@ -45,6 +46,7 @@ async def test_resolve_prints_the_claim(hub: StandInHub) -> None:
     [
         ("lbry://nope", 'Error: NOT_FOUND: Could not find claim at "lbry://nope".\n'),
         ("lbry://bad", "Error: BLOCKED: content was blocked\n"),
+        ("lbry://odd", "Error: INVALID: Invalid LBRY URL\n"),
     ],
 )
 async def test_hub_errors_exit_1_with_the_hubs_text(hub: StandInHub, url: str, message: str) -> None:

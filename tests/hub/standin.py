@@ -38,6 +38,8 @@ class StandInHub:
         """URL → (txid, nout)."""
         self.blocked: dict[str, str] = {}
         """URL → the hub's BLOCKED text."""
+        self.invalid: set[str] = set()
+        """URLs the hub calls invalid (its grammar is stricter in places than prism's check)."""
         self.requests: list[tuple[str, list[Any]]] = []
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -89,6 +91,8 @@ class StandInHub:
             return ["stand-in hub", "0.109.0"]
         if method == "blockchain.claimtrie.resolve":
             url = params[0]
+            if url in self.invalid:
+                return error_outputs("INVALID", "Invalid LBRY URL")
             if url in self.blocked:
                 return error_outputs("BLOCKED", self.blocked[url])
             if url in self.claims:
