@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL
 from prism.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from prism.logs import COMPONENTS, setup_logging
 from prism.version import build_info
@@ -590,6 +591,103 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
         sys.exit(1)
 
 
+# --- claims: decode, resolve, publish (claims.md) ---------------------------------------------
+
+
+@cli.command("decode")
+@click.argument("value", metavar="HEX")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole claim as JSON (prism addition).")
+def decode_cmd(value: str, as_json: bool) -> None:
+    """Decode a hex claim value and print it as reflector.go does."""
+    from prism.app.claims import decode_json, decode_text
+    from prism.claim.decode import ClaimError, decode_claim_hex
+
+    try:
+        decoded = decode_claim_hex(value)
+    except ClaimError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(decode_json(decoded) if as_json else decode_text(decoded))
+
+
+@cli.command("resolve")
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("url", metavar="URL")
+def resolve_cmd(address: str, url: str) -> None:
+    """Resolve a LBRY URL at a wallet server and print its claim."""
+    import asyncio
+
+    from prism.app.claims import resolve_claim, resolve_text
+    from prism.hostport import AddressError
+    from prism.hub.protocol import HubError
+    from prism.hub.url import UrlError
+
+    try:
+        decoded = asyncio.run(resolve_claim(address, url))
+    except (UrlError, AddressError, HubError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(resolve_text(decoded))
+
+
+@cli.command("publish")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="The claim name (required).")
+@click.option("--title", default="", help="Claim title.")
+@click.option("--description", default="", help="Claim description.")
+@click.option("--author", default="", help="Stream author.")
+@click.option(
+    "--tags", multiple=True, help="Tags (repeatable or comma-separated; reflector.go ignores them)."
+)
+@click.option("--release-time", type=int, default=0, show_default=True, help="Unix time of release.")
+@click.option(
+    "--reflector", default="reflector.lbry.com:5566", show_default=True, help="Where the stream is reflected."
+)
+@click.option(
+    "--lbrycrd", "lbrycrd_url", default="", help="http://user:password@host:port (default: lbrycrd.conf)."
+)
+@click.option(
+    "--lbrycrd-conf", default="", help="lbrycrd.conf path (default ~/.lbrycrd/, REGTEST=true: regtest)."
+)
+def publish_cmd(
+    path: str,
+    name: str,
+    title: str,
+    description: str,
+    author: str,
+    tags: tuple[str, ...],
+    release_time: int,
+    reflector: str,
+    lbrycrd_url: str,
+    lbrycrd_conf: str,
+) -> None:
+    """Claim FILE's stream on chain through lbrycrd, after reflecting it."""
+    import asyncio
+
+    from prism.app.lbrycrd import Lbrycrd, LbrycrdError, conf_path, url_from_conf
+    from prism.app.publish import PublishError, PublishRequest, publish, publish_output
+    from prism.app.send import SendError
+    from prism.reflector.client import ReflectorError
+
+    request = PublishRequest(
+        path,
+        name,
+        title=title,
+        description=description,
+        author=author,
+        tags=[t.strip() for tag in tags for t in tag.split(",") if t.strip()],
+        release_time=release_time,
+        reflector=reflector,
+    )
+    try:
+        client = Lbrycrd(lbrycrd_url or url_from_conf(lbrycrd_conf or conf_path()))
+        published = asyncio.run(publish(request, client, echo=lambda s: click.echo(s, err=True)))
+    except (PublishError, LbrycrdError, SendError, ReflectorError, OSError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(publish_output(published))
+
+
 # --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
@@ -614,7 +712,7 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
 @click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
 @_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
-@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
+@_go_bool("--disable-blocklist", False, "Do not run the blocklist updater or apply it to uploads.")
 @_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
 @click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
 @click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
@@ -662,6 +760,20 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 )
 @click.option(
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
+)
+@click.option("--blocklist-url", default=DEFAULT_LIST_URL, show_default=True, help="Blocked-outpoints list.")
+@click.option(
+    "--blocklist-hubs",
+    default=",".join(DEFAULT_HUBS),
+    show_default=True,
+    help="Wallet servers (host:port, comma-separated) that resolve blocked outpoints.",
+)
+@click.option(
+    "--blocklist-interval",
+    type=click.FloatRange(min=1.0),
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between blocklist updates.",
 )
 @click.pass_obj
 def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:

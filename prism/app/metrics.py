@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from prism.app.blocklist import BlocklistSnapshot
 from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
@@ -42,6 +43,12 @@ class ServerSource(Protocol):
     def snapshot(self) -> ServerSnapshot: ...
 
 
+class BlocklistSource(Protocol):
+    """The blocklist updater."""
+
+    def snapshot(self) -> BlocklistSnapshot: ...
+
+
 class ReceiverSource(Protocol):
     """A reflector receiver."""
 
@@ -57,6 +64,7 @@ class Scrape:
     stores: list[StoreSnapshot]
     tasks: int | None
     """Running asyncio tasks (None outside a loop)."""
+    blocklists: list[BlocklistSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,10 @@ def _routines(s: Scrape) -> Iterator[Sample]:
             yield (("kind", "connections"), ("package", x.protocol)), x.connections
     if s.tasks is not None:
         yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
+
+
+def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), value(b)) for b in s.blocklists)
 
 
 def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Series:
@@ -243,6 +255,34 @@ SERIES: tuple[Series, ...] = (
         "cache_capacity_blobs", "gauge", "Blobs a cache can hold", _cache_layer(lambda x: x.capacity_blobs)
     ),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
+    Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
+    Series(
+        "blocklist_failed_runs_total",
+        "counter",
+        "Blocklist updates that could not fetch a list or reach a wallet server",
+        _blocklist(lambda b: b.failed_runs),
+    ),
+    Series(
+        "blocklist_outpoints",
+        "gauge",
+        "Outpoints in the last blocked list",
+        _blocklist(lambda b: b.outpoints),
+    ),
+    Series(
+        "blocklist_blocked", "gauge", "sd hashes blocked by the last update", _blocklist(lambda b: b.blocked)
+    ),
+    Series(
+        "blocklist_skipped",
+        "gauge",
+        "Blocked outpoints of the last update that are not streams",
+        _blocklist(lambda b: b.skipped),
+    ),
+    Series(
+        "blocklist_errors",
+        "gauge",
+        "Blocked outpoints of the last update that could not be resolved",
+        _blocklist(lambda b: b.errors),
+    ),
 )
 
 
@@ -252,6 +292,7 @@ class Metrics:
     def __init__(self) -> None:
         self.servers: list[ServerSource] = []
         self.receivers: list[ReceiverSource] = []
+        self.blocklists: list[BlocklistSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -274,7 +315,11 @@ class Metrics:
         except RuntimeError:
             tasks = None
         return Scrape(
-            [s.snapshot() for s in self.servers], [r.snapshot() for r in self.receivers], stores, tasks
+            [s.snapshot() for s in self.servers],
+            [r.snapshot() for r in self.receivers],
+            stores,
+            tasks,
+            [b.snapshot() for b in self.blocklists],
         )
 
     def render(self) -> bytes:

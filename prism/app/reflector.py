@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL, BlocklistUpdater
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.paths import DirectoryError, ensure_directory
@@ -82,6 +83,10 @@ class ReflectorOptions:
     http3_max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     host: str = "0.0.0.0"
     shutdown_grace: float = 5.0
+    blocklist_url: str = DEFAULT_LIST_URL
+    blocklist_hubs: str = ",".join(DEFAULT_HUBS)
+    """Wallet servers (comma-separated host:port) the blocklist updater resolves outpoints with."""
+    blocklist_interval: float = DEFAULT_INTERVAL
     protected_list_url: str | None = None
     """None: the config's `protected_list_url` (reflector.go's URL by default); "": no list."""
 
@@ -336,6 +341,7 @@ class Reflector:
     servers: Servers
     supervisor: Supervisor
     metrics: Metrics
+    blocklist: BlocklistUpdater | None = None
 
     @property
     def underlying(self) -> BlobStore:
@@ -466,7 +472,21 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     metrics.servers.extend((servers.peer, servers.http3, servers.http))
     supervisor = Supervisor(grace=opts.shutdown_grace)
     supervise(stores, servers, protected, supervisor)
-    return Reflector(opts, stores, servers, supervisor, metrics)
+    blocklist = _blocklist_updater(opts, servers)
+    if blocklist is not None:
+        supervisor.add("blocklist updater", blocklist, "--blocklist-url")
+        metrics.blocklists.append(blocklist)
+    return Reflector(opts, stores, servers, supervisor, metrics, blocklist)
+
+
+def _blocklist_updater(opts: ReflectorOptions, servers: Servers) -> BlocklistUpdater | None:
+    """The updater over the receiver's Blocklister (the DB-backed store), unless --disable-blocklist."""
+    if opts.disable_blocklist or servers.receiver is None or servers.receiver.blocklister is None:
+        return None
+    hubs = [h.strip() for h in opts.blocklist_hubs.split(",") if h.strip()]
+    return BlocklistUpdater(
+        servers.receiver.blocklister, list_url=opts.blocklist_url, hubs=hubs, interval=opts.blocklist_interval
+    )
 
 
 async def run_reflector(opts: ReflectorOptions, config: Config) -> None:

@@ -31,6 +31,9 @@ def options(**kw: object) -> ReflectorOptions:
         "metrics_port": 0,
         "use_db": False,
         "shutdown_grace": 1.0,
+        # the blocklist updater runs with --use-db: keep it off the network (tests/app/test_blocklist.py)
+        "blocklist_url": "http://127.0.0.1:1/file/list_blocked",
+        "blocklist_hubs": "127.0.0.1:1",
     }
     base.update(kw)
     return ReflectorOptions(**base)  # type: ignore[arg-type]
