@@ -149,6 +149,11 @@ def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Ser
     return Series(short, "counter", short.replace("_", " "), read, always=True)
 
 
+def _cache_gauge(short: str, help_text: str, value: Callable[[StoreSnapshot], int | None]) -> Series:
+    """A gauge per cache layer (size, capacity), labelled like the cache counters."""
+    return Series(short, "gauge", help_text, _cache_layer(value))
+
+
 def _nothing(s: Scrape) -> Iterator[Sample]:
     return iter(())
 
@@ -243,17 +248,10 @@ SERIES: tuple[Series, ...] = (
         "Blobs evicted from a cache",
         _cache_layer(lambda x: x.evictions),
     ),
-    Series("cache_size_bytes", "gauge", "Bytes of blobs a cache holds", _cache_layer(lambda x: x.size_bytes)),
-    Series("cache_size_blobs", "gauge", "Blobs a cache holds", _cache_layer(lambda x: x.size_blobs)),
-    Series(
-        "cache_capacity_bytes",
-        "gauge",
-        "Size limit of a cache in bytes",
-        _cache_layer(lambda x: x.capacity_bytes),
-    ),
-    Series(
-        "cache_capacity_blobs", "gauge", "Blobs a cache can hold", _cache_layer(lambda x: x.capacity_blobs)
-    ),
+    _cache_gauge("cache_size_bytes", "Bytes of blobs a cache holds", lambda x: x.size_bytes),
+    _cache_gauge("cache_size_blobs", "Blobs a cache holds", lambda x: x.size_blobs),
+    _cache_gauge("cache_capacity_bytes", "Size limit of a cache in bytes", lambda x: x.capacity_bytes),
+    _cache_gauge("cache_capacity_blobs", "Blobs a cache can hold", lambda x: x.capacity_blobs),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
     Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
     Series(
