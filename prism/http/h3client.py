@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.hostport import parse_host_port
+from prism.hostport import bind_socket, parse_host_port
 from prism.http.quic import (
     ConnectionTerminated,
     DataReceived,
@@ -21,7 +21,6 @@ from prism.http.quic import (
     QuicConnectionProtocol,
     QuicEvent,
     StreamReset,
-    bound_udp_socket,
     open_udp_endpoint,
 )
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration
@@ -182,7 +181,7 @@ class Http3Client:
         config.verify_mode = ssl.CERT_NONE
         config.server_name = self.host
         connection = QuicConnection(configuration=config)
-        sock = bound_udp_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        sock = bind_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, socket.SOCK_DGRAM)
         transport, protocol = await open_udp_endpoint(lambda: _H3ClientProtocol(connection), sock)
         assert isinstance(protocol, _H3ClientProtocol)
         try:

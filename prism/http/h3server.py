@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from urllib.parse import parse_qsl
 
 from prism.blob import is_valid_hash
+from prism.hostport import HostPort, bind_socket
 from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
 from prism.http.queue import RequestQueue
 from prism.http.quic import (
@@ -21,7 +23,6 @@ from prism.http.quic import (
     QuicEvent,
     QuicListener,
     ServerConnection,
-    bound_udp_socket,
     open_udp_endpoint,
     unsent,
 )
@@ -73,9 +74,14 @@ class Http3BlobServer:
 
     async def start(self) -> None:
         listener = QuicListener(self.configuration, self._connection, self.limits)
-        await open_udp_endpoint(lambda: listener, bound_udp_socket(self.host, self._port))
+        sock = bind_socket(self.host, self._port, socket.SOCK_DGRAM)  # dual-stack for an IPv6 --host
+        try:
+            await open_udp_endpoint(lambda: listener, sock)
+        except BaseException:
+            sock.close()
+            raise
         self.listener = listener
-        log.info("HTTP/3 blob server listening on %s:%d (udp)", self.host, self.port)
+        log.info("HTTP/3 blob server listening on %s (udp)", HostPort(self.host, self.port))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Let requests in flight finish (and their bytes leave) within `grace`, then close."""

@@ -193,23 +193,6 @@ async def open_udp_endpoint(
     return await loop.create_datagram_endpoint(factory, sock=sock)
 
 
-def bound_udp_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to host:port (IPv6 hosts, "::" included, bind dual-stack)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(addr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def unsent(quic: _QuicConnection, now: float) -> bool:
     """True while the connection still has stream bytes queued or awaiting acknowledgement."""
     if LIBRARY != "aioquic":
