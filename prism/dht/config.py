@@ -48,6 +48,8 @@ class DhtConfig:
     join_retry: float = 5.0
     announce_rate: float = 10.0
     """Hashes announced per second, at most (burst of the same size)."""
+    announce_concurrency: int = 16
+    """Announcements (each a lookup and k stores) running at once, at most."""
     reannounce_interval: float = 43200.0
     """Each announced hash is announced again this many seconds later (before the 24 h expiry)."""
     lookup_timeout: float = 60.0

@@ -17,6 +17,9 @@ class FakeNode:
         self.started: list[bytes] = []
         self.two_started = asyncio.Event()
 
+    def routing_size(self) -> int:
+        return 8
+
     async def announce_hash(self, key: bytes) -> int:
         self.started.append(key)
         if len(self.started) == 2:
