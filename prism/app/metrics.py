@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from prism.dht.workers import AnnouncerSnapshot
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore, walk_chain
@@ -47,6 +48,12 @@ class ReceiverSource(Protocol):
     def snapshot(self) -> ReceiverStats: ...
 
 
+class AnnouncerSource(Protocol):
+    """A DHT node that announces (None before it started)."""
+
+    def snapshot(self) -> AnnouncerSnapshot | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Scrape:
     """Everything one scrape read, once, from the registered components."""
@@ -56,6 +63,7 @@ class Scrape:
     stores: list[StoreSnapshot]
     tasks: int | None
     """Running asyncio tasks (None outside a loop)."""
+    announcers: list[AnnouncerSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,10 @@ def _routines(s: Scrape) -> Iterator[Sample]:
             yield (("kind", "connections"), ("package", x.protocol)), x.connections
     if s.tasks is not None:
         yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
+
+
+def _announcer(value: Callable[[AnnouncerSnapshot], float]) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), value(a)) for a in s.announcers)
 
 
 def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Series:
@@ -231,6 +243,39 @@ SERIES: tuple[Series, ...] = (
         _cache_layer(lambda x: x.evictions),
     ),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
+    Series(
+        "dht_announced_total",
+        "counter",
+        "Announcements some DHT node accepted",
+        _announcer(lambda a: a.announced),
+    ),
+    Series(
+        "dht_announce_failed_total",
+        "counter",
+        "Announcements no DHT node accepted",
+        _announcer(lambda a: a.failed),
+    ),
+    Series(
+        "dht_store_total", "counter", "DHT stores accepted by other nodes", _announcer(lambda a: a.stores)
+    ),
+    Series(
+        "dht_announce_seconds_total",
+        "counter",
+        "Time spent announcing (divide by announcements for the mean latency)",
+        _announcer(lambda a: a.seconds),
+    ),
+    Series(
+        "dht_announce_backlog", "gauge", "Hashes due and not yet announced", _announcer(lambda a: a.backlog)
+    ),
+    Series(
+        "dht_announce_hashes", "gauge", "Hashes announced and kept announced", _announcer(lambda a: a.hashes)
+    ),
+    Series(
+        "dht_routing_table_peers",
+        "gauge",
+        "Contacts in the DHT routing table",
+        _announcer(lambda a: a.routing_peers),
+    ),
 )
 
 
@@ -242,6 +287,7 @@ class Metrics:
         self.receivers: list[ReceiverSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
+        self.announcers: list[AnnouncerSource] = []
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             try:
@@ -261,8 +307,13 @@ class Metrics:
             tasks: int | None = len(asyncio.all_tasks())
         except RuntimeError:
             tasks = None
+        announcers = [a for a in (x.snapshot() for x in self.announcers) if a is not None]
         return Scrape(
-            [s.snapshot() for s in self.servers], [r.snapshot() for r in self.receivers], stores, tasks
+            [s.snapshot() for s in self.servers],
+            [r.snapshot() for r in self.receivers],
+            stores,
+            tasks,
+            announcers,
         )
 
     def render(self) -> bytes:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
+from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.protected import ProtectedList
 from prism.app.supervisor import Call, Supervisor
@@ -78,6 +79,8 @@ class ReflectorOptions:
     http3_max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     host: str = "0.0.0.0"
     shutdown_grace: float = 5.0
+    dht: DhtAnnounceOptions | None = None
+    """`--dht-port` and friends: a DHT node announcing what the origin and disk caches hold."""
 
 
 # -- origin kinds -------------------------------------------------------------------------
@@ -423,6 +426,11 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     metrics.servers.extend((servers.peer, servers.http3, servers.http))
     supervisor = Supervisor(grace=opts.shutdown_grace)
     supervise(stores, servers, protected, supervisor)
+    if opts.dht is not None:
+        peer = servers.peer
+        dht = AnnouncingNode(opts.dht, stores.outer, lambda: peer.port)
+        supervisor.add("DHT node", dht, "--dht-port")
+        metrics.announcers.append(dht)
     return Reflector(opts, stores, servers, supervisor, metrics)
 
 

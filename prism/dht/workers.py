@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from prism.dht.config import DEFAULT_ANNOUNCE_CONCURRENCY
 from prism.dht.core import RpcFailed
 from prism.dht.lookup import IterativeLookup, more_value_pages
 from prism.dht.routing import Contact
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("prism.dht")
 
 Addr = tuple[str, int]
-ANNOUNCE_CONCURRENCY = 16
-"""Announcements (each a lookup and k stores) running at once, at most."""
 NO_ROUTES_POLL = 0.5
 """Seconds between two looks at an empty routing table before announcing."""
 
@@ -135,7 +134,7 @@ class Announcer:
         self,
         node: DhtNode,
         schedule: AnnounceSchedule,
-        concurrency: int = ANNOUNCE_CONCURRENCY,
+        concurrency: int = DEFAULT_ANNOUNCE_CONCURRENCY,
         backoff: StoreBackOff | None = None,
     ) -> None:
         self.node = node
