@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from prism.blob import sha384_hex
 from prism.dht import messages as m
 from prism.dht.config import DhtConfig
 from prism.dht.node import DhtNode
@@ -165,3 +166,43 @@ async def test_getstream_from_three_peers_survives_a_corrupt_and_a_vanishing_pee
     assert f"dropping peer {corrupt}" in log and "hash" in log.split(f"dropping peer {corrupt}")[1][:200]
     assert f"dropping peer {gone}" in log
     assert f"dropping peer {good}" not in log
+
+
+async def test_a_restart_with_1000_blobs_announces_no_faster_than_the_rate(tmp_path: Path) -> None:
+    """1,000 blobs already held at start are spread out: the DHT sees at most the configured rate."""
+    nodes = await dht_network(4)
+    store = DiskStore(tmp_path / "store")
+    held: set[str] = set()
+    for i in range(1000):
+        blob = os.urandom(64) + i.to_bytes(4, "big")
+        h = sha384_hex(blob)
+        store.write_blob(h, blob)
+        held.add(h)
+    conf = tmp_path / "config.json"
+    conf.write_text(json.dumps({"protected_list_url": ""}))
+    (dht_port,) = free_ports(1, socket.SOCK_DGRAM)
+    rate = 10
+    refl = Node(
+        "R", tmp_path, conf, "--store-path", str(store.root), "--disk-cache", "", "--dht-port", str(dht_port),
+        "--dht-seeds", f"127.0.0.1:{nodes[0].port}", "--allow-private-peers", "--dht-announce", "all",
+        "--dht-announce-rate", str(rate),
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    counts: list[tuple[float, int]] = []
+    try:
+        await asyncio.to_thread(refl.start)
+        while loop.time() - started < 20.0:
+            await asyncio.sleep(1.0)
+            announced = {k.hex() for node in nodes for k in node.core.peers.keys()}  # type: ignore[union-attr]
+            assert announced <= held
+            counts.append((loop.time() - started, len(announced)))
+    finally:
+        refl.kill()
+        for node in nodes:
+            await node.stop()
+    for elapsed, n in counts:  # the burst of `rate`, then `rate` a second at most
+        assert n <= rate + rate * elapsed, counts
+    print("announced over time:", counts)
+    assert counts[-1][1] >= 30, counts  # it does announce, spread over ~100 s
+    assert counts[-1][1] < 400, counts
