@@ -228,29 +228,12 @@ def getstream(
     """Download a stream (from ADDRESS, --peer peers, or the peers the DHT knows), verify and decrypt it."""
     import asyncio
 
-    from prism.app.getstream import (
-        GetStreamError,
-        PeerCount,
-        PeerSources,
-        default_blob_dir,
-        download_progress,
-        get_stream,
-    )
-    from prism.hostport import AddressError, parse_host_port_list
+    from prism.app.getstream import GetStreamError, PeerCount, default_blob_dir, download_progress, get_stream
 
     if len(target) > 2:
         raise click.UsageError("give [ADDRESS:PORT] SDHASH")
     address, sd_hash = (None, target[0]) if len(target) == 1 else target
-    try:
-        sources = PeerSources(
-            peers=parse_host_port_list(peers, what="--peer"),
-            dht=dht_seeds is not None or (address is None and not peers),
-            dht_seeds=parse_host_port_list(dht_seeds, what="seed") if dht_seeds is not None else None,
-            allow_private_peers=allow_private_peers,
-        )
-    except AddressError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
+    sources = _peer_sources(address, peers, dht_seeds, allow_private_peers)
     count = PeerCount()
     progress = download_progress(peers=count)
     try:
@@ -281,6 +264,23 @@ def getstream(
         sys.exit(1)
     progress.finish()
     click.echo(result.path)
+
+
+def _peer_sources(address: str | None, peers: tuple[str, ...], dht_seeds: str | None, private: bool) -> Any:
+    """getstream's PeerSources: the DHT when no ADDRESS or --peer is given, or --dht-seeds is."""
+    from prism.app.getstream import PeerSources
+    from prism.hostport import AddressError, parse_host_port_list
+
+    try:
+        return PeerSources(
+            peers=parse_host_port_list(peers, what="--peer"),
+            dht=dht_seeds is not None or (address is None and not peers),
+            dht_seeds=parse_host_port_list(dht_seeds, what="seed") if dht_seeds is not None else None,
+            allow_private_peers=private,
+        )
+    except AddressError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
 
 
 # --- the LBRY DHT: dht connect|bootstrap -----------------------------------------------------
