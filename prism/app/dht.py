@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from prism.dht.node import DhtNode
 from prism.dht.rpc import DhtRpcServer
 from prism.dht.workers import AnnouncerSnapshot
 from prism.hostport import HostPort
-from prism.store.base import BlobStore, Holdings, StoreError, holdings_in_chain
+from prism.store.base import BlobRef, BlobStore, Holdings, StoreError, holdings_in_chain
 from prism.stream import SdBlob, SdBlobError
 
 log = logging.getLogger("prism.dht")
@@ -111,6 +112,12 @@ class DhtAnnounceOptions:
     host: str = "0.0.0.0"
 
 
+def _first_byte(ref: BlobRef) -> bytes:
+    if ref.data is not None:
+        return ref.data[:1]
+    return os.pread(ref.file.fileno(), 1, 0) if ref.file is not None else b""
+
+
 async def _sd_blob(store: Holdings, blob_hash: str) -> SdBlob | None:
     """The blob parsed as an sd blob; None for a content blob (or a blob gone meanwhile)."""
     try:
@@ -118,14 +125,13 @@ async def _sd_blob(store: Holdings, blob_hash: str) -> SdBlob | None:
     except (StoreError, OSError):
         return None
     with ref:
-        if ref.size > SD_BLOB_MAX:
-            return None
         try:
+            # sd blobs are JSON; encrypted content blobs start at random: one byte tells most apart
+            if ref.size > SD_BLOB_MAX or _first_byte(ref) != b"{":
+                return None
             data = ref.read()
         except (StoreError, OSError):
             return None
-    if not data.startswith(b"{"):
-        return None  # sd blobs are JSON; encrypted content blobs start at random
     try:
         return SdBlob.parse(data)
     except SdBlobError:
