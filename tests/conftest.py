@@ -61,3 +61,16 @@ def prism_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+async def run_prism(*args: str, limit: float = 120.0) -> tuple[int, str, str]:
+    """Run `prism --conf none ARGS` to completion without blocking the loop: (exit code, stdout, stderr)."""
+    import asyncio
+    import subprocess
+
+    proc = await asyncio.create_subprocess_exec(
+        *prism_cmd("--conf", "none", *args), env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

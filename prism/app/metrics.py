@@ -22,7 +22,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from prism.app.blocklist import BlocklistSnapshot
 from prism.dht.workers import AnnouncerSnapshot
+from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore, walk_chain
@@ -40,6 +42,12 @@ class ServerSource(Protocol):
     """A download server (peer, HTTP, HTTP/3)."""
 
     def snapshot(self) -> ServerSnapshot: ...
+
+
+class BlocklistSource(Protocol):
+    """The blocklist updater."""
+
+    def snapshot(self) -> BlocklistSnapshot: ...
 
 
 class ReceiverSource(Protocol):
@@ -64,6 +72,7 @@ class Scrape:
     tasks: int | None
     """Running asyncio tasks (None outside a loop)."""
     announcers: list[AnnouncerSnapshot] = field(default_factory=list)
+    blocklists: list[BlocklistSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +153,17 @@ def _announcer(value: Callable[[AnnouncerSnapshot], float]) -> Callable[[Scrape]
     return lambda s: (((), value(a)) for a in s.announcers)
 
 
+def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), value(b)) for b in s.blocklists)
+
+
 def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Series:
     return Series(short, "counter", short.replace("_", " "), read, always=True)
+
+
+def _cache_gauge(short: str, help_text: str, value: Callable[[StoreSnapshot], int | None]) -> Series:
+    """A gauge per cache layer (size, capacity), labelled like the cache counters."""
+    return Series(short, "gauge", help_text, _cache_layer(value))
 
 
 def _nothing(s: Scrape) -> Iterator[Sample]:
@@ -242,6 +260,10 @@ SERIES: tuple[Series, ...] = (
         "Blobs evicted from a cache",
         _cache_layer(lambda x: x.evictions),
     ),
+    _cache_gauge("cache_size_bytes", "Bytes of blobs a cache holds", lambda x: x.size_bytes),
+    _cache_gauge("cache_size_blobs", "Blobs a cache holds", lambda x: x.size_blobs),
+    _cache_gauge("cache_capacity_bytes", "Size limit of a cache in bytes", lambda x: x.capacity_bytes),
+    _cache_gauge("cache_capacity_blobs", "Blobs a cache can hold", lambda x: x.capacity_blobs),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
     Series(
         "dht_announced_total",
@@ -276,6 +298,34 @@ SERIES: tuple[Series, ...] = (
         "Contacts in the DHT routing table",
         _announcer(lambda a: a.routing_peers),
     ),
+    Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
+    Series(
+        "blocklist_failed_runs_total",
+        "counter",
+        "Blocklist updates that could not fetch a list or reach a wallet server",
+        _blocklist(lambda b: b.failed_runs),
+    ),
+    Series(
+        "blocklist_outpoints",
+        "gauge",
+        "Outpoints in the last blocked list",
+        _blocklist(lambda b: b.outpoints),
+    ),
+    Series(
+        "blocklist_blocked", "gauge", "sd hashes blocked by the last update", _blocklist(lambda b: b.blocked)
+    ),
+    Series(
+        "blocklist_skipped",
+        "gauge",
+        "Blocked outpoints of the last update that are not streams",
+        _blocklist(lambda b: b.skipped),
+    ),
+    Series(
+        "blocklist_errors",
+        "gauge",
+        "Blocked outpoints of the last update that could not be resolved",
+        _blocklist(lambda b: b.errors),
+    ),
 )
 
 
@@ -285,6 +335,7 @@ class Metrics:
     def __init__(self) -> None:
         self.servers: list[ServerSource] = []
         self.receivers: list[ReceiverSource] = []
+        self.blocklists: list[BlocklistSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
         self.announcers: list[AnnouncerSource] = []
@@ -314,6 +365,7 @@ class Metrics:
             stores,
             tasks,
             announcers,
+            [b.snapshot() for b in self.blocklists],
         )
 
     def render(self) -> bytes:
@@ -360,7 +412,7 @@ class MetricsServer:
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
 
     @property
     def port(self) -> int:
@@ -373,14 +425,14 @@ class MetricsServer:
         app.router.add_get("/metrics", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
         try:
+            self._site = web.SockSite(self._runner, bind_socket(self.host, self._port))
             await self._site.start()
         except BaseException:
             await self._runner.cleanup()
             self._runner = None
             raise
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        log.info("metrics on http://%s/metrics", HostPort(self.host, self.port))
 
     async def _handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
