@@ -149,8 +149,11 @@ def _routines(s: Scrape) -> Iterator[Sample]:
         yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
 
 
-def _announcer(value: Callable[[AnnouncerSnapshot], float]) -> Callable[[Scrape], Iterator[Sample]]:
-    return lambda s: (((), value(a)) for a in s.announcers)
+def _dht(
+    short: str, kind: Literal["counter", "gauge"], text: str, value: Callable[[AnnouncerSnapshot], float]
+) -> Series:
+    """A series of the servers' DHT announcer (`reflector_dht_<short>`)."""
+    return Series(f"dht_{short}", kind, text, lambda s: (((), value(a)) for a in s.announcers))
 
 
 def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
@@ -265,39 +268,18 @@ SERIES: tuple[Series, ...] = (
     _cache_gauge("cache_capacity_bytes", "Size limit of a cache in bytes", lambda x: x.capacity_bytes),
     _cache_gauge("cache_capacity_blobs", "Blobs a cache can hold", lambda x: x.capacity_blobs),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
-    Series(
-        "dht_announced_total",
+    _dht("announced_total", "counter", "Announcements some DHT node accepted", lambda a: a.announced),
+    _dht("announce_failed_total", "counter", "Announcements no DHT node accepted", lambda a: a.failed),
+    _dht("store_total", "counter", "DHT stores accepted by other nodes", lambda a: a.stores),
+    _dht(
+        "announce_seconds_total",
         "counter",
-        "Announcements some DHT node accepted",
-        _announcer(lambda a: a.announced),
+        "Time announcing (/ announcements: mean latency)",
+        lambda a: a.seconds,
     ),
-    Series(
-        "dht_announce_failed_total",
-        "counter",
-        "Announcements no DHT node accepted",
-        _announcer(lambda a: a.failed),
-    ),
-    Series(
-        "dht_store_total", "counter", "DHT stores accepted by other nodes", _announcer(lambda a: a.stores)
-    ),
-    Series(
-        "dht_announce_seconds_total",
-        "counter",
-        "Time spent announcing (divide by announcements for the mean latency)",
-        _announcer(lambda a: a.seconds),
-    ),
-    Series(
-        "dht_announce_backlog", "gauge", "Hashes due and not yet announced", _announcer(lambda a: a.backlog)
-    ),
-    Series(
-        "dht_announce_hashes", "gauge", "Hashes announced and kept announced", _announcer(lambda a: a.hashes)
-    ),
-    Series(
-        "dht_routing_table_peers",
-        "gauge",
-        "Contacts in the DHT routing table",
-        _announcer(lambda a: a.routing_peers),
-    ),
+    _dht("announce_backlog", "gauge", "Hashes due and not yet announced", lambda a: a.backlog),
+    _dht("announce_hashes", "gauge", "Hashes announced and kept announced", lambda a: a.hashes),
+    _dht("routing_table_peers", "gauge", "Contacts in the DHT routing table", lambda a: a.routing_peers),
     Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
     Series(
         "blocklist_failed_runs_total",
