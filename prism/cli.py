@@ -165,6 +165,67 @@ def cli(ctx: click.Context, conf: str | None, verbose: tuple[str, ...]) -> None:
     ctx.obj = PrismContext(config, None if path == "none" else path)
 
 
+def _dht_options(f: F) -> F:
+    """The servers' DHT flags: --dht-port, --dht-seeds, --dht-announce, --dht-announce-rate,
+    --allow-private-peers (read them with `_dht_announce_options`)."""
+    options = [
+        click.option(
+            "--dht-port",
+            type=click.IntRange(0, 65535),
+            default=0,
+            show_default=True,
+            help="UDP port of a DHT node announcing the blobs held here (0: no DHT).",
+        ),
+        click.option(
+            "--dht-seeds",
+            default=None,
+            metavar="HOST:PORT,...",
+            help="DHT seed nodes (default LBRY's standard seeds).",
+        ),
+        click.option(
+            "--dht-announce",
+            type=click.Choice(["sd-head", "all"]),
+            default="sd-head",
+            show_default=True,
+            help="Announce sd blobs and each stream's first content blob, or every blob.",
+        ),
+        click.option(
+            "--dht-announce-rate",
+            type=click.FloatRange(min=0.001),
+            default=10.0,
+            show_default=True,
+            help="Announcements started per second, at most.",
+        ),
+        click.option(
+            "--allow-private-peers",
+            is_flag=True,
+            help="Deal with DHT peers on loopback and private addresses.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _dht_announce_options(flags: dict[str, Any]) -> Any:
+    """Take the `_dht_options` flags out of `flags`: a DhtAnnounceOptions, or None with --dht-port 0."""
+    from prism.app.dht import DhtAnnounceOptions
+    from prism.hostport import AddressError, parse_host_port_list
+
+    port, seeds = flags.pop("dht_port"), flags.pop("dht_seeds")
+    announce, rate = flags.pop("dht_announce"), flags.pop("dht_announce_rate")
+    allow_private = flags.pop("allow_private_peers")
+    if not port:
+        return None
+    try:
+        seed_list = parse_host_port_list(seeds, what="seed") if seeds is not None else None
+    except AddressError as e:
+        raise click.BadParameter(str(e), param_hint="--dht-seeds") from None
+    return DhtAnnounceOptions(
+        port=port, seeds=seed_list, announce=announce, allow_private_peers=allow_private, rate=rate
+    )
+
+
 @cli.command("help")
 @click.argument("command", required=False, metavar="[COMMAND]")
 @click.pass_context
@@ -205,8 +266,15 @@ def version() -> None:
 @click.option("--nodb", is_flag=True, help="Do not wrap the store in the MySQL-backed store (compatibility).")
 @click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Seconds.")
+@_dht_options
 def peer(
-    port: int, host: str, store_path: str | None, nodb: bool, max_connections: int, idle_timeout: float
+    port: int,
+    host: str,
+    store_path: str | None,
+    nodb: bool,
+    max_connections: int,
+    idle_timeout: float,
+    **dht_flags: Any,
 ) -> None:
     """Run a standalone peer server (blob download protocol)."""
     import asyncio
@@ -220,10 +288,16 @@ def peer(
             err=True,
         )
         sys.exit(1)
+    dht = _dht_announce_options(dht_flags)
     try:
         asyncio.run(
             run_peer_server(
-                store_path, host=host, port=port, max_connections=max_connections, idle_timeout=idle_timeout
+                store_path,
+                host=host,
+                port=port,
+                max_connections=max_connections,
+                idle_timeout=idle_timeout,
+                dht=dht,
             )
         )
     except (OSError, StartupError) as e:
@@ -232,8 +306,7 @@ def peer(
 
 
 @cli.command()
-@click.argument("address", metavar="ADDRESS:PORT")
-@click.argument("sd_hash", metavar="SDHASH")
+@click.argument("target", nargs=-1, required=True, metavar="[ADDRESS:PORT] SDHASH")
 @click.option(
     "--out",
     "out_dir",
@@ -256,26 +329,46 @@ def peer(
 )
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
+@click.option(
+    "--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to download from. Repeatable."
+)
+@click.option(
+    "--dht-seeds",
+    default=None,
+    metavar="HOST:PORT,...",
+    help="Find peers on the DHT through these seeds (default LBRY's; the DHT is used when no ADDRESS "
+    "or --peer is given, or when this is).",
+)
+@click.option(
+    "--allow-private-peers", is_flag=True, help="Accept DHT peers on loopback and private addresses."
+)
 def getstream(
-    address: str,
-    sd_hash: str,
+    target: tuple[str, ...],
     out_dir: str,
     blob_dir: str | None,
     blob_cache_size: str,
     timeout: float,
     parallel: int,
+    peers: tuple[str, ...],
+    dht_seeds: str | None,
+    allow_private_peers: bool,
 ) -> None:
-    """Download a stream from a peer, verify and decrypt it into a file."""
+    """Download a stream (from ADDRESS, --peer peers, or the peers the DHT knows), verify and decrypt it."""
     import asyncio
 
     from prism.app.cache_chain import DiskCacheSpecError, parse_size
-    from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
+    from prism.app.getstream import GetStreamError, PeerCount, default_blob_dir, download_progress, get_stream
 
+    if len(target) > 2:
+        raise click.UsageError("give [ADDRESS:PORT] SDHASH")
+    address, sd_hash = (None, target[0]) if len(target) == 1 else target
     try:
         blob_cache_bytes = parse_size(blob_cache_size)
     except DiskCacheSpecError as e:
         raise click.BadParameter(str(e), param_hint="--blob-cache-size") from None
-    progress = download_progress()
+    sources = _peer_sources(address, peers, dht_seeds, allow_private_peers)
+    count = PeerCount()
+    progress = download_progress(peers=count)
     try:
         result = asyncio.run(
             get_stream(
@@ -286,6 +379,8 @@ def getstream(
                 peer_timeout=timeout,
                 parallel=parallel,
                 progress=progress.update,
+                sources=sources,
+                peer_count=count,
                 blob_cache_bytes=blob_cache_bytes,
             )
         )
@@ -303,6 +398,23 @@ def getstream(
         sys.exit(1)
     progress.finish()
     click.echo(result.path)
+
+
+def _peer_sources(address: str | None, peers: tuple[str, ...], dht_seeds: str | None, private: bool) -> Any:
+    """getstream's PeerSources: the DHT when no ADDRESS or --peer is given, or --dht-seeds is."""
+    from prism.app.getstream import PeerSources
+    from prism.hostport import AddressError, parse_host_port_list
+
+    try:
+        return PeerSources(
+            peers=parse_host_port_list(peers, what="--peer"),
+            dht=dht_seeds is not None or (address is None and not peers),
+            dht_seeds=parse_host_port_list(dht_seeds, what="seed") if dht_seeds is not None else None,
+            allow_private_peers=private,
+        )
+    except AddressError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
 
 
 # --- the LBRY DHT: dht connect|bootstrap -----------------------------------------------------
@@ -565,7 +677,8 @@ def sendblob(address: str, path: str | None, protocol_version: int, timeout: flo
 @click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol TCP port.")
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Receiver read timeout (s).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) -> None:
+@_dht_options
+def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str, **dht_flags: Any) -> None:
     """Run a receiver and a peer server on one memory store; list it on SIGINT/SIGTERM."""
     import asyncio
 
@@ -584,6 +697,7 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) 
                 read_timeout=timeout,
                 echo=click.echo,
                 ready=ready,
+                dht=_dht_announce_options(dht_flags),
             )
         )
     except StartupError as e:
@@ -761,6 +875,7 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option(
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
 )
+@_dht_options
 @click.option("--blocklist-url", default=DEFAULT_LIST_URL, show_default=True, help="Blocked-outpoints list.")
 @click.option(
     "--blocklist-hubs",
@@ -783,7 +898,8 @@ def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:
     from prism.app.reflector import ReflectorConfigError, ReflectorOptions, run_reflector
     from prism.app.supervisor import StartupError
 
-    opts = ReflectorOptions(**flags)  # type: ignore[arg-type]  # click typed each flag as its option says
+    dht = _dht_announce_options(flags)
+    opts = ReflectorOptions(**flags, dht=dht)  # type: ignore[arg-type]  # click typed each flag as its option says
     try:
         asyncio.run(run_reflector(opts, obj.config))
     except (ReflectorConfigError, StartupError) as e:

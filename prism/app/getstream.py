@@ -1,4 +1,8 @@
-"""`prism getstream`: download a stream from one peer, verify it, decrypt it into a file.
+"""`prism getstream`: download a stream from its peers, verify it, decrypt it into a file.
+
+Peers are given (`ADDRESS:PORT`, `--peer`) or found on the DHT, as lbrynet does: the sd hash's peers,
+then a content blob's own peers when none of those has it. Blobs come from several peers at once;
+a peer that fails, times out or sends a wrong blob is dropped (`PeerPool`).
 
 Order of work: the sd blob (its hash and its stream hash are checked), then the content blobs,
 several in flight at once, each checked against its hash and its length from the sd blob, then
@@ -15,15 +19,19 @@ import datetime
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, duration, megabytes
 from prism.blob import sha384_hex, validate_hash
+from prism.dht.config import DEFAULT_SEEDS, DhtConfig
+from prism.dht.node import DhtNode
+from prism.hostport import HostPort, parse_host_port
 from prism.peer.client import (
     DEFAULT_TIMEOUT,
+    PeerBlobNotFound,
     PeerClient,
     PeerConnectError,
     PeerError,
@@ -32,7 +40,6 @@ from prism.peer.client import (
 )
 from prism.store.base import BlobNotFound
 from prism.store.disk import DiskBlob, DiskStore, scan_blobs
-from prism.store.peer import parse_address
 from prism.stream import SdBlob, SdBlobError, StreamDecoder, StreamError, sanitize_file_name
 from prism.stream.sd import BlobInfo
 
@@ -40,6 +47,7 @@ log = logging.getLogger("prism.peer")
 
 PARTIAL_SUFFIX = ".partial"
 _RETRYABLE = (PeerTimeoutError, PeerShortReadError, PeerConnectError)
+DHT_JOIN_TIMEOUT = 15.0
 
 
 class GetStreamError(Exception):
@@ -137,13 +145,142 @@ def publish(tmp_path: str, out_dir: str, name: str) -> str:
     raise GetStreamError(f"no free file name for {name!r} in {out_dir}")
 
 
-class _BlobSource:
-    """Blobs from the blob directory if present and intact, else from the peer (then cached)."""
+@dataclass(slots=True)
+class PeerCount:
+    """Peers a download uses right now (shown by the progress bar)."""
 
-    def __init__(self, client: PeerClient, cache: DiskStore, retries: int = 2) -> None:
-        self.client = client
+    value: int = 0
+
+
+PeerFinder = Callable[[str], Awaitable[list[HostPort]]]
+"""Who announced a blob hash (e.g. an iterative findValue on the DHT)."""
+
+
+class NoPeerError(PeerError):
+    """Every peer that might have the blob was dropped."""
+
+
+class PeerPool:
+    """The peers a stream comes from: each blob from the least busy peer that may have it.
+
+    A peer that lacks a blob is not asked for it again; a peer that sends a wrong blob (bad hash, wrong
+    length, a malformed answer) is dropped at once, one that fails or times out `max_failures` times in a
+    row too, and the blob goes to the next peer. When no peer is left for a blob, `finder` (the DHT) is
+    asked once for that blob's peers.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        parallel: int,
+        finder: PeerFinder | None = None,
+        count: PeerCount | None = None,
+        max_failures: int = 3,
+    ) -> None:
+        self.timeout = timeout
+        self.parallel = parallel
+        self.finder = finder
+        self.count = count or PeerCount()
+        self.max_failures = max_failures
+        self.clients: dict[str, PeerClient] = {}
+        self.dropped: dict[str, str] = {}
+        """Address -> why it was dropped."""
+        self._lacks: dict[str, set[str]] = {}
+        self._failures: dict[str, int] = {}
+        self._busy: dict[str, int] = {}
+        self._searched: set[str] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def add(self, host: str, port: int) -> bool:
+        """Use this peer (False if known already, or dropped)."""
+        client = PeerClient(host, port, self.timeout, max_connections=self.parallel)
+        address = client.address
+        if address in self.clients or address in self.dropped:
+            return False
+        self.clients[address] = client
+        self._lacks[address], self._failures[address], self._busy[address] = set(), 0, 0
+        self.count.value = len(self.clients)
+        log.info("peer %s added", address)
+        return True
+
+    def _pick(self, blob_hash: str) -> PeerClient | None:
+        able = [a for a in self.clients if blob_hash not in self._lacks[a]]
+        return self.clients[min(able, key=lambda a: self._busy[a])] if able else None
+
+    def _drop(self, address: str, reason: str) -> None:
+        log.warning("dropping peer %s: %s", address, reason)
+        self.dropped[address] = reason
+        client = self.clients.pop(address)
+        self.count.value = len(self.clients)
+        task = asyncio.get_running_loop().create_task(client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _discover(self, blob_hash: str) -> bool:
+        """Ask the finder for this blob's peers (once per blob); True if a new peer was added."""
+        if self.finder is None or blob_hash in self._searched:
+            return False
+        self._searched.add(blob_hash)
+        found = await self.finder(blob_hash)
+        log.info("%d peers announced %s", len(found), blob_hash[:8])
+        return sum(self.add(host, port) for host, port in found) > 0
+
+    def _no_peer(self, blob_hash: str) -> PeerError:
+        if self.dropped and not self.clients:
+            why = "; ".join(f"{a}: {r}" for a, r in self.dropped.items())
+            return NoPeerError(f"no peer left for blob {blob_hash[:8]} (dropped {why})")
+        return PeerBlobNotFound(blob_hash, ", ".join(self.clients) or "no peer")
+
+    async def get(self, blob_hash: str, expected_length: int | None) -> bytes:
+        """The blob, verified, from whichever peer has it."""
+        while True:
+            client = self._pick(blob_hash)
+            if client is None:
+                if await self._discover(blob_hash):
+                    continue
+                raise self._no_peer(blob_hash)
+            address = client.address
+            self._busy[address] += 1
+            try:
+                data = await client.get(blob_hash, expected_length)
+            except PeerBlobNotFound:
+                self._lacks[address].add(blob_hash)
+                continue
+            except _RETRYABLE as e:
+                await self._failed(address, e)
+                continue
+            except PeerError as e:  # a wrong blob, or an answer that makes no sense
+                if address in self.clients:
+                    self._drop(address, str(e))
+                continue
+            finally:
+                self._busy[address] -= 1
+            self._failures[address] = 0
+            return data
+
+    async def _failed(self, address: str, error: PeerError) -> None:
+        if address not in self.clients:
+            return
+        self._failures[address] += 1
+        if self._failures[address] >= self.max_failures:
+            self._drop(address, f"{self._failures[address]} failures in a row, the last: {error}")
+        elif len(self.clients) == 1:
+            log.info("retrying %s after: %s", address, error)
+            await asyncio.sleep(0.2 * self._failures[address])
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+class _BlobSource:
+    """Blobs from the blob directory if present and intact, else from the peers (then cached)."""
+
+    def __init__(self, peers: PeerPool, cache: DiskStore) -> None:
+        self.peers = peers
         self.cache = cache
-        self.retries = retries
         self.downloaded = 0
         self.from_cache = 0
 
@@ -152,16 +289,7 @@ class _BlobSource:
         if data is not None:
             self.from_cache += 1
             return data
-        for attempt in range(self.retries + 1):
-            try:
-                data = await self.client.get(blob_hash, expected_length)
-                break
-            except _RETRYABLE as e:
-                if attempt == self.retries:
-                    raise
-                log.info("retrying %s after: %s", blob_hash[:8], e)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        assert data is not None
+        data = await self.peers.get(blob_hash, expected_length)
         await self.cache.put(blob_hash, data)
         self.downloaded += 1
         return data
@@ -181,8 +309,45 @@ class _BlobSource:
         return None
 
 
+@dataclass(slots=True)
+class PeerSources:
+    """Where `get_stream` finds peers besides its ADDRESS: fixed addresses, and the DHT."""
+
+    peers: list[HostPort] = field(default_factory=list)
+    dht: bool = False
+    """Look peers up on the DHT (a throw-away node on a random port)."""
+    dht_seeds: list[HostPort] | None = None
+    """None: LBRY's standard seeds."""
+    allow_private_peers: bool = False
+
+
+@contextlib.asynccontextmanager
+async def _dht_finder(sources: PeerSources) -> AsyncIterator[PeerFinder | None]:
+    """A finder over a throw-away DHT node (joined first), or None without the DHT."""
+    if not sources.dht:
+        yield None
+        return
+    seeds = sources.dht_seeds
+    if seeds is None:
+        seeds = [HostPort(h, p) for h, p in DEFAULT_SEEDS]
+    node = DhtNode(port=0, seeds=seeds, config=DhtConfig(allow_private_peers=sources.allow_private_peers))
+    await node.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(node.joined.wait(), DHT_JOIN_TIMEOUT)
+        if node.routing_size() == 0:
+            raise GetStreamError("could not join the DHT: no seed node answered (see --dht-seeds)")
+
+        async def find(blob_hash: str) -> list[HostPort]:
+            return [HostPort(p.ip, p.tcp_port) for p in await node.find_peers(blob_hash)]
+
+        yield find
+    finally:
+        await node.stop()
+
+
 async def get_stream(
-    address: str,
+    address: str | None,
     sd_hash: str,
     out_dir: str = ".",
     blob_dir: str | None = None,
@@ -190,16 +355,22 @@ async def get_stream(
     peer_timeout: float = DEFAULT_TIMEOUT,
     parallel: int = 4,
     progress: ProgressCallback | None = None,
+    sources: PeerSources | None = None,
+    peer_count: PeerCount | None = None,
     blob_cache_bytes: int = DEFAULT_BLOB_CACHE_BYTES,
 ) -> GetStreamResult:
-    """Download, verify and decrypt the stream `sd_hash` from the peer at `address` into `out_dir`.
+    """Download, verify and decrypt the stream `sd_hash` into `out_dir`, from the peer at `address` (if
+    any) and those of `sources` (fixed ones, and the DHT's).
 
     `out_dir` is created if missing. Afterwards the blob directory is trimmed, oldest blobs first,
     to `blob_cache_bytes` (0: kept whole).
     """
+    sources = sources or PeerSources()
     try:
         validate_hash(sd_hash)
-        host, port = parse_address(address)
+        fixed = list(sources.peers)
+        if address is not None:
+            fixed.insert(0, parse_host_port(address, what="peer address"))
     except ValueError as e:
         raise GetStreamError(str(e)) from None
     if not os.path.isdir(out_dir):
@@ -209,31 +380,35 @@ async def get_stream(
     except DirectoryError as e:
         raise GetStreamError(str(e)) from None
     cache = DiskStore(blob_dir or default_blob_dir())
-    client = PeerClient(host, port, peer_timeout, max_connections=max(1, parallel))
-    source = _BlobSource(client, cache)
-    try:
-        sd = await _fetch_sd(source, address, sd_hash)
-        final, size = await _write_stream(sd, sd_hash, source, out_dir, parallel, progress)
-    finally:
-        await client.close()
+    async with _dht_finder(sources) as finder:
+        pool = PeerPool(peer_timeout, max(1, parallel), finder, peer_count)
+        for host, port in fixed:
+            pool.add(host, port)
+        source = _BlobSource(pool, cache)
+        try:
+            sd = await _fetch_sd(source, sd_hash)
+            final, size = await _write_stream(sd, sd_hash, source, out_dir, parallel, progress)
+        finally:
+            await pool.close()
     removed, freed = await asyncio.to_thread(trim_blob_dir, cache.root, blob_cache_bytes)
     if removed:
         log.info("blob cache %s: removed the %d oldest blobs (%d bytes)", cache.root, removed, freed)
     log.info(
-        "wrote %s (%d bytes; %d blobs downloaded, %d from the blob cache)",
+        "wrote %s (%d bytes; %d blobs downloaded, %d from the blob cache; peers dropped: %s)",
         final,
         size,
         source.downloaded,
         source.from_cache,
+        ", ".join(pool.dropped) or "none",
     )
     return GetStreamResult(final, size, sd_hash, source.downloaded, source.from_cache)
 
 
-async def _fetch_sd(source: _BlobSource, address: str, sd_hash: str) -> SdBlob:
+async def _fetch_sd(source: _BlobSource, sd_hash: str) -> SdBlob:
     try:
         sd_bytes = await source.get(sd_hash, None)
-    except BlobNotFound:
-        raise GetStreamError(f"{address} does not have the sd blob {sd_hash}") from None
+    except BlobNotFound as e:
+        raise GetStreamError(f"no peer has the sd blob {sd_hash} ({e})") from None
     except PeerError as e:
         raise GetStreamError(f"could not get the sd blob: {e}") from None
     try:
@@ -306,9 +481,7 @@ async def _download_content(
             try:
                 data = await tasks.pop(i)
             except BlobNotFound:
-                raise GetStreamError(
-                    f"the peer does not have blob {info.blob_num} ({info.blob_hash})"
-                ) from None
+                raise GetStreamError(f"no peer has blob {info.blob_num} ({info.blob_hash})") from None
             except PeerError as e:
                 raise GetStreamError(f"blob {info.blob_num}: {e}") from None
             if i + window < len(infos):
@@ -335,15 +508,17 @@ def _umask() -> int:
     return mask
 
 
-def download_progress(stream: TextIO | None = None, *, tty: bool | None = None) -> ProgressBar:
-    """Bytes, rate and ETA on a terminal; a log line per ~10% otherwise."""
-    return ProgressBar(_download_status, stream=stream, tty=tty, on_tenth=_log_download)
+def download_progress(
+    stream: TextIO | None = None, *, tty: bool | None = None, peers: PeerCount | None = None
+) -> ProgressBar:
+    """Bytes, rate, ETA (and the peer count) on a terminal; a log line per ~10% otherwise."""
 
+    def status(bar: ProgressBar) -> str:
+        line = f"{megabytes(bar.done)} / {megabytes(bar.total)}  {megabytes(bar.rate)}/s  "
+        line += f"ETA {duration(bar.eta)} "
+        return line if peers is None else f"{line} {peers.value} peers "
 
-def _download_status(bar: ProgressBar) -> str:
-    return (
-        f"{megabytes(bar.done)} / {megabytes(bar.total)}  {megabytes(bar.rate)}/s  ETA {duration(bar.eta)} "
-    )
+    return ProgressBar(status, stream=stream, tty=tty, on_tenth=_log_download)
 
 
 def _log_download(bar: ProgressBar) -> None:

@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from prism.app.blocklist import BlocklistSnapshot
+from prism.dht.workers import AnnouncerSnapshot
 from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
@@ -55,6 +56,12 @@ class ReceiverSource(Protocol):
     def snapshot(self) -> ReceiverStats: ...
 
 
+class AnnouncerSource(Protocol):
+    """A DHT node that announces (None before it started)."""
+
+    def snapshot(self) -> AnnouncerSnapshot | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Scrape:
     """Everything one scrape read, once, from the registered components."""
@@ -64,6 +71,7 @@ class Scrape:
     stores: list[StoreSnapshot]
     tasks: int | None
     """Running asyncio tasks (None outside a loop)."""
+    announcers: list[AnnouncerSnapshot] = field(default_factory=list)
     blocklists: list[BlocklistSnapshot] = field(default_factory=list)
 
 
@@ -139,6 +147,13 @@ def _routines(s: Scrape) -> Iterator[Sample]:
             yield (("kind", "connections"), ("package", x.protocol)), x.connections
     if s.tasks is not None:
         yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
+
+
+def _dht(
+    short: str, kind: Literal["counter", "gauge"], text: str, value: Callable[[AnnouncerSnapshot], float]
+) -> Series:
+    """A series of the servers' DHT announcer (`reflector_dht_<short>`)."""
+    return Series(f"dht_{short}", kind, text, lambda s: (((), value(a)) for a in s.announcers))
 
 
 def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
@@ -253,6 +268,18 @@ SERIES: tuple[Series, ...] = (
     _cache_gauge("cache_capacity_bytes", "Size limit of a cache in bytes", lambda x: x.capacity_bytes),
     _cache_gauge("cache_capacity_blobs", "Blobs a cache can hold", lambda x: x.capacity_blobs),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
+    _dht("announced_total", "counter", "Announcements some DHT node accepted", lambda a: a.announced),
+    _dht("announce_failed_total", "counter", "Announcements no DHT node accepted", lambda a: a.failed),
+    _dht("store_total", "counter", "DHT stores accepted by other nodes", lambda a: a.stores),
+    _dht(
+        "announce_seconds_total",
+        "counter",
+        "Time announcing (/ announcements: mean latency)",
+        lambda a: a.seconds,
+    ),
+    _dht("announce_backlog", "gauge", "Hashes due and not yet announced", lambda a: a.backlog),
+    _dht("announce_hashes", "gauge", "Hashes announced and kept announced", lambda a: a.hashes),
+    _dht("routing_table_peers", "gauge", "Contacts in the DHT routing table", lambda a: a.routing_peers),
     Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
     Series(
         "blocklist_failed_runs_total",
@@ -293,6 +320,7 @@ class Metrics:
         self.blocklists: list[BlocklistSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
+        self.announcers: list[AnnouncerSource] = []
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             try:
@@ -312,11 +340,13 @@ class Metrics:
             tasks: int | None = len(asyncio.all_tasks())
         except RuntimeError:
             tasks = None
+        announcers = [a for a in (x.snapshot() for x in self.announcers) if a is not None]
         return Scrape(
             [s.snapshot() for s in self.servers],
             [r.snapshot() for r in self.receivers],
             stores,
             tasks,
+            announcers,
             [b.snapshot() for b in self.blocklists],
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
 from prism.app.supervisor import Call, Supervisor
 from prism.peer.server import PeerServer
 from prism.store.disk import DiskStore
@@ -23,10 +24,12 @@ async def run_peer_server(
     max_connections: int = 1000,
     idle_timeout: float = 60.0,
     ready: Callable[[PeerServer], None] | None = None,
+    dht: DhtAnnounceOptions | None = None,
 ) -> None:
     """Serve the blobs under `store_path` until SIGINT or SIGTERM, then stop gracefully.
 
-    Raises StartupError (naming the flag) when the port cannot be bound.
+    With `dht`, a DHT node announces the blobs of the store. Raises StartupError (naming the flag) when
+    a port cannot be bound.
     """
     store = DiskStore(store_path)
     server = PeerServer(store, host, port, max_connections=max_connections, idle_timeout=idle_timeout)
@@ -52,5 +55,7 @@ async def run_peer_server(
     supervisor = Supervisor()
     supervisor.add("store", Call(stop=finished))
     supervisor.add("peer server", server, "--port")
+    if dht is not None:
+        supervisor.add("DHT node", AnnouncingNode(dht, store, lambda: server.port), "--dht-port")
     supervisor.add("ready", Call(start=started))
     await supervisor.run()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL, BlocklistUpdater
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
+from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.protected import ProtectedList
@@ -83,6 +84,8 @@ class ReflectorOptions:
     http3_max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     host: str = "0.0.0.0"
     shutdown_grace: float = 5.0
+    dht: DhtAnnounceOptions | None = None
+    """`--dht-port` and friends: a DHT node announcing what the origin and disk caches hold."""
     blocklist_url: str = DEFAULT_LIST_URL
     blocklist_hubs: str = ",".join(DEFAULT_HUBS)
     """Wallet servers (comma-separated host:port) the blocklist updater resolves outpoints with."""
@@ -472,6 +475,11 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     metrics.servers.extend((servers.peer, servers.http3, servers.http))
     supervisor = Supervisor(grace=opts.shutdown_grace)
     supervise(stores, servers, protected, supervisor)
+    if opts.dht is not None:
+        peer = servers.peer
+        dht = AnnouncingNode(opts.dht, stores.outer, lambda: peer.port)
+        supervisor.add("DHT node", dht, "--dht-port")
+        metrics.announcers.append(dht)
     blocklist = _blocklist_updater(opts, servers)
     if blocklist is not None:
         supervisor.add("blocklist updater", blocklist, "--blocklist-url")

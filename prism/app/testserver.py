@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
 from prism.app.supervisor import Call, Supervisor
 from prism.peer.server import PeerServer
 from prism.reflector.receiver import ReflectorReceiver
-from prism.store.memory import MemoryStore
+from prism.store.memory import HoldingsMemoryStore, MemoryStore
 
 
 def store_listing(store: MemoryStore) -> list[str]:
@@ -26,12 +27,13 @@ async def run_test_servers(
     read_timeout: float = 180.0,
     echo: Callable[[str], None] = print,
     ready: Callable[[int, int], None] | None = None,
+    dht: DhtAnnounceOptions | None = None,
 ) -> MemoryStore:
     """Run until SIGINT/SIGTERM, then print the store listing and return the store.
 
     Raises StartupError (naming the flag) when a port cannot be bound.
     """
-    store = MemoryStore()
+    store = HoldingsMemoryStore()
     receiver = ReflectorReceiver(store, host=host, port=receiver_port, timeout=read_timeout)
     peer = PeerServer(store, host=host, port=peer_port)
 
@@ -42,6 +44,8 @@ async def run_test_servers(
     supervisor = Supervisor(grace=1.0)
     supervisor.add("reflector receiver", receiver, "--receiver-port")
     supervisor.add("peer server", peer, "--tcp-peer-port")
+    if dht is not None:
+        supervisor.add("DHT node", AnnouncingNode(dht, store, lambda: peer.port), "--dht-port")
     supervisor.add("ready", Call(start=announce))
     await supervisor.run()
     for line in store_listing(store):

@@ -8,6 +8,9 @@ DEFAULT_UDP_PORT = 4444
 DEFAULT_CLI_PORT = 4567
 DEFAULT_PEER_PORT = 3333
 
+DEFAULT_ANNOUNCE_RATE = 10.0
+DEFAULT_ANNOUNCE_CONCURRENCY = 16
+
 DEFAULT_SEEDS: tuple[tuple[str, int], ...] = (
     ("dht.lbry.grin.io", 4444),
     ("dht.lbry.madiator.com", 4444),
@@ -46,8 +49,10 @@ class DhtConfig:
     refresh_age: float = 3600.0
     """A bucket not updated for this long gets a lookup for a random id in its range."""
     join_retry: float = 5.0
-    announce_rate: float = 10.0
+    announce_rate: float = DEFAULT_ANNOUNCE_RATE
     """Hashes announced per second, at most (burst of the same size)."""
+    announce_concurrency: int = DEFAULT_ANNOUNCE_CONCURRENCY
+    """Announcements (each a lookup and k stores) running at once, at most."""
     reannounce_interval: float = 43200.0
     """Each announced hash is announced again this many seconds later (before the 24 h expiry)."""
     lookup_timeout: float = 60.0

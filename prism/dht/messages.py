@@ -6,6 +6,7 @@ integer top-level keys (lbry-sdk's form, which reflector.go also reads); both ke
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -297,12 +298,20 @@ def parse_contact_triples(value: Any) -> list[tuple[bytes, str, int]]:
             continue
         if not isinstance(ip, bytes) or not _is_int(port) or not 0 < port < 65536:
             continue
-        try:
-            text = str(ipaddress.IPv4Address(ip.decode("ascii")))
-        except ValueError:  # includes UnicodeDecodeError
-            continue
-        out.append((node_id, text, port))
+        text = canonical_ipv4(ip)
+        if text is not None:
+            out.append((node_id, text, port))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_ipv4(ip: bytes) -> str | None:
+    """A dotted IPv4 address in its canonical form; None if it is not one. (Cached: the same contacts come
+    back in answer after answer, and parsing dominated a busy announcer's profile.)"""
+    try:
+        return str(ipaddress.IPv4Address(ip.decode("ascii")))
+    except ValueError:  # includes UnicodeDecodeError
+        return None
 
 
 def encode_compact_peer(ip: str, tcp_port: int, node_id: bytes) -> bytes:

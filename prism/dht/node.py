@@ -110,7 +110,7 @@ class DhtNode:
         self.port = self.address[1]
         cfg = self.config
         schedule = AnnounceSchedule(cfg.announce_rate, cfg.reannounce_interval, loop.time())
-        self.announcer = Announcer(self, schedule)
+        self.announcer = Announcer(self, schedule, cfg.announce_concurrency)
         can_join = bool(self.seeds or saved)
         self.maintainer = Maintainer(self, MaintenanceSchedule(cfg, can_join), saved)
         self._schedule_timer()
@@ -297,6 +297,15 @@ class DhtNode:
         """Queue blob hashes to be announced now (rate-limited) and re-announced periodically."""
         assert self.announcer is not None, "node not started"
         self.announcer.add(m.to_key(h) for h in hashes)
+
+    def restore_announcements(self, hashes: Iterable[str | bytes]) -> None:
+        """Queue hashes announced before a restart: spread over the time the rate needs, after new ones."""
+        assert self.announcer is not None, "node not started"
+        self.announcer.restore(m.to_key(h) for h in hashes)
+
+    def routing_size(self) -> int:
+        """Contacts in the routing table (0 before start)."""
+        return 0 if self.core is None else len(self.core.routing)
 
     def unannounce(self, hashes: Iterable[str | bytes]) -> None:
         assert self.announcer is not None, "node not started"

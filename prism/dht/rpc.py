@@ -67,6 +67,7 @@ class DhtRpcServer:
             "IterativeFindValue": self.iterative_find_value,
             "GetRoutingTable": self.get_routing_table,
             "AddKnownNode": self.add_known_node,
+            "Announce": self.announce,
         }
 
     async def start(self) -> None:
@@ -167,3 +168,12 @@ class DhtRpcServer:
         # like an answer: only a contact that answers our ping goes into the table
         await self.node.ping((ip, port), expect_id=node_id)
         return {}
+
+    async def announce(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Announce this node's peer port as a holder of Key now (an iterative findNode, then a store on
+        each of the k closest nodes); the answer says how many accepted."""
+        key = _hex_id(args, "Key")
+        if self.node.routing_size() == 0:
+            raise RpcArgError("the routing table is empty: join the DHT first")
+        stored = await self.node.announce_hash(key)
+        return {"Key": key.hex(), "PeerPort": self.node.peer_port, "StoredOn": stored}

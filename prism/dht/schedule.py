@@ -43,18 +43,28 @@ class RateLimiter:
         return False
 
 
+FRESH = float("-inf")
+"""The due time of a hash never announced (or added again): it goes before every re-announcement."""
+
+
 class AnnounceSchedule:
     """Which hashes to announce, and when.
 
-    A hash added is due at once, and after each announcement is due again `interval` seconds later (keep it
-    below the 24 h expiry of stored peers). Announcements start at most `rate` a second (bursts of `rate`).
-    Drive it with `due(now)` (when to look again) and `take_ready(now)` (the hashes to announce now).
+    A hash added is new: new hashes are announced first, in the order added, before any re-announcement.
+    After each announcement a hash is due again `interval` seconds later (keep it below the 24 h expiry of
+    stored peers). Hashes `restore`d after a restart were announced before: they are spread at random over
+    the time the rate needs for them, so a restart is no burst. Announcements start at most `rate` a second
+    (bursts of `rate`). Drive it with `due(now)` (when to look again) and `take_ready(now)` (the hashes to
+    announce now).
     """
 
-    def __init__(self, rate: float, interval: float, now: float) -> None:
+    def __init__(self, rate: float, interval: float, now: float, rng: random.Random | None = None) -> None:
         self.interval = interval
         self.limiter = RateLimiter(rate, now)
+        self.rng = rng or random.Random()
         self._heap: list[tuple[float, int, bytes]] = []
+        self._fresh: dict[bytes, None] = {}
+        """New hashes, in the order added (a dict: ordered, and removal is O(1))."""
         self._due: dict[bytes, float] = {}
         self._seq = 0
 
@@ -69,23 +79,48 @@ class AnnounceSchedule:
         """How many hashes the rate can re-announce every interval."""
         return self.limiter.rate * self.interval
 
+    def backlog(self, now: float) -> int:
+        """Hashes due now and not yet announced (new ones included)."""
+        return sum(1 for at in self._due.values() if at <= now)
+
     def _push(self, key: bytes, at: float) -> None:
+        self._fresh.pop(key, None)
         self._due[key] = at
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, key))
 
     def add(self, keys: Iterable[bytes], now: float) -> None:
-        """Announce these hashes as soon as the rate allows (again, for those already scheduled), then
-        every interval."""
+        """Announce these hashes before any re-announcement, as soon as the rate allows (again, for those
+        already scheduled), then every interval."""
         for key in keys:
-            self._push(key, now)
+            self._fresh.pop(key, None)
+            self._fresh[key] = None
+            self._due[key] = FRESH
+
+    def restore(self, keys: Iterable[bytes], now: float, spread: float | None = None) -> None:
+        """Hashes announced before a restart: each due at a random time in the next `spread` seconds
+        (default: the time the rate needs to announce them all, at most one interval). Hashes already
+        scheduled keep their time."""
+        todo = [k for k in keys if k not in self._due]
+        if spread is None:
+            spread = min(self.interval, len(todo) / self.limiter.rate)
+        for key in todo:
+            self._push(key, now + self.rng.uniform(0.0, spread))
+
+    def retry(self, key: bytes, at: float) -> None:
+        """An announcement that failed: due again at `at` (if the hash is still scheduled)."""
+        if key in self._due:
+            self._push(key, at)
 
     def remove(self, keys: Iterable[bytes]) -> None:
         """Stop announcing these hashes (an announcement already started still finishes)."""
         for key in keys:
             self._due.pop(key, None)
+            self._fresh.pop(key, None)
 
     def _next_due(self) -> float | None:
+        if self._fresh:
+            return FRESH
         heap = self._heap
         while heap:
             at, _, key = heap[0]
@@ -102,16 +137,57 @@ class AnnounceSchedule:
         return self.limiter.ready_at(now)
 
     def take_ready(self, now: float, limit: int | None = None) -> list[bytes]:
-        """The hashes to announce now (due, and allowed by the rate), each due again `interval` later."""
+        """The hashes to announce now (new first, then due ones, as the rate allows), each due again
+        `interval` later."""
         out: list[bytes] = []
         while limit is None or len(out) < limit:
             at = self._next_due()
             if at is None or at > now or not self.limiter.try_take(now):
                 break
-            _, _, key = heapq.heappop(self._heap)
+            if self._fresh:
+                key = next(iter(self._fresh))
+            else:
+                _, _, key = heapq.heappop(self._heap)
             self._push(key, now + self.interval)
             out.append(key)
         return out
+
+
+class StoreBackOff:
+    """Pause announcing while no node accepts our stores (we cannot be reached, or the network is gone).
+
+    After `threshold` announcements in a row that no node accepted, announcing pauses for `initial`
+    seconds, then twice as long after each further failure once the pause is over, up to `maximum`. One
+    accepted announcement resumes at once.
+    """
+
+    def __init__(self, initial: float = 5.0, maximum: float = 300.0, threshold: int = 3) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.threshold = threshold
+        self.failures = 0
+        """Announcements in a row that no node accepted."""
+        self.pauses = 0
+        self.paused_until = 0.0
+
+    def on_result(self, stored: int, now: float) -> None:
+        """An announcement finished; `stored` nodes accepted it."""
+        if stored > 0:
+            self.failures = self.pauses = 0
+            self.paused_until = 0.0
+            return
+        self.failures += 1
+        if self.failures >= self.threshold and now >= self.paused_until:
+            self.pauses += 1
+            self.paused_until = now + min(self.maximum, self.initial * 2 ** (self.pauses - 1))
+
+    def ready_at(self, now: float) -> float:
+        """When announcing may go on (now, or the end of the pause)."""
+        return max(now, self.paused_until)
+
+    def retry_at(self, now: float) -> float:
+        """When a hash whose announcement failed should be tried again."""
+        return max(now + self.initial, self.paused_until)
 
 
 class Maintenance(enum.Enum):

@@ -11,12 +11,14 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from prism.dht.config import DEFAULT_ANNOUNCE_CONCURRENCY
 from prism.dht.core import RpcFailed
 from prism.dht.lookup import IterativeLookup, more_value_pages
 from prism.dht.routing import Contact
-from prism.dht.schedule import AnnounceSchedule, Maintenance, MaintenanceSchedule
+from prism.dht.schedule import AnnounceSchedule, Maintenance, MaintenanceSchedule, StoreBackOff
 
 if TYPE_CHECKING:
     from prism.dht.node import DhtNode
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("prism.dht")
 
 Addr = tuple[str, int]
-ANNOUNCE_CONCURRENCY = 16
-"""Announcements (each a lookup and k stores) running at once, at most."""
+NO_ROUTES_POLL = 0.5
+"""Seconds between two looks at an empty routing table before announcing."""
 
 _Probe = tuple[list[Contact], Contact, list[tuple[str, int, bytes]] | None]
 
@@ -101,19 +103,50 @@ async def run_lookup(node: DhtNode, target: bytes, find_value: bool) -> Iterativ
     return lk
 
 
+@dataclass(frozen=True, slots=True)
+class AnnouncerSnapshot:
+    """The announcer's counters, read once per metrics scrape."""
+
+    hashes: int
+    """Hashes scheduled (announced and re-announced)."""
+    backlog: int
+    """Hashes due and not yet announced."""
+    announced: int
+    """Announcements that at least one node accepted, since start."""
+    failed: int
+    """Announcements that no node accepted."""
+    stores: int
+    """Stores accepted, in all."""
+    seconds: float
+    """Time spent in finished announcements, in all (seconds / announced+failed: mean latency)."""
+    routing_peers: int
+    """Contacts in the routing table."""
+
+
 class Announcer:
-    """Announces what an `AnnounceSchedule` says when it says, with at most `concurrency` at once."""
+    """Announces what an `AnnounceSchedule` says when it says, with at most `concurrency` at once.
+
+    Nothing is announced while the routing table is empty, nor while `StoreBackOff` pauses announcing
+    because no node accepts our stores.
+    """
 
     def __init__(
-        self, node: DhtNode, schedule: AnnounceSchedule, concurrency: int = ANNOUNCE_CONCURRENCY
+        self,
+        node: DhtNode,
+        schedule: AnnounceSchedule,
+        concurrency: int = DEFAULT_ANNOUNCE_CONCURRENCY,
+        backoff: StoreBackOff | None = None,
     ) -> None:
         self.node = node
         self.schedule = schedule
         self.concurrency = concurrency
+        self.backoff = backoff or StoreBackOff()
         self.rounds: dict[bytes, int] = {}
         """Completed announcements per hash."""
         self.stored: dict[bytes, int] = {}
         """Nodes that accepted our last announcement, per hash."""
+        self.announced = self.failed = self.stores = 0
+        self.seconds = 0.0
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -122,8 +155,17 @@ class Announcer:
         return len(self.schedule)
 
     def add(self, keys: Iterable[bytes]) -> None:
+        """New hashes: announced before any re-announcement."""
+        self.schedule.add(keys, asyncio.get_running_loop().time())
+        self._added()
+
+    def restore(self, keys: Iterable[bytes]) -> None:
+        """Hashes held before a restart: announced spread out at random over the time the rate needs."""
+        self.schedule.restore(keys, asyncio.get_running_loop().time())
+        self._added()
+
+    def _added(self) -> None:
         schedule = self.schedule
-        schedule.add(keys, asyncio.get_running_loop().time())
         self._wake.set()
         if len(schedule) > schedule.capacity:
             log.warning(
@@ -137,20 +179,43 @@ class Announcer:
     def remove(self, keys: Iterable[bytes]) -> None:
         self.schedule.remove(keys)
 
+    def snapshot(self) -> AnnouncerSnapshot:
+        now = asyncio.get_running_loop().time()
+        return AnnouncerSnapshot(
+            len(self.schedule),
+            self.schedule.backlog(now),
+            self.announced,
+            self.failed,
+            self.stores,
+            self.seconds,
+            self.node.routing_size(),
+        )
+
+    def _wait_until(self, now: float) -> float | None:
+        """When to start announcements (now or earlier: at once); None: when woken."""
+        if self.node.routing_size() == 0:
+            return now + NO_ROUTES_POLL
+        paused = self.backoff.ready_at(now)
+        if paused > now:
+            return paused
+        return self.schedule.due(now) if len(self._running) < self.concurrency else None
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
                 self._wake.clear()
-                free = self.concurrency - len(self._running)
                 now = loop.time()
-                for key in self.schedule.take_ready(now, limit=free) if free > 0 else ():
-                    task = loop.create_task(self._announce_one(key))
-                    self._running.add(task)
-                    task.add_done_callback(self._finished)
-                at = self.schedule.due(now) if free > 0 else None
+                at = self._wait_until(now)
                 if at is not None and at <= now:
-                    continue
+                    free = self.concurrency - len(self._running)
+                    for key in self.schedule.take_ready(now, limit=free):
+                        task = loop.create_task(self._announce_one(key))
+                        self._running.add(task)
+                        task.add_done_callback(self._finished)
+                    at = self._wait_until(now)
+                    if at is not None and at <= now:
+                        continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(at):
                         await self._wake.wait()
@@ -168,15 +233,28 @@ class Announcer:
             await self._round_done.wait()
 
     async def _announce_one(self, key: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             n = await self.node.announce_hash(key)
-            self.stored[key] = n
-            self.rounds[key] = self.rounds.get(key, 0) + 1
-            self._round_done.set()
-            self._round_done = asyncio.Event()
-            log.debug("announced %s to %d nodes", key.hex()[:16], n)
         except Exception:
             log.exception("announce of %s failed", key.hex()[:16])
+            n = 0
+        now = loop.time()
+        self.seconds += now - started
+        self.backoff.on_result(n, now)
+        self.stored[key] = n
+        if n == 0:
+            self.failed += 1
+            self.schedule.retry(key, self.backoff.retry_at(now))
+            log.debug("no node accepted %s", key.hex()[:16])
+            return
+        self.announced += 1
+        self.stores += n
+        self.rounds[key] = self.rounds.get(key, 0) + 1
+        self._round_done.set()
+        self._round_done = asyncio.Event()
+        log.debug("announced %s to %d nodes", key.hex()[:16], n)
 
 
 class Maintainer:

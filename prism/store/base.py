@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
 
@@ -188,6 +188,54 @@ class Lister(Protocol):
     """A store that can list every hash it holds."""
 
     async def list_hashes(self) -> list[str]: ...
+
+
+HoldingsListener = Callable[[str, bool], None]
+"""Called with (blob hash, held): True when the blob was stored, False when it was deleted or evicted."""
+
+
+@runtime_checkable
+class Holdings(Protocol):
+    """A store whose contents are worth announcing (an origin or a disk cache): it lists what it holds and
+    tells listeners when a blob is stored or removed (see `HoldingsEvents`, `holdings_in_chain`)."""
+
+    async def has(self, blob_hash: str) -> bool: ...
+
+    async def get(self, blob_hash: str) -> BlobRef: ...
+
+    async def list_hashes(self) -> list[str]: ...
+
+    def watch_holdings(self, listener: HoldingsListener) -> None:
+        """Call `listener` on every blob stored or removed from now on."""
+        ...
+
+
+class HoldingsEvents:
+    """The listeners of a `Holdings` store; the store calls `stored` and `removed`."""
+
+    __slots__ = ("_listeners",)
+
+    def __init__(self) -> None:
+        self._listeners: list[HoldingsListener] = []
+
+    def add(self, listener: HoldingsListener) -> None:
+        self._listeners.append(listener)
+
+    def stored(self, blob_hash: str) -> None:
+        for listener in self._listeners:
+            listener(blob_hash, True)
+
+    def removed(self, blob_hash: str) -> None:
+        for listener in self._listeners:
+            listener(blob_hash, False)
+
+
+def holdings_in_chain(store: BlobStore) -> list[Holdings]:
+    """The outermost `Holdings` stores of the chain: a disk store under a disk cache is the cache's
+    business (the cache reports its evictions), so only the cache is listed."""
+    found = [s for s in walk_chain(store) if isinstance(s, Holdings)]
+    inner = {id(s) for h in found for s in walk_chain(h) if s is not h}
+    return [h for h in found if id(h) not in inner]
 
 
 @runtime_checkable

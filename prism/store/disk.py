@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from prism.blob import is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, Timer
+from prism.store.base import BlobNotFound, BlobRef, HoldingsEvents, HoldingsListener, Timer
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.store.disk")
@@ -35,6 +35,10 @@ class DiskStore:
         self.tmp_dir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self.tmp_dir, exist_ok=True)
         self.removed_temp_files = self._remove_stale_temp_files()
+        self.holdings = HoldingsEvents()
+
+    def watch_holdings(self, listener: HoldingsListener) -> None:
+        self.holdings.add(listener)
 
     def path_of(self, blob_hash: str) -> str:
         """Where the blob with this (already validated) hash lives."""
@@ -64,6 +68,7 @@ class DiskStore:
     async def put(self, blob_hash: str, data: bytes) -> None:
         validate_hash(blob_hash)
         await asyncio.to_thread(self.write_blob, blob_hash, data)
+        self.holdings.stored(blob_hash)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.put(blob_hash, data)
@@ -100,6 +105,7 @@ class DiskStore:
         validate_hash(blob_hash)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_of(blob_hash))
+        self.holdings.removed(blob_hash)
 
     async def list_hashes(self) -> list[str]:
         return await asyncio.to_thread(lambda: list(self.iter_hashes()))

@@ -25,7 +25,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prism.blob import MAX_BLOB_SIZE, is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
+from prism.store.base import (
+    BlobNotFound,
+    BlobRef,
+    BlobStore,
+    HoldingsEvents,
+    HoldingsListener,
+    StoreError,
+    Timer,
+    put_borrows_data,
+)
 from prism.store.disk import TMP_DIR, DiskBlob, DiskStore, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 from prism.store.stats import StoreSnapshot
@@ -109,6 +118,10 @@ class DiskCacheStore:
         self._started = False
         self._stopped = False
         self._evicting: dict[str, asyncio.Future[None]] = {}
+        self.holdings = HoldingsEvents()
+
+    def watch_holdings(self, listener: HoldingsListener) -> None:
+        self.holdings.add(listener)
 
     @property
     def root(self) -> str:
@@ -270,6 +283,8 @@ class DiskCacheStore:
                 self.index.record_delete(h)
             if blob_hash in self.policy:
                 self.index.record_add(blob_hash, size)
+        if blob_hash in self.policy:
+            self.holdings.stored(blob_hash)
         if victims:
             await self._remove_files(victims)
 
@@ -291,8 +306,10 @@ class DiskCacheStore:
     # -- eviction ----------------------------------------------------------------------------
 
     def _forget(self, blob_hash: str) -> None:
-        if self.policy.remove(blob_hash) is not None and self.index is not None:
-            self.index.record_delete(blob_hash)
+        if self.policy.remove(blob_hash) is not None:
+            self.holdings.removed(blob_hash)
+            if self.index is not None:
+                self.index.record_delete(blob_hash)
 
     async def _evict_to(self, target: int, threshold: int | None = None) -> int:
         """Evict until at most `target` bytes remain (if over `threshold`, default target)."""
@@ -319,6 +336,8 @@ class DiskCacheStore:
     async def _remove_files(self, victims: list[str]) -> None:
         if not victims:
             return
+        for h in victims:
+            self.holdings.removed(h)
         log.debug("evicting %d blobs from %s", len(victims), self.root)
         if len(victims) <= 8:
             self._unlink_many(victims)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism.store.base import BlobNotFound, BlobRef, Timer
+from prism.store.base import BlobNotFound, BlobRef, HoldingsEvents, HoldingsListener, Timer
 from prism.store.trace import BlobTrace
 
 
@@ -44,3 +44,25 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self.blobs)
+
+
+class HoldingsMemoryStore(MemoryStore):
+    """A MemoryStore that tells listeners what is stored and deleted (a `Holdings` store, worth announcing;
+    a plain MemoryStore is not one, as it also serves as the memory cache's inner store)."""
+
+    def __init__(self, name: str = "mem") -> None:
+        super().__init__(name)
+        self.holdings = HoldingsEvents()
+
+    def watch_holdings(self, listener: HoldingsListener) -> None:
+        self.holdings.add(listener)
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await super().put(blob_hash, data)
+        self.holdings.stored(blob_hash)
+
+    async def delete(self, blob_hash: str) -> None:
+        had = blob_hash in self.blobs
+        await super().delete(blob_hash)
+        if had:
+            self.holdings.removed(blob_hash)

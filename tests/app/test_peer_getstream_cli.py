@@ -109,7 +109,7 @@ def test_getstream_errors_exit_1(served, tmp_path) -> None:
         capture_output=True,
         timeout=30,
     )
-    assert missing.returncode == 1 and b"does not have the sd blob" in missing.stderr
+    assert missing.returncode == 1 and b"no peer has the sd blob" in missing.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

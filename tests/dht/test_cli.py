@@ -122,6 +122,11 @@ async def test_connect_bootstrap_rpc_and_saved_routing_table(tmp_path):
         ]
         added = await rpc(rpc_port, "rpc.AddKnownNode", {"ID": boot_id, "IP": "127.0.0.1", "Port": boot_port})
         assert added["error"] is None
+        key = os.urandom(48).hex()
+        announced = await rpc(rpc_port, "rpc.Announce", {"Key": key})
+        assert announced["error"] is None and announced["result"]["StoredOn"] >= 1, announced
+        assert announced["result"]["PeerPort"] == 3333  # (the bootstrap node stored it: STORED_OK)
+        assert "hex" in (await rpc(rpc_port, "rpc.Announce", {"Key": "zz"}))["error"]
         bad = await rpc(rpc_port, "rpc.FindNode", {"Key": "zz"})
         assert bad["result"] is None and "hex" in bad["error"]
         assert "can't find method" in (await rpc(rpc_port, "rpc.Nope"))["error"]

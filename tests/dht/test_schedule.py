@@ -10,7 +10,13 @@ import pytest
 
 from prism.dht.config import DhtConfig
 from prism.dht.routing import Contact, RoutingTable
-from prism.dht.schedule import AnnounceSchedule, Maintenance, MaintenanceSchedule, RateLimiter
+from prism.dht.schedule import (
+    AnnounceSchedule,
+    Maintenance,
+    MaintenanceSchedule,
+    RateLimiter,
+    StoreBackOff,
+)
 
 
 def test_rate_limiter_bursts_then_paces():
@@ -108,3 +114,70 @@ def test_refresh_targets_are_in_stale_buckets_only():
         assert table.buckets.index(table.bucket_of(t)) == targets.index(t)
     assert ms.refresh_targets(table, now=4001.0) == []  # marked refreshed
     assert len(ms.refresh_targets(table, now=4002.0, max_age=0.0)) == len(table.buckets)
+
+
+def test_new_hashes_go_before_overdue_reannouncements():
+    s = AnnounceSchedule(rate=1.0, interval=10.0, now=0.0)
+    old = [os.urandom(48) for _ in range(3)]
+    s.add(old, now=0.0)
+    for t in (0.0, 1.0, 2.0):  # announce the old ones: 0, 1, 2 s
+        assert len(s.take_ready(t)) == 1
+    assert s.due(2.0) == pytest.approx(10.0)
+    new = os.urandom(48)
+    s.add([new], now=30.0)  # the old ones are overdue by now, but the new one goes first
+    assert s.backlog(30.0) == 4
+    assert s.take_ready(30.0) == [new]
+    assert s.take_ready(31.0) == [old[0]]
+    assert s.backlog(31.0) == 2
+
+
+def test_restore_spreads_a_restart_over_the_time_the_rate_needs():
+    s = AnnounceSchedule(rate=10.0, interval=43200.0, now=0.0, rng=random.Random(1))
+    keys = [os.urandom(48) for _ in range(1000)]
+    s.restore(keys, now=0.0)  # 1,000 hashes at 10/s: spread over 100 s
+    new = os.urandom(48)
+    s.add([new], now=0.0)
+    assert s.take_ready(0.0)[0] == new
+    per_second: list[int] = []
+    t = 0.0
+    while t < 120.0:
+        per_second.append(len(s.take_ready(t)))
+        t += 1.0
+    assert sum(per_second) == 1000
+    assert max(per_second[1:]) <= 10  # never above the rate after the first burst
+    assert sum(per_second[:60]) <= 10 + 60 * 10
+    assert sum(per_second[:50]) < 700  # spread: not all due at once, some wait for their time
+    s.restore(keys[:5], now=200.0)  # already scheduled: they keep their time
+    assert s.backlog(200.0) == 0
+
+
+def test_retry_reschedules_a_failed_hash():
+    s = AnnounceSchedule(rate=10.0, interval=100.0, now=0.0)
+    k = os.urandom(48)
+    s.add([k], now=0.0)
+    assert s.take_ready(0.0) == [k]
+    s.retry(k, 7.0)
+    assert s.due(1.0) == 7.0 and s.take_ready(7.0) == [k]
+    s.remove([k])
+    s.retry(k, 8.0)  # removed meanwhile: stays removed
+    assert k not in s
+
+
+def test_store_backoff_pauses_after_failures_and_resumes_on_success():
+    b = StoreBackOff(initial=5.0, maximum=20.0, threshold=3)
+    b.on_result(0, 0.0)
+    b.on_result(0, 0.0)
+    assert b.ready_at(0.0) == 0.0  # two unlucky hashes are no pause
+    b.on_result(0, 1.0)
+    assert b.ready_at(1.0) == 6.0 and b.retry_at(1.0) == 6.0
+    for _ in range(10):  # stragglers of the same burst do not lengthen the pause
+        b.on_result(0, 2.0)
+    assert b.ready_at(2.0) == 6.0
+    b.on_result(0, 6.0)
+    assert b.ready_at(6.0) == 16.0
+    b.on_result(0, 16.0)
+    b.on_result(0, 36.0)
+    assert b.ready_at(36.0) == 56.0  # capped at maximum
+    b.on_result(2, 40.0)
+    assert b.ready_at(40.0) == 40.0 and b.failures == 0
+    assert b.retry_at(40.0) == 45.0
