@@ -21,6 +21,11 @@ def near(own: bytes, bit: int) -> bytes:
     return (int.from_bytes(own, "big") ^ d).to_bytes(48, "big")
 
 
+def at(own: bytes, bit: int, n: int) -> bytes:
+    """The id at XOR distance `(1 << bit) | n` from own: distinct for distinct `n < 2**bit`."""
+    return (int.from_bytes(own, "big") ^ ((1 << bit) | n)).to_bytes(48, "big")
+
+
 def c(node_id: bytes, n: int) -> Contact:
     return Contact(node_id, f"10.0.{n // 250}.{n % 250 + 1}", 4444)
 
@@ -31,11 +36,11 @@ def test_first_bucket_splits_when_it_covers_our_id():
     for n in range(8):
         assert rt.add(c(near(own, ID_BITS - 1), n), 0.0)  # all in the far half
     assert len(rt.buckets) == 1
-    assert rt.add(c(near(own, 10), 99), 0.0)  # bucket covers distance 0 -> splits
+    assert rt.add(c(at(own, 10, 99), 99), 0.0)  # bucket covers distance 0 -> splits
     assert len(rt.buckets) > 1 and len(rt) == 9
     assert all(len(b.contacts) <= 8 for b in rt.buckets)
     for n in range(7):
-        assert rt.add(c(near(own, 10), 100 + n), 0.0)  # now our 8 closest are all near
+        assert rt.add(c(at(own, 10, 100 + n), 100 + n), 0.0)  # now our 8 closest are all near
     # a full far bucket does not split for a contact that is not closer than our k-th closest
     far = rt.bucket_of(near(own, ID_BITS - 1))
     assert far.lo != 0 and len(far.contacts) == 8
@@ -75,7 +80,8 @@ def test_full_bucket_evicts_a_failing_contact_for_a_newcomer():
     own = os.urandom(48)
     rt = RoutingTable(own)
     for n in range(8):
-        rt.add(c(near(own, 5), n), 0.0)  # these 8 are our closest
+        # Eight distinct ids (near(own, 5) has only 32 values, so random ones could coincide).
+        rt.add(c(at(own, 5, n), n), 0.0)  # these 8 are our closest
     far = [c(near(own, ID_BITS - 1), 100 + n) for n in range(8)]
     rt.add(c(near(own, ID_BITS - 2), 50), 0.0)  # forces splits
     for x in far:
