@@ -200,3 +200,13 @@ class SeaweedFS:
         finally:
             client.close()
         return name
+
+
+def write_config(path: Path, server: SeaweedFS, bucket: str, db: Any = None, **overrides: str) -> Path:
+    """A config.json for `bucket` on `server` and (a MysqlParams) `db`; `overrides` replace keys."""
+    keys = server.config(bucket, protected_list_url="")
+    if db is not None:
+        keys["db_conn"] = f"{db.user}:{db.password}@tcp({db.host}:{db.port})/{db.database}"
+    keys.update(overrides)
+    path.write_text(json.dumps(keys))
+    return path

@@ -1,6 +1,7 @@
 """Read from one store, and from another when that fails (reflector.go's ITTT, "if this then that").
 
 Used for two HTTP origins (a CDN and its fallback). Read-only: writes raise ReadOnlyStoreError.
+`ReadWriteSplitStore` (reflector.go's CloudFrontRW) reads from such an origin and writes elsewhere (S3).
 """
 
 from __future__ import annotations
@@ -50,3 +51,37 @@ class FallbackStore(ReadOnlyStore):
             await self.first.close()
         finally:
             await self.second.close()
+
+
+class ReadWriteSplitStore:
+    """Reads (`has`, `get`) from `reader`, writes and deletes to `writer` (reflector.go's CloudFrontRW:
+    blobs are read through the CDN in front of a bucket and uploaded to the bucket itself)."""
+
+    def __init__(self, reader: BlobStore, writer: BlobStore, name: str = "cloudfront_rw") -> None:
+        self.reader = reader
+        self.writer = writer
+        self.name = name
+
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.reader, self.writer)
+
+    async def has(self, blob_hash: str) -> bool:
+        return await self.reader.has(blob_hash)
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        return await self.reader.get(blob_hash)
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.writer.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.writer.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.writer.delete(blob_hash)
+
+    async def close(self) -> None:
+        try:
+            await self.reader.close()
+        finally:
+            await self.writer.close()

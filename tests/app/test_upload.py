@@ -1,0 +1,189 @@
+"""`prism upload` into SeaweedFS + MariaDB, run as the real command (a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from prism.config import MysqlParams
+from prism.stream.encoder import encode_bytes
+from tests.conftest import prism_cmd, prism_env
+from tests.helpers import make_blob
+from tests.s3server import SeaweedFS, free_low_ports, write_config
+
+
+def upload(conf: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        prism_cmd("--conf", str(conf), "upload", *args),
+        env=prism_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_blobs(directory: Path, streams: int, content: int, size: int = 1000, start: int = 0) -> dict[str, str]:
+    """`streams` small streams (one sd blob and one content blob each) and `content` more blobs.
+
+    Returns each file name's kind ("sd" or "content").
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    kinds: dict[str, str] = {}
+    for i in range(streams):
+        blobs, enc = encode_bytes(os.urandom(size), f"file{i}.bin")
+        for h, data in blobs:
+            (directory / h).write_bytes(data)
+            kinds[h] = "content"
+        (directory / enc.sd_hash).write_bytes(enc.sd_bytes)
+        kinds[enc.sd_hash] = "sd"
+    for i in range(start, start + content):
+        h, data = make_blob(i, size)
+        (directory / h).write_bytes(data)
+        kinds[h] = "content"
+    return kinds
+
+
+def table_counts(db: MysqlParams) -> dict[str, int]:
+    kw = db.kwargs()
+    conn = pymysql.connect(**kw, database=kw.pop("db"))
+    try:
+        with conn.cursor() as cur:
+            counts = {}
+            for sql, name in (
+                ("SELECT COUNT(*) FROM blob_ WHERE is_stored = 1", "stored"),
+                ("SELECT COUNT(*) FROM stream", "stream"),
+                ("SELECT COUNT(*) FROM stream_blob", "stream_blob"),
+            ):
+                cur.execute(sql)
+                counts[name] = cur.fetchone()[0]
+            return counts
+    finally:
+        conn.close()
+
+
+def bucket_keys(server: SeaweedFS, bucket: str) -> set[str]:
+    client = server.client()
+    try:
+        keys: set[str] = set()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys.update(o["Key"] for o in page.get("Contents", []))
+        return keys
+    finally:
+        client.close()
+
+
+def summary(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("upload stats:"))
+
+
+@pytest.mark.slow
+def test_upload_500_blobs_then_nothing(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
+) -> None:
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
+    blobs = tmp_path / "blobs"
+    kinds = write_blobs(blobs, streams=10, content=479)
+    (blobs / ("0" * 96)).write_bytes(b"not the blob its name says")  # misnamed
+    assert len(os.listdir(blobs)) == 500
+    # 50 content blobs are stored already (by an earlier, partial upload)
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in sorted(n for n, k in kinds.items() if k == "content")[:50]:
+        os.link(blobs / name, first / name)
+    done = upload(conf, str(first))
+    assert done.returncode == 0, done.stderr
+    done = upload(conf, str(blobs), "--workers", "8")
+    assert done.returncode == 0, done.stderr
+    assert summary(done.stdout) == (
+        "upload stats: 500 blobs total, 50 already stored, 10 SD blobs uploaded, "
+        "439 content blobs uploaded, 1 skipped (file name is not the blob's hash), 0 errors"
+    )
+    assert "file name does not match hash" in done.stderr
+    assert bucket_keys(seaweedfs, s3_bucket) == set(kinds)
+    assert table_counts(mysql_database) == {"stored": 499, "stream": 10, "stream_blob": 10}
+    again = upload(conf, str(blobs), "--workers", "8")
+    assert again.returncode == 0, again.stderr
+    assert summary(again.stdout).startswith(
+        "upload stats: 500 blobs total, 499 already stored, 0 SD blobs uploaded, 0 content blobs uploaded"
+    )
+
+
+def test_delete_blobs_after_upload_removes_exactly_the_uploaded(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
+) -> None:
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
+    blobs = tmp_path / "blobs"
+    kinds = write_blobs(blobs, streams=2, content=20)
+    stored = sorted(n for n, k in kinds.items() if k == "content")[:5]
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in stored:
+        os.link(blobs / name, first / name)
+    assert upload(conf, str(first)).returncode == 0
+    (blobs / "README").write_text("not a blob")
+    done = upload(conf, str(blobs), "--delete-blobs-after-upload", "--workers", "4")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(blobs)) == sorted([*stored, "README"])
+    assert "2 SD blobs uploaded, 17 content blobs uploaded, 1 skipped" in summary(done.stdout)
+
+
+def test_sigint_stops_after_blobs_in_flight_and_rerun_completes(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
+) -> None:
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
+    blobs = tmp_path / "blobs"
+    kinds = write_blobs(blobs, streams=0, content=400, size=64 * 1024)
+    proc = subprocess.Popen(
+        prism_cmd("--conf", str(conf), "upload", str(blobs), "--workers", "2"),
+        env=prism_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while table_counts(mysql_database)["stored"] < 10:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "interrupted" in err and "Traceback" not in err
+    line = summary(out)
+    uploaded = table_counts(mysql_database)["stored"]
+    assert 10 <= uploaded < 400
+    assert f"{uploaded} content blobs uploaded" in line  # every blob counted was stored, none half
+    done = upload(conf, str(blobs), "--workers", "4")
+    assert done.returncode == 0, done.stderr
+    assert f"400 blobs total, {uploaded} already stored" in summary(done.stdout)
+    assert bucket_keys(seaweedfs, s3_bucket) == set(kinds)
+
+
+@pytest.mark.parametrize("problem", ["wrong secret", "missing bucket", "endpoint down"])
+def test_bad_s3_config_is_one_sentence(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams, problem: str
+) -> None:
+    overrides = {
+        "wrong secret": {"aws_secret": "not-the-secret"},
+        "missing bucket": {"bucket_name": "prism-missing-bucket"},
+        "endpoint down": {"s3_endpoint": f"http://127.0.0.1:{free_low_ports(1)[0]}"},
+    }[problem]
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database, **overrides)
+    blobs = tmp_path / "blobs"
+    write_blobs(blobs, streams=0, content=3)
+    done = upload(conf, str(blobs))
+    assert done.returncode == 1
+    lines = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert {"wrong secret": "aws_secret", "missing bucket": "does not exist", "endpoint down": "cannot reach"}[
+        problem
+    ] in lines[0]
+    assert table_counts(mysql_database)["stored"] == 0
