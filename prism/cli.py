@@ -115,6 +115,350 @@ def peer(
 
 
 @cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("sd_hash", metavar="SDHASH")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    help="Output directory (default: here).",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep downloaded blobs here so an interrupted download resumes (default ~/.cache/prism/blobs).",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
+def getstream(
+    address: str, sd_hash: str, out_dir: str, blob_dir: str | None, timeout: float, parallel: int
+) -> None:
+    """Download a stream from a peer, verify and decrypt it into a file."""
+    import asyncio
+
+    from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
+
+    progress = download_progress()
+    try:
+        result = asyncio.run(
+            get_stream(
+                address,
+                sd_hash,
+                out_dir,
+                blob_dir,
+                peer_timeout=timeout,
+                parallel=parallel,
+                progress=progress.update,
+            )
+        )
+    except KeyboardInterrupt:
+        progress.finish()
+        click.echo(
+            f"Error: interrupted; downloaded blobs are kept in {blob_dir or default_blob_dir()}, "
+            "run the same command again to resume",
+            err=True,
+        )
+        sys.exit(130)
+    except (GetStreamError, OSError) as e:
+        progress.finish()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    progress.finish()
+    click.echo(result.path)
+
+
+# --- the LBRY DHT: dht connect|bootstrap -----------------------------------------------------
+
+
+@cli.command("dht")
+@click.argument("mode", type=click.Choice(["connect", "bootstrap"]))
+@click.option(
+    "--nodeID", "node_id", default=None, metavar="HEX", help="Node id, 96 hex characters (default random)."
+)
+@click.option("--port", default=4567, show_default=True, type=click.IntRange(0, 65535), help="UDP port.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind the UDP port to.")
+@click.option(
+    "--rpcPort",
+    "rpc_port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="JSON-RPC port (0 = off).",
+)
+@click.option(
+    "--seeds",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Seed nodes (repeatable or comma-separated; default lbry-sdk's known DHT nodes).",
+)
+@click.option(
+    "--allow-private-peers", is_flag=True, help="Deal with peers on loopback and private addresses."
+)
+@click.option(
+    "--routing-table",
+    "state_path",
+    default=None,
+    metavar="PATH",
+    help="Where the routing table is saved on shutdown and loaded at start "
+    "(default $XDG_CACHE_HOME/prism/dht-<port>.json).",
+)
+@click.option(
+    "--peer-port",
+    default=3333,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP peer-protocol port given in announcements.",
+)
+def dht_command(
+    mode: str,
+    node_id: str | None,
+    port: int,
+    host: str,
+    rpc_port: int,
+    seeds: tuple[str, ...],
+    allow_private_peers: bool,
+    state_path: str | None,
+    peer_port: int,
+) -> None:
+    """Run a DHT node: `connect` joins the network, `bootstrap` is a seed for others."""
+    import asyncio
+    from pathlib import Path
+
+    from prism.app.dht import DhtOptions, run_dht
+    from prism.app.supervisor import StartupError
+    from prism.dht.persist import default_state_path
+    from prism.hostport import AddressError, parse_host_port_list
+
+    raw_id = None
+    if node_id is not None:
+        try:
+            raw_id = bytes.fromhex(node_id)
+        except ValueError:
+            raw_id = b""
+        if len(raw_id) != 48:
+            raise click.BadParameter("must be 96 hex characters", param_hint="--nodeID")
+    try:
+        seed_list = parse_host_port_list(seeds, what="seed") if seeds else None
+    except AddressError as e:
+        raise click.BadParameter(str(e), param_hint="--seeds") from None
+    opts = DhtOptions(
+        mode=mode,
+        state_path=Path(state_path) if state_path else default_state_path(port),
+        node_id=raw_id,
+        host=host,
+        port=port,
+        rpc_port=rpc_port,
+        seeds=seed_list,
+        allow_private_peers=allow_private_peers,
+        peer_port=peer_port,
+    )
+    try:
+        asyncio.run(run_dht(opts))
+    except StartupError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# --- disk cache maintenance: check-integrity, populate-db ------------------------------------
+
+
+@cli.command("check-integrity")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk store or cache directory to check.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hashing threads (default: CPUs - 1, at least 1).",
+)
+@click.option(
+    "--delete", is_flag=True, help="Delete corrupt blobs instead of moving them to DIR/quarantine/."
+)
+def check_integrity_cmd(store_path: str, threads: int | None, delete: bool) -> None:
+    """Re-hash every blob; quarantine (or delete) corrupt ones. Exit status 1 if any was bad."""
+    from prism.app.integrity import check_integrity, integrity_progress, list_blobs
+
+    blobs = list_blobs(store_path)
+    bar = integrity_progress(len(blobs))
+    try:
+        report = check_integrity(store_path, threads, delete, progress=bar.advance, blobs=blobs)
+    finally:
+        bar.finish()
+    click.echo(report.summary())
+    for h in report.corrupt_hashes:
+        click.echo(f"corrupt: {h}")
+    for h in report.unreadable_hashes:
+        click.echo(f"unreadable: {h}")
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command("populate-db")
+@click.option(
+    "--store-path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Disk cache directory to index.",
+)
+@click.option(
+    "--db",
+    "dsn",
+    default=None,
+    metavar="DSN",
+    help="MySQL DSN USER:PASSWORD@tcp(HOST:PORT)/DBNAME (default: local_db_conn from the config, "
+    "else the SQLite index inside the store directory).",
+)
+@click.pass_obj
+def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None:
+    """Index an existing disk cache into the localdb index (real sizes; safe to run twice)."""
+    import asyncio
+
+    from prism.app.populate_db import populate_db
+    from prism.config import ConfigError
+    from prism.db.localdb import LocalDBError
+
+    try:
+        report, where = asyncio.run(
+            populate_db(store_path, dsn if dsn is not None else obj.config.local_db_conn)
+        )
+    except (ConfigError, LocalDBError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"indexed {report.scanned} blobs into {where}: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged"
+    )
+
+
+# --- reflector uploads: send, sendblob, test -------------------------------------------------
+
+
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--sd-cache", default=None, metavar="DIR", help="Keep the sd blob here so an interrupted send resumes."
+)
+@click.option(
+    "--protocol-version",
+    type=click.IntRange(0, 1),
+    default=1,
+    show_default=True,
+    help="Reflector handshake version (0 sends content blobs first, sd blob last).",
+)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
+def send(address: str, path: str, sd_cache: str | None, protocol_version: int, timeout: float) -> None:
+    """Stream-encode a file and upload it to a reflector."""
+    import asyncio
+    import json
+
+    from prism.app.send import SendError, send_file, upload_progress
+    from prism.reflector.client import ReflectorError
+
+    progress = upload_progress(0)
+    try:
+        if progress.tty:
+            progress.total = _count_blobs(path) + 1  # content blobs and the sd blob
+        stream, source_hash, _result = asyncio.run(
+            send_file(
+                address,
+                path,
+                sd_cache=sd_cache,
+                version=protocol_version,
+                io_timeout=timeout,
+                progress=progress.advance,
+            )
+        )
+    except KeyboardInterrupt:
+        progress.finish()
+        click.echo(
+            "Error: interrupted" + (f"; the sd blob is saved in {sd_cache}" if sd_cache else ""), err=True
+        )
+        sys.exit(1)
+    except (SendError, ReflectorError, OSError, ValueError) as e:
+        progress.finish()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    progress.finish()
+    click.echo(json.dumps({"sd_hash": stream.sd_hash, "source_hash": source_hash}, indent=2))
+
+
+def _count_blobs(path: str) -> int:
+    import os
+
+    from prism.blob import MAX_CHUNK_SIZE
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    return -(-size // MAX_CHUNK_SIZE)
+
+
+@cli.command()
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, exists=True))
+@click.option("--protocol-version", type=click.IntRange(0, 1), default=1, show_default=True)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
+def sendblob(address: str, path: str | None, protocol_version: int, timeout: float) -> None:
+    """Upload one random 1024-byte blob, or the whole stream of PATH (sd blob first)."""
+    import asyncio
+    import json
+
+    from prism.app.send import SendError, send_blob_or_stream
+    from prism.reflector.client import ReflectorError
+
+    try:
+        out = asyncio.run(send_blob_or_stream(address, path, version=protocol_version, io_timeout=timeout))
+    except (SendError, ReflectorError, OSError, ValueError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command("test")
+@click.option(
+    "--receiver-port", type=int, default=5566, show_default=True, help="Reflector receiver TCP port."
+)
+@click.option("--tcp-peer-port", type=int, default=5567, show_default=True, help="Peer protocol TCP port.")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Receiver read timeout (s).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str) -> None:
+    """Run a receiver and a peer server on one memory store; list it on SIGINT/SIGTERM."""
+    import asyncio
+
+    from prism.app.supervisor import StartupError
+    from prism.app.testserver import run_test_servers
+
+    def ready(receiver: int, peer: int) -> None:
+        click.echo(f"prism test: reflector receiver on port {receiver}, peer server on port {peer}", err=True)
+
+    try:
+        asyncio.run(
+            run_test_servers(
+                receiver_port=receiver_port,
+                peer_port=tcp_peer_port,
+                host=host,
+                read_timeout=timeout,
+                echo=click.echo,
+                ready=ready,
+            )
+        )
+    except StartupError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# --- S3 origin: upload ----------------------------------------------------------------------
+
+
+@cli.command()
 @click.argument("path", metavar="PATH")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Blobs in flight.")
 @click.option(
@@ -161,6 +505,9 @@ def upload(
         click.echo("Error: interrupted; run the same command again to upload the rest", err=True)
     if interrupted or stats.errors:
         sys.exit(1)
+
+
+# --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
 def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:

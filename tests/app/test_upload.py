@@ -28,7 +28,9 @@ def upload(conf: Path, *args: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
-def write_blobs(directory: Path, streams: int, content: int, size: int = 1000, start: int = 0) -> dict[str, str]:
+def write_blobs(
+    directory: Path, streams: int, content: int, size: int = 1000, start: int = 0
+) -> dict[str, str]:
     """`streams` small streams (one sd blob and one content blob each) and `content` more blobs.
 
     Returns each file name's kind ("sd" or "content").
@@ -183,7 +185,9 @@ def test_bad_s3_config_is_one_sentence(
     assert done.returncode == 1
     lines = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
     assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
-    assert {"wrong secret": "aws_secret", "missing bucket": "does not exist", "endpoint down": "cannot reach"}[
-        problem
-    ] in lines[0]
+    assert {
+        "wrong secret": "aws_secret",
+        "missing bucket": "does not exist",
+        "endpoint down": "cannot reach",
+    }[problem] in lines[0]
     assert table_counts(mysql_database)["stored"] == 0

@@ -1,0 +1,181 @@
+"""End to end over SeaweedFS + MariaDB (issue 13's acceptance), every prism a separate process:
+
+`prism send` into `prism reflector` (S3 + DB, disk cache) puts every blob in the bucket and in
+blob_/stream/stream_blob; a second reflector with an empty cache and the same config serves the
+stream over the peer protocol and HTTP byte-identical; `prism peer` serves it too; a SeaweedFS
+restart in the middle of a download is survived by the S3 store's retries. Bad S3 settings are
+refused at start with one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from prism.config import MysqlParams
+from prism.stream import SdBlob
+from tests.app.test_reflector_e2e import Node, decode, http_get, metric, peer_get
+from tests.app.test_upload import bucket_keys, table_counts
+from tests.conftest import prism_cmd, prism_env
+from tests.s3server import SeaweedFS, free_low_ports, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def s3_node(name: str, tmp_path: Path, conf: Path, *flags: str) -> Node:
+    cache = f"1GB:{tmp_path / (name + '-cache')}:localdb"
+    return Node(name, tmp_path, conf, "--use-db=true", "--disk-cache", cache, *flags)
+
+
+def start_s3_peer(conf: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            prism_cmd("--conf", str(conf), "peer", "--host", "127.0.0.1", "--port", "0", *extra),
+            env=prism_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = re.search(rb"listening on 127\.0\.0\.1:(\d+)", log_path.read_bytes())
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"prism peer did not start: {log_path.read_text()}")
+
+
+async def send(node: Node, source: Path) -> str:
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        prism_cmd("--conf", "none", "send", f"127.0.0.1:{node.receiver}", str(source)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=prism_env(),
+    )
+    assert sent.returncode == 0, sent.stderr
+    return str(json.loads(sent.stdout)["sd_hash"])
+
+
+async def test_send_then_serve_from_a_second_node_peer_and_restart(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
+) -> None:
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
+    source = tmp_path / "movie.bin"
+    payload = os.urandom(5 * 1024 * 1024 + 777)
+    source.write_bytes(payload)
+    nodes: list[Node] = []
+    peer_proc: subprocess.Popen[bytes] | None = None
+    try:
+        a = s3_node("A", tmp_path, conf)
+        nodes.append(a.start())
+        sd_hash = await send(a, source)
+        sd = SdBlob.parse((tmp_path / "A-cache" / sd_hash[:2] / sd_hash).read_bytes())
+        hashes = [info.blob_hash for info in sd.content_blobs]
+        assert bucket_keys(seaweedfs, s3_bucket) == {sd_hash, *hashes}
+        assert table_counts(mysql_database) == {
+            "stored": 1 + len(hashes),
+            "stream": 1,
+            "stream_blob": len(hashes),
+        }
+        async with aiohttp.ClientSession() as session:
+            assert await metric(session, a, "reflector_s3_out_bytes") >= len(payload)
+
+        # A second node, empty cache, same config: the origin is shared, not the node.
+        b = s3_node("B", tmp_path, conf, "--disable-uploads")
+        nodes.append(b.start())
+        async with aiohttp.ClientSession() as session:
+            sd_bytes, _ = await http_get(session, b, sd_hash)
+            over_http = {h: (await http_get(session, b, h))[0] for h in hashes}
+            assert await metric(session, b, "reflector_s3_in_bytes") >= len(payload)
+        assert decode(sd_bytes, over_http) == payload
+        over_peer = {h: await peer_get(b, h) for h in hashes}
+        assert over_peer == over_http
+
+        # `prism peer` over S3 + DB.
+        peer_proc, port = start_s3_peer(conf, tmp_path / "peer.log")
+        from prism.store.peer import PeerStore
+
+        client = PeerStore(f"127.0.0.1:{port}", 20)
+        try:
+            from_peer = {}
+            for h in [sd_hash, *hashes]:
+                with await client.get(h) as ref:
+                    from_peer[h] = ref.read()
+        finally:
+            await client.close()
+        assert decode(from_peer[sd_hash], {h: from_peer[h] for h in hashes}) == payload
+
+        # A third node with an empty cache downloads while SeaweedFS restarts.
+        c = s3_node("C", tmp_path, conf, "--disable-uploads")
+        nodes.append(c.start())
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            got = {sd_hash: (await http_get(session, c, sd_hash))[0]}
+            seaweedfs.stop()
+            restart = threading.Thread(target=seaweedfs.start)
+            restart.start()
+            try:
+                for h in hashes:
+                    got[h] = (await http_get(session, c, h))[0]
+            finally:
+                await asyncio.to_thread(restart.join)
+        assert decode(got[sd_hash], {h: got[h] for h in hashes}) == payload
+    finally:
+        if peer_proc is not None:
+            peer_proc.terminate()
+            peer_proc.wait(10)
+        for node in reversed(nodes):
+            node.kill()
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ("reflector", "wrong secret"),
+        ("reflector", "missing bucket"),
+        ("reflector", "endpoint down"),
+        ("peer", "wrong secret"),
+        ("peer", "missing bucket"),
+    ],
+)
+def test_bad_s3_settings_refused_at_start(
+    tmp_path: Path,
+    seaweedfs: SeaweedFS,
+    s3_bucket: str,
+    mysql_database: MysqlParams,
+    command: str,
+    problem: str,
+) -> None:
+    overrides = {
+        "wrong secret": {"aws_secret": "not-the-secret"},
+        "missing bucket": {"bucket_name": "prism-missing-bucket"},
+        "endpoint down": {"s3_endpoint": f"http://127.0.0.1:{free_low_ports(1)[0]}"},
+    }[problem]
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database, **overrides)
+    if command == "reflector":
+        args = s3_node("R", tmp_path, conf).args
+    else:
+        args = ["--conf", str(conf), "peer", "--host", "127.0.0.1", "--port", "0"]
+    done = subprocess.run(prism_cmd(*args), env=prism_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "Traceback" in ln]
+    assert len(errors) == 1 and errors[0].startswith("Error: "), done.stderr
+    expected = {
+        "wrong secret": "aws_secret",
+        "missing bucket": "does not exist",
+        "endpoint down": "cannot reach",
+    }
+    assert expected[problem] in errors[0]
