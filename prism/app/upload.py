@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from prism.app.progress import ProgressBar, duration, megabytes
 from prism.app.s3origin import OriginConfigError, check_s3, main_database, names_a_bucket, s3_store
-from prism.config import Config
 from prism.blob import is_valid_hash
+from prism.config import Config
 from prism.db.mysql import MysqlDatabase
 from prism.store.base import BlobStore, StoreError
 from prism.store.db_backed import DBBackedStore
