@@ -146,16 +146,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-async def misses(conf: Path, workdir: Path, hashes: list[str], size: int) -> float:
+async def misses(conf: Path, workdir: Path, hashes: list[str], size: int, cache: str) -> float:
     """(c): seconds to GET every blob through a fresh reflector's HTTP server, 16 in flight."""
     http = free_port()
     flags = ["--host", "127.0.0.1", "--disable-uploads", "--use-db=true"]
     flags += ["--http-peer-port", str(http), "--tcp-peer-port", str(free_port())]
     flags += ["--http3-peer-port", str(free_port(socket.SOCK_DGRAM)), "--metrics-port", str(free_port())]
-    flags += ["--disk-cache", f"10GB:{workdir / 'cache'}:localdb"]
-    log = open(workdir / "reflector.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        prism("--conf", str(conf), "reflector", *flags), stdout=log, stderr=log, env=prism_env()
+    flags += ["--disk-cache", cache.replace("DIR", str(workdir / "cache"))]
+    log = open(workdir / "reflector.log", "wb")
+    proc = await asyncio.create_subprocess_exec(
+        *prism("--conf", str(conf), "reflector", *flags), stdout=log, stderr=log, env=prism_env()
     )
     try:
         for _ in range(300):
@@ -176,7 +176,7 @@ async def misses(conf: Path, workdir: Path, hashes: list[str], size: int) -> flo
             return time.perf_counter() - start
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        await asyncio.wait_for(proc.wait(), 30)
         log.close()
 
 
@@ -194,7 +194,7 @@ async def one_round(
     try:
         conf = write_config(root / "config.json", server, server.create_bucket(), db)
         upload_s = upload(conf, directory)
-        miss_s = await misses(conf, root, list(blobs), args.size)
+        miss_s = await misses(conf, root, list(blobs), args.size, args.cache)
     finally:
         drop_database(base, db.database)
     for p in directory.iterdir():
@@ -212,6 +212,11 @@ def main() -> None:
     parser.add_argument("--blobs", type=int, default=200)
     parser.add_argument("--size", type=int, default=2 * 1024 * 1024)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--cache",
+        default="10GB:DIR:localdb",
+        help="--disk-cache of the reflector in (c); DIR is a scratch dir",
+    )
     args = parser.parse_args()
     base = parse_mysql_dsn(DSN)
     with tempfile.TemporaryDirectory(prefix="prism-bench-s3-") as tmp:
