@@ -210,3 +210,23 @@ def write_config(path: Path, server: SeaweedFS, bucket: str, db: Any = None, **o
     keys.update(overrides)
     path.write_text(json.dumps(keys))
     return path
+
+
+BAD_SETTINGS = ("wrong secret", "missing bucket", "endpoint down")
+"""The S3 problems every command must refuse at start with one sentence."""
+
+
+def bad_settings(problem: str) -> tuple[dict[str, str], str]:
+    """Config overrides that cause `problem`, and a phrase the one-sentence error must contain."""
+    return {
+        "wrong secret": ({"aws_secret": "not-the-secret"}, "aws_secret"),
+        "missing bucket": ({"bucket_name": "prism-missing-bucket"}, "does not exist"),
+        "endpoint down": ({"s3_endpoint": f"http://127.0.0.1:{free_low_ports(1)[0]}"}, "cannot reach"),
+    }[problem]
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `Error: ...` line of a command that refused to start (and no traceback)."""
+    errors = [ln for ln in stderr.splitlines() if "Error" in ln or "Traceback" in ln]
+    assert len(errors) == 1 and errors[0].startswith("Error: "), stderr
+    return errors[0]

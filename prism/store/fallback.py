@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from prism.store.base import BlobRef, BlobStore, ReadOnlyStore, Timer
+from prism.store.base import BlobRef, BlobStore, ReadOnlyStore, Timer, WrappingStore
 
 log = logging.getLogger("prism.store.fallback")
 
@@ -53,23 +53,17 @@ class FallbackStore(ReadOnlyStore):
             await self.second.close()
 
 
-class ReadWriteSplitStore:
+class ReadWriteSplitStore(WrappingStore):
     """Reads (`has`, `get`) from `reader`, writes and deletes to `writer` (reflector.go's CloudFrontRW:
     blobs are read through the CDN in front of a bucket and uploaded to the bucket itself)."""
 
     def __init__(self, reader: BlobStore, writer: BlobStore, name: str = "cloudfront_rw") -> None:
-        self.reader = reader
+        self.inner = reader
         self.writer = writer
         self.name = name
 
     def wrapped(self) -> tuple[BlobStore, ...]:
-        return (self.reader, self.writer)
-
-    async def has(self, blob_hash: str) -> bool:
-        return await self.reader.has(blob_hash)
-
-    async def get(self, blob_hash: str) -> BlobRef:
-        return await self.reader.get(blob_hash)
+        return (self.inner, self.writer)
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         await self.writer.put(blob_hash, data)
@@ -82,6 +76,6 @@ class ReadWriteSplitStore:
 
     async def close(self) -> None:
         try:
-            await self.reader.close()
+            await self.inner.close()
         finally:
             await self.writer.close()

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import aiohttp
@@ -23,10 +21,11 @@ import pytest
 
 from prism.config import MysqlParams
 from prism.stream import SdBlob
+from tests.app.test_peer_getstream_cli import start_peer_command
 from tests.app.test_reflector_e2e import Node, decode, http_get, metric, peer_get
 from tests.app.test_upload import bucket_keys, table_counts
 from tests.conftest import prism_cmd, prism_env
-from tests.s3server import SeaweedFS, free_low_ports, write_config
+from tests.s3server import BAD_SETTINGS, SeaweedFS, bad_settings, one_error_line, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,26 +33,6 @@ pytestmark = pytest.mark.slow
 def s3_node(name: str, tmp_path: Path, conf: Path, *flags: str) -> Node:
     cache = f"1GB:{tmp_path / (name + '-cache')}:localdb"
     return Node(name, tmp_path, conf, "--use-db=true", "--disk-cache", cache, *flags)
-
-
-def start_s3_peer(conf: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            prism_cmd("--conf", str(conf), "peer", "--host", "127.0.0.1", "--port", "0", *extra),
-            env=prism_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        m = re.search(rb"listening on 127\.0\.0\.1:(\d+)", log_path.read_bytes())
-        if m:
-            return proc, int(m.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"prism peer did not start: {log_path.read_text()}")
 
 
 async def send(node: Node, source: Path) -> str:
@@ -105,7 +84,7 @@ async def test_send_then_serve_from_a_second_node_peer_and_restart(
         assert over_peer == over_http
 
         # `prism peer` over S3 + DB.
-        peer_proc, port = start_s3_peer(conf, tmp_path / "peer.log")
+        peer_proc, port = start_peer_command(tmp_path / "peer.log", "--conf", str(conf), "peer")
         from prism.store.peer import PeerStore
 
         client = PeerStore(f"127.0.0.1:{port}", 20)
@@ -143,13 +122,7 @@ async def test_send_then_serve_from_a_second_node_peer_and_restart(
 
 @pytest.mark.parametrize(
     ("command", "problem"),
-    [
-        ("reflector", "wrong secret"),
-        ("reflector", "missing bucket"),
-        ("reflector", "endpoint down"),
-        ("peer", "wrong secret"),
-        ("peer", "missing bucket"),
-    ],
+    [*(("reflector", p) for p in BAD_SETTINGS), ("peer", "wrong secret"), ("peer", "missing bucket")],
 )
 def test_bad_s3_settings_refused_at_start(
     tmp_path: Path,
@@ -159,11 +132,7 @@ def test_bad_s3_settings_refused_at_start(
     command: str,
     problem: str,
 ) -> None:
-    overrides = {
-        "wrong secret": {"aws_secret": "not-the-secret"},
-        "missing bucket": {"bucket_name": "prism-missing-bucket"},
-        "endpoint down": {"s3_endpoint": f"http://127.0.0.1:{free_low_ports(1)[0]}"},
-    }[problem]
+    overrides, phrase = bad_settings(problem)
     conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database, **overrides)
     if command == "reflector":
         args = s3_node("R", tmp_path, conf).args
@@ -171,11 +140,4 @@ def test_bad_s3_settings_refused_at_start(
         args = ["--conf", str(conf), "peer", "--host", "127.0.0.1", "--port", "0"]
     done = subprocess.run(prism_cmd(*args), env=prism_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "Traceback" in ln]
-    assert len(errors) == 1 and errors[0].startswith("Error: "), done.stderr
-    expected = {
-        "wrong secret": "aws_secret",
-        "missing bucket": "does not exist",
-        "endpoint down": "cannot reach",
-    }
-    assert expected[problem] in errors[0]
+    assert phrase in one_error_line(done.stderr)

@@ -15,7 +15,7 @@ from prism.config import MysqlParams
 from prism.stream.encoder import encode_bytes
 from tests.conftest import prism_cmd, prism_env
 from tests.helpers import make_blob
-from tests.s3server import SeaweedFS, free_low_ports, write_config
+from tests.s3server import BAD_SETTINGS, SeaweedFS, bad_settings, one_error_line, write_config
 
 
 def upload(conf: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -49,6 +49,15 @@ def write_blobs(
         (directory / h).write_bytes(data)
         kinds[h] = "content"
     return kinds
+
+
+def upload_some_first(conf: Path, blobs: Path, names: list[str], scratch: Path) -> None:
+    """Store `names` of `blobs` with an earlier upload run (of hard links in `scratch`)."""
+    scratch.mkdir()
+    for name in names:
+        os.link(blobs / name, scratch / name)
+    done = upload(conf, str(scratch))
+    assert done.returncode == 0, done.stderr
 
 
 def table_counts(db: MysqlParams) -> dict[str, int]:
@@ -94,12 +103,9 @@ def test_upload_500_blobs_then_nothing(
     (blobs / ("0" * 96)).write_bytes(b"not the blob its name says")  # misnamed
     assert len(os.listdir(blobs)) == 500
     # 50 content blobs are stored already (by an earlier, partial upload)
-    first = tmp_path / "first"
-    first.mkdir()
-    for name in sorted(n for n, k in kinds.items() if k == "content")[:50]:
-        os.link(blobs / name, first / name)
-    done = upload(conf, str(first))
-    assert done.returncode == 0, done.stderr
+    upload_some_first(
+        conf, blobs, sorted(n for n, k in kinds.items() if k == "content")[:50], tmp_path / "first"
+    )
     done = upload(conf, str(blobs), "--workers", "8")
     assert done.returncode == 0, done.stderr
     assert summary(done.stdout) == (
@@ -123,11 +129,7 @@ def test_delete_blobs_after_upload_removes_exactly_the_uploaded(
     blobs = tmp_path / "blobs"
     kinds = write_blobs(blobs, streams=2, content=20)
     stored = sorted(n for n, k in kinds.items() if k == "content")[:5]
-    first = tmp_path / "first"
-    first.mkdir()
-    for name in stored:
-        os.link(blobs / name, first / name)
-    assert upload(conf, str(first)).returncode == 0
+    upload_some_first(conf, blobs, stored, tmp_path / "first")
     (blobs / "README").write_text("not a blob")
     done = upload(conf, str(blobs), "--delete-blobs-after-upload", "--workers", "4")
     assert done.returncode == 0, done.stderr
@@ -169,25 +171,15 @@ def test_sigint_stops_after_blobs_in_flight_and_rerun_completes(
     assert bucket_keys(seaweedfs, s3_bucket) == set(kinds)
 
 
-@pytest.mark.parametrize("problem", ["wrong secret", "missing bucket", "endpoint down"])
+@pytest.mark.parametrize("problem", BAD_SETTINGS)
 def test_bad_s3_config_is_one_sentence(
     tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams, problem: str
 ) -> None:
-    overrides = {
-        "wrong secret": {"aws_secret": "not-the-secret"},
-        "missing bucket": {"bucket_name": "prism-missing-bucket"},
-        "endpoint down": {"s3_endpoint": f"http://127.0.0.1:{free_low_ports(1)[0]}"},
-    }[problem]
+    overrides, phrase = bad_settings(problem)
     conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database, **overrides)
     blobs = tmp_path / "blobs"
     write_blobs(blobs, streams=0, content=3)
     done = upload(conf, str(blobs))
     assert done.returncode == 1
-    lines = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
-    assert {
-        "wrong secret": "aws_secret",
-        "missing bucket": "does not exist",
-        "endpoint down": "cannot reach",
-    }[problem] in lines[0]
+    assert phrase in one_error_line(done.stderr)
     assert table_counts(mysql_database)["stored"] == 0
