@@ -10,7 +10,6 @@ refused at start with one sentence.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import pytest
 from prism.config import MysqlParams
 from prism.stream import SdBlob
 from tests.app.test_peer_getstream_cli import start_peer_command
-from tests.app.test_reflector_e2e import Node, decode, http_get, metric, peer_get
+from tests.app.test_reflector_e2e import Node, decode, http_get, metric, peer_get, send
 from tests.app.test_upload import bucket_keys, table_counts
 from tests.conftest import prism_cmd, prism_env
 from tests.s3server import BAD_SETTINGS, SeaweedFS, bad_settings, one_error_line, write_config
@@ -33,19 +32,6 @@ pytestmark = pytest.mark.slow
 def s3_node(name: str, tmp_path: Path, conf: Path, *flags: str) -> Node:
     cache = f"1GB:{tmp_path / (name + '-cache')}:localdb"
     return Node(name, tmp_path, conf, "--use-db=true", "--disk-cache", cache, *flags)
-
-
-async def send(node: Node, source: Path) -> str:
-    sent = await asyncio.to_thread(
-        subprocess.run,
-        prism_cmd("--conf", "none", "send", f"127.0.0.1:{node.receiver}", str(source)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=prism_env(),
-    )
-    assert sent.returncode == 0, sent.stderr
-    return str(json.loads(sent.stdout)["sd_hash"])
 
 
 async def test_send_then_serve_from_a_second_node_peer_and_restart(
