@@ -98,7 +98,7 @@ class SeaweedFS:
             "-debug.port=0",
             "-metricsPort=0",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=200",
+            "-volume.max=1000",  # each bucket grows its own volumes (7 at a time)
             "-volume.preStopSeconds=0",
             "-master.electionTimeout=1s",
         ]
