@@ -5,7 +5,9 @@ Usage: python bench/s3.py [--blobs 200] [--size 2097152] [--rounds 1]
 The same blobs go (a) through the raw aiobotocore client alone (PUT with 8 in flight, then GET
 with 16 in flight), (b) through `prism upload --workers 8` (a subprocess: S3 + DB, wall time
 including its start), and (c) through `prism reflector`'s HTTP server (S3 + DB origin, empty
-disk cache, so every GET is a miss; 16 in flight from this process). Prints MB/s for each and
+disk cache, so every GET is a miss; 16 in flight from this process). For reference it also
+times the raw GETs with a SHA-384 check of each blob, the least work a verified miss does.
+Prints MB/s for each (`--cache ""` runs (c) without a disk cache) and
 `s3_miss_vs_raw_ratio=<(c)/(a) GET>`, then last `s3_upload_vs_raw_ratio=<(b)/(a) PUT>`.
 Scratch buckets and a scratch database (PRISM_BENCH_MYSQL, default root@127.0.0.1:3306) are
 dropped at the end.
@@ -79,8 +81,9 @@ async def in_flight(n: int, items: list[str], op) -> None:  # type: ignore[no-un
     await asyncio.gather(*(worker() for _ in range(n)))
 
 
-async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[float, float]:
-    """(a): seconds to PUT every blob with 8 in flight, then to GET them with 16 in flight."""
+async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[float, float, float]:
+    """(a): seconds to PUT every blob with 8 in flight, then to GET them with 16 in flight, then
+    to GET them again checking each SHA-384 (in a thread, as prism does): the work a miss must do."""
     from aiobotocore.session import get_session
     from botocore.config import Config
 
@@ -109,12 +112,21 @@ async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[
                 data = await body.read()
             assert len(data) == len(blobs[h])
 
+        async def get_verified(h: str) -> None:
+            r = await client.get_object(Bucket=bucket, Key=h)
+            async with r["Body"] as body:
+                data = await body.read()
+            assert await asyncio.to_thread(sha384_hex, data) == h
+
         start = time.perf_counter()
         await in_flight(8, list(blobs), put)
         put_s = time.perf_counter() - start
         start = time.perf_counter()
         await in_flight(16, list(blobs), get)
-        return put_s, time.perf_counter() - start
+        get_s = time.perf_counter() - start
+        start = time.perf_counter()
+        await in_flight(16, list(blobs), get_verified)
+        return put_s, get_s, time.perf_counter() - start
 
 
 def prism(*args: str) -> list[str]:
@@ -185,7 +197,7 @@ async def one_round(
 ) -> dict[str, float]:
     blobs = {sha384_hex(d): d for d in (os.urandom(args.size) for _ in range(args.blobs))}
     total = args.size * args.blobs / MB
-    put_s, get_s = await raw(server, server.create_bucket(), blobs)
+    put_s, get_s, verified_s = await raw(server, server.create_bucket(), blobs)
     directory = root / "blobs"
     directory.mkdir(exist_ok=True)
     for h, data in blobs.items():
@@ -202,6 +214,7 @@ async def one_round(
     return {
         "raw_put": total / put_s,
         "raw_get": total / get_s,
+        "raw_get_sha": total / verified_s,
         "upload": total / upload_s,
         "miss": total / miss_s,
     }
@@ -227,12 +240,29 @@ def main() -> None:
             results = [asyncio.run(one_round(server, base, args, root)) for _ in range(args.rounds)]
         finally:
             server.stop()
-    print(f"{args.blobs} blobs of {args.size} bytes, SeaweedFS and MariaDB on this host")
-    print(
-        f"{'round':>5} {'(a) raw PUT':>12} {'(b) upload':>12} {'(a) raw GET':>12} {'(c) miss GET':>13}  MB/s"
+    print(f"{args.blobs} blobs of {args.size} bytes, SeaweedFS and MariaDB on this host; MB/s")
+    head = (
+        "round",
+        "(a) raw PUT",
+        "(b) upload",
+        "b/a",
+        "(a) raw GET",
+        "raw GET+sha384",
+        "(c) miss GET",
+        "c/a",
     )
+    print("".join(f"{h:>15}" for h in head))
     for i, r in enumerate(results, 1):
-        print(f"{i:>5} {r['raw_put']:>12.1f} {r['upload']:>12.1f} {r['raw_get']:>12.1f} {r['miss']:>13.1f}")
+        row = (
+            r["raw_put"],
+            r["upload"],
+            r["upload"] / r["raw_put"],
+            r["raw_get"],
+            r["raw_get_sha"],
+            r["miss"],
+        )
+        cells = [*row, r["miss"] / r["raw_get"]]
+        print(f"{i:>15}" + "".join(f"{v:>15.2f}" if v < 10 else f"{v:>15.1f}" for v in cells))
     best = max(results, key=lambda r: r["upload"] / r["raw_put"])
     print(json.dumps({k: round(v, 1) for k, v in best.items()}))
     print(f"s3_miss_vs_raw_ratio={best['miss'] / best['raw_get']:.3f}")
