@@ -501,6 +501,7 @@ def upload(
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
     click.echo(stats.summary())
+    click.echo(stats.rate())
     if interrupted:
         click.echo("Error: interrupted; run the same command again to upload the rest", err=True)
     if interrupted or stats.errors:

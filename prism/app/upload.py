@@ -48,6 +48,8 @@ class UploadStats:
     misnamed: int = 0
     errors: int = 0
     bytes_uploaded: int = 0
+    seconds: float = 0.0
+    """From the first file read to the last blob stored (the exists check included)."""
     uploaded_paths: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -57,6 +59,10 @@ class UploadStats:
             f"{self.sd_uploaded} SD blobs uploaded, {self.content_uploaded} content blobs uploaded, "
             f"{self.misnamed} skipped (file name is not the blob's hash), {self.errors} errors"
         )
+
+    def rate(self) -> str:
+        mbps = self.bytes_uploaded / 1e6 / max(self.seconds, 1e-6)
+        return f"uploaded {megabytes(self.bytes_uploaded)} in {self.seconds:.2f}s ({mbps:.1f} MB/s)"
 
 
 def blob_files(path: str) -> list[str]:
@@ -112,6 +118,7 @@ class Uploader:
         self.stopping = True
 
     async def run(self, paths: list[str]) -> UploadStats:
+        started = time.monotonic()
         self.stats.total = len(paths)
         todo = await self._not_stored(paths)
         if self.progress is not None:
@@ -120,6 +127,7 @@ class Uploader:
         await asyncio.gather(*(self._worker(queue) for _ in range(min(self.workers, len(todo) or 1))))
         if self.progress is not None:
             self.progress.finish()
+        self.stats.seconds = time.monotonic() - started
         return self.stats
 
     async def _not_stored(self, paths: list[str]) -> list[str]:
