@@ -112,10 +112,10 @@ def is_transient(code: str, status: int) -> bool:
 class S3RetryPolicy:
     """Bounded retries with exponential backoff: `delay(n)` before attempt n+1, or None to give up.
 
-    The default budget (about 7 s of pauses) outlasts a restart of a local S3 server.
+    The default budget (about 11 s of pauses) outlasts a restart of an S3 server.
     """
 
-    attempts: int = 8
+    attempts: int = 10
     first_delay: float = 0.1
     max_delay: float = 2.0
 

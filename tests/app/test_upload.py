@@ -142,7 +142,7 @@ def test_sigint_stops_after_blobs_in_flight_and_rerun_completes(
 ) -> None:
     conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
     blobs = tmp_path / "blobs"
-    kinds = write_blobs(blobs, streams=0, content=400, size=64 * 1024)
+    kinds = write_blobs(blobs, streams=0, content=600, size=64 * 1024)
     proc = subprocess.Popen(
         prism_cmd("--conf", str(conf), "upload", str(blobs), "--workers", "2"),
         env=prism_env(),
@@ -163,11 +163,11 @@ def test_sigint_stops_after_blobs_in_flight_and_rerun_completes(
     assert "interrupted" in err and "Traceback" not in err
     line = summary(out)
     uploaded = table_counts(mysql_database)["stored"]
-    assert 10 <= uploaded < 400
+    assert 10 <= uploaded < 600
     assert f"{uploaded} content blobs uploaded" in line  # every blob counted was stored, none half
     done = upload(conf, str(blobs), "--workers", "4")
     assert done.returncode == 0, done.stderr
-    assert f"400 blobs total, {uploaded} already stored" in summary(done.stdout)
+    assert f"600 blobs total, {uploaded} already stored" in summary(done.stdout)
     assert bucket_keys(seaweedfs, s3_bucket) == set(kinds)
 
 
