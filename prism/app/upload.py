@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from prism.app.progress import ProgressBar, duration, megabytes
 from prism.app.s3origin import OriginConfigError, check_s3, main_database, names_a_bucket, s3_store
@@ -179,9 +180,9 @@ class Uploader:
         return len(data)
 
 
-def upload_progress(tty: bool | None = None) -> ProgressBar:
+def upload_progress(tty: bool | None = None, stream: TextIO | None = None) -> ProgressBar:
     """Blobs, bytes, rate and ETA on a terminal; a log line per tenth elsewhere."""
-    return ProgressBar(_status, tty=tty, on_tenth=lambda bar: log.info("%s", _status(bar)))
+    return ProgressBar(_status, tty=tty, stream=stream, on_tenth=lambda bar: log.info("%s", _status(bar)))
 
 
 def _status(bar: ProgressBar) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from prism.blob import sha384_hex
 from prism.config import MysqlParams
 from prism.stream.encoder import encode_bytes
 from tests.conftest import prism_cmd, prism_env
@@ -183,3 +184,53 @@ def test_bad_s3_config_is_one_sentence(
     assert done.returncode == 1
     assert phrase in one_error_line(done.stderr)
     assert table_counts(mysql_database)["stored"] == 0
+
+
+def test_json_that_is_not_an_sd_blob_is_content_and_skip_exists_check_uploads_again(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
+) -> None:
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket, mysql_database)
+    blobs = tmp_path / "blobs"
+    write_blobs(blobs, streams=1, content=0)
+    not_sd = b'{"stream_name": "not an sd blob", "blobs": 3}'
+    (blobs / sha384_hex(not_sd)).write_bytes(not_sd)
+    done = upload(conf, str(blobs))
+    assert done.returncode == 0, done.stderr
+    # reflector.go would send any valid JSON through PutSD (and fail on the missing stream_hash).
+    assert "1 SD blobs uploaded, 2 content blobs uploaded" in summary(done.stdout)
+    assert table_counts(mysql_database) == {"stored": 3, "stream": 1, "stream_blob": 1}
+    again = upload(conf, str(blobs), "--skipExistsCheck")
+    assert again.returncode == 0, again.stderr
+    assert "3 blobs total, 0 already stored, 1 SD blobs uploaded, 2 content blobs uploaded" in summary(
+        again.stdout
+    )
+
+
+# -- in-process, over a memory store (no S3): the progress bar and stop() ------------------------
+
+
+async def test_progress_bar_on_a_terminal_and_stop_after_blobs_in_flight(tmp_path: Path) -> None:
+    import io
+
+    from prism.app.upload import Uploader, blob_files, upload_progress
+    from tests.helpers import CountingStore
+
+    write_blobs(tmp_path, streams=0, content=20)
+    screen = io.StringIO()
+    store = CountingStore()
+    uploader = Uploader(store, None, workers=2, progress=upload_progress(tty=True, stream=screen))
+    stats = await uploader.run(blob_files(str(tmp_path)))
+    assert stats.content_uploaded == 20 and len(store.blobs) == 20
+    assert "20/20 blobs, 0.0 MB" in screen.getvalue() and "ETA" in screen.getvalue()
+
+    store = CountingStore()
+    uploader = Uploader(store, None, workers=2)
+    real_put = store.put
+
+    async def put_then_interrupt(h: str, data: bytes) -> None:
+        uploader.stop()  # SIGINT while two blobs are in flight
+        await real_put(h, data)
+
+    store.put = put_then_interrupt  # type: ignore[method-assign]
+    stats = await uploader.run(blob_files(str(tmp_path)))
+    assert stats.content_uploaded == 2 == len(store.blobs)
