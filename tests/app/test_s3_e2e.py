@@ -127,3 +127,35 @@ def test_bad_s3_settings_refused_at_start(
     done = subprocess.run(prism_cmd(*args), env=prism_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert phrase in one_error_line(done.stderr)
+
+
+async def test_peer_nodb_serves_the_bucket_alone(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    from prism.store.peer import PeerStore
+    from tests.helpers import random_blob
+
+    h, d = random_blob(300_000)
+    client = seaweedfs.client()
+    client.put_object(Bucket=s3_bucket, Key=h, Body=d)
+    client.close()
+    conf = write_config(tmp_path / "config.json", seaweedfs, s3_bucket)  # no db_conn
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        prism_cmd("--conf", str(conf), "peer", "--port", "0"),
+        env=prism_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert "db_conn" in one_error_line(refused.stderr) and "--nodb" in refused.stderr
+    proc, port = start_peer_command(tmp_path / "peer.log", "--conf", str(conf), "peer", "--nodb")
+    store = PeerStore(f"127.0.0.1:{port}", 20)
+    try:
+        with await store.get(h) as ref:
+            assert ref.read() == d
+        assert not await store.has(h.replace(h[0], "0" if h[0] != "0" else "1", 1))
+    finally:
+        await store.close()
+        proc.terminate()
+        assert proc.wait(10) == 0
