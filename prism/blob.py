@@ -7,6 +7,7 @@ Hashes are validated here, at the edge, before any of them can reach a file path
 from __future__ import annotations
 
 import hashlib
+from typing import TypeGuard
 
 MAX_BLOB_SIZE = 2 * 1024 * 1024
 """Largest blob in bytes (2 MiB)."""
@@ -40,7 +41,7 @@ class HashMismatchError(BlobError):
     """Blob bytes do not hash to the name they were offered under."""
 
 
-def is_valid_hash(value: object) -> bool:
+def is_valid_hash(value: object) -> TypeGuard[str]:
     """True for exactly 96 lowercase hex characters."""
     return isinstance(value, str) and len(value) == HASH_HEX_LENGTH and _HEX.issuperset(value)
 
@@ -48,7 +49,7 @@ def is_valid_hash(value: object) -> bool:
 def validate_hash(value: object) -> str:
     """Return `value` if it is a valid blob hash, else raise InvalidHashError."""
     if is_valid_hash(value):
-        return value  # type: ignore[return-value]
+        return value
     shown = repr(value)
     if len(shown) > 120:
         shown = shown[:117] + "..."

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL
 from prism.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from prism.logs import COMPONENTS, setup_logging
 from prism.version import build_info
@@ -24,14 +25,115 @@ class PrismContext:
 
 
 def _verbose_choice(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """`-v dht -v http` and `-v dht,node_finder` alike (cobra's string slice)."""
     allowed = (*COMPONENTS, "all", "node_finder")
-    for v in value:
+    names = [v.strip() for item in value for v in item.split(",") if v.strip()]
+    for v in names:
         if v not in allowed:
             raise click.BadParameter(f"unknown component {v!r}; choose from {', '.join(allowed)}")
-    return tuple("dht" if v == "node_finder" else v for v in value)
+    return tuple("dht" if v == "node_finder" else v for v in names)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+GLOBAL_FLAGS = (
+    ("--conf PATH", f"JSON config file (default {DEFAULT_CONFIG_PATH}; 'none' disables it)."),
+    (
+        "-v, --verbose COMPONENT",
+        f"Debug-log components: {', '.join(COMPONENTS)}, node_finder, all (repeat or comma-list).",
+    ),
+)
+_GLOBAL_WITH_VALUE = ("--conf", "-v", "--verbose")
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move `--conf` and `-v/--verbose` found anywhere (before `--`) to the front.
+
+    cobra's persistent flags are accepted before or after the subcommand; click's group options
+    only before it, so the group sees them where it looks.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_WITH_VALUE and i + 1 < len(args):
+            hoisted += args[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith(("--conf=", "--verbose=")) or (arg.startswith("-v") and not arg.startswith("--")):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
+_GO_TRUE = ("1", "t", "true")
+_GO_FALSE = ("0", "f", "false")
+
+
+def parse_go_bool(flag: str, text: str) -> bool:
+    """Go's strconv.ParseBool, as cobra parses `--flag=VALUE`; BadParameter names the flag."""
+    if text.lower() in _GO_TRUE:
+        return True
+    if text.lower() in _GO_FALSE:
+        return False
+    raise click.BadParameter(f"{text!r} is not a boolean: use true or false (1/0, t/f)", param_hint=flag)
+
+
+class GoBoolOption(click.Option):
+    """A bool flag whose default may be true: `--flag`, `--flag=true|false|1|0|t|f` (never `--flag VALUE`)."""
+
+
+class PrismCommand(click.Command):
+    """A subcommand: Go-style bool flags, and the global flags listed in its help."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._go_bools(args))
+
+    def _go_bools(self, args: list[str]) -> list[str]:
+        plain = {o for p in self.params if isinstance(p, click.Option) and _is_plain_flag(p) for o in p.opts}
+        valued = {o for p in self.params if isinstance(p, GoBoolOption) for o in p.opts}
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                return out + args[i:]
+            name, eq, value = arg.partition("=")
+            if arg in valued:
+                out.append(f"{arg}=true")  # so a bare flag never takes the next word as its value
+            elif eq and name in plain:
+                out = [a for a in out if a != name]  # the last occurrence wins, as in cobra
+                if parse_go_bool(name, value):
+                    out.append(name)
+            else:
+                out.append(arg)
+        return out
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Global flags (before or after the command)"):
+            formatter.write_dl(list(GLOBAL_FLAGS))
+
+
+def _is_plain_flag(option: click.Option) -> bool:
+    return option.is_flag and option.is_bool_flag and not option.secondary_opts
+
+
+class PrismGroup(click.Group):
+    """The root: global flags anywhere on the line; subcommands are PrismCommands, subgroups PrismGroups."""
+
+    command_class = PrismCommand
+    group_class = type
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # only the root has the global flags
+            args = hoist_global_flags(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=PrismGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--conf",
     default=None,
@@ -44,11 +146,14 @@ def _verbose_choice(ctx: click.Context, param: click.Parameter, value: tuple[str
     multiple=True,
     callback=_verbose_choice,
     metavar="COMPONENT",
-    help=f"Debug-log a component ({', '.join(COMPONENTS)}, all). Repeatable.",
+    help=f"Debug-log a component ({', '.join(COMPONENTS)}, node_finder, all). Repeat or comma-list.",
 )
 @click.pass_context
 def cli(ctx: click.Context, conf: str | None, verbose: tuple[str, ...]) -> None:
-    """prism: LBRY blob reflector, blob cache, peer server and DHT node."""
+    """prism: LBRY blob reflector, blob cache, peer server and DHT node.
+
+    Global flags go before or after the command; `prism help COMMAND` shows a command's flags.
+    """
     setup_logging(verbose)
     explicit = conf is not None
     path = conf if explicit else DEFAULT_CONFIG_PATH
@@ -58,6 +163,21 @@ def cli(ctx: click.Context, conf: str | None, verbose: tuple[str, ...]) -> None:
         click.echo(f"Error: {e}", err=True)
         ctx.exit(1)
     ctx.obj = PrismContext(config, None if path == "none" else path)
+
+
+@cli.command("help")
+@click.argument("command", required=False, metavar="[COMMAND]")
+@click.pass_context
+def help_cmd(ctx: click.Context, command: str | None) -> None:
+    """Show the help of prism or of one command."""
+    root = ctx.find_root()
+    if command is None:
+        click.echo(root.get_help())
+        return
+    cmd = cli.get_command(root, command)
+    if cmd is None:
+        raise click.UsageError(f"unknown command {command!r}; `prism help` lists them")
+    click.echo(cmd.get_help(click.Context(cmd, info_name=command, parent=root)))
 
 
 @cli.command()
@@ -122,7 +242,7 @@ def peer(
     "out_dir",
     type=click.Path(file_okay=False),
     default=".",
-    help="Output directory (default: here).",
+    help="Output directory (default: here; created if missing).",
 )
 @click.option(
     "--blob-dir",
@@ -130,16 +250,34 @@ def peer(
     default=None,
     help="Keep downloaded blobs here so an interrupted download resumes (default ~/.cache/prism/blobs).",
 )
+@click.option(
+    "--blob-cache-size",
+    default="2GB",
+    show_default=True,
+    metavar="SIZE",
+    help="Bytes the blob directory keeps after a download, oldest blobs removed first (0: no limit).",
+)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per peer operation.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs in flight.")
 def getstream(
-    address: str, sd_hash: str, out_dir: str, blob_dir: str | None, timeout: float, parallel: int
+    address: str,
+    sd_hash: str,
+    out_dir: str,
+    blob_dir: str | None,
+    blob_cache_size: str,
+    timeout: float,
+    parallel: int,
 ) -> None:
     """Download a stream from a peer, verify and decrypt it into a file."""
     import asyncio
 
+    from prism.app.cache_chain import DiskCacheSpecError, parse_size
     from prism.app.getstream import GetStreamError, default_blob_dir, download_progress, get_stream
 
+    try:
+        blob_cache_bytes = parse_size(blob_cache_size)
+    except DiskCacheSpecError as e:
+        raise click.BadParameter(str(e), param_hint="--blob-cache-size") from None
     progress = download_progress()
     try:
         result = asyncio.run(
@@ -151,6 +289,7 @@ def getstream(
                 peer_timeout=timeout,
                 parallel=parallel,
                 progress=progress.update,
+                blob_cache_bytes=blob_cache_bytes,
             )
         )
     except KeyboardInterrupt:
@@ -508,13 +647,111 @@ def upload(
         sys.exit(1)
 
 
+# --- claims: decode, resolve, publish (claims.md) ---------------------------------------------
+
+
+@cli.command("decode")
+@click.argument("value", metavar="HEX")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole claim as JSON (prism addition).")
+def decode_cmd(value: str, as_json: bool) -> None:
+    """Decode a hex claim value and print it as reflector.go does."""
+    from prism.app.claims import decode_json, decode_text
+    from prism.claim.decode import ClaimError, decode_claim_hex
+
+    try:
+        decoded = decode_claim_hex(value)
+    except ClaimError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(decode_json(decoded) if as_json else decode_text(decoded))
+
+
+@cli.command("resolve")
+@click.argument("address", metavar="ADDRESS:PORT")
+@click.argument("url", metavar="URL")
+def resolve_cmd(address: str, url: str) -> None:
+    """Resolve a LBRY URL at a wallet server and print its claim."""
+    import asyncio
+
+    from prism.app.claims import resolve_claim, resolve_text
+    from prism.hostport import AddressError
+    from prism.hub.protocol import HubError
+    from prism.hub.url import UrlError
+
+    try:
+        decoded = asyncio.run(resolve_claim(address, url))
+    except (UrlError, AddressError, HubError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(resolve_text(decoded))
+
+
+@cli.command("publish")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="The claim name (required).")
+@click.option("--title", default="", help="Claim title.")
+@click.option("--description", default="", help="Claim description.")
+@click.option("--author", default="", help="Stream author.")
+@click.option(
+    "--tags", multiple=True, help="Tags (repeatable or comma-separated; reflector.go ignores them)."
+)
+@click.option("--release-time", type=int, default=0, show_default=True, help="Unix time of release.")
+@click.option(
+    "--reflector", default="reflector.lbry.com:5566", show_default=True, help="Where the stream is reflected."
+)
+@click.option(
+    "--lbrycrd", "lbrycrd_url", default="", help="http://user:password@host:port (default: lbrycrd.conf)."
+)
+@click.option(
+    "--lbrycrd-conf", default="", help="lbrycrd.conf path (default ~/.lbrycrd/, REGTEST=true: regtest)."
+)
+def publish_cmd(
+    path: str,
+    name: str,
+    title: str,
+    description: str,
+    author: str,
+    tags: tuple[str, ...],
+    release_time: int,
+    reflector: str,
+    lbrycrd_url: str,
+    lbrycrd_conf: str,
+) -> None:
+    """Claim FILE's stream on chain through lbrycrd, after reflecting it."""
+    import asyncio
+
+    from prism.app.lbrycrd import Lbrycrd, LbrycrdError, conf_path, url_from_conf
+    from prism.app.publish import PublishError, PublishRequest, publish, publish_output
+    from prism.app.send import SendError
+    from prism.reflector.client import ReflectorError
+
+    request = PublishRequest(
+        path,
+        name,
+        title=title,
+        description=description,
+        author=author,
+        tags=[t.strip() for tag in tags for t in tag.split(",") if t.strip()],
+        release_time=release_time,
+        reflector=reflector,
+    )
+    try:
+        client = Lbrycrd(lbrycrd_url or url_from_conf(lbrycrd_conf or conf_path()))
+        published = asyncio.run(publish(request, client, echo=lambda s: click.echo(s, err=True)))
+    except (PublishError, LbrycrdError, SendError, ReflectorError, OSError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(publish_output(published))
+
+
 # --- prism reflector: blob cache and reflector server ----------------------------------------
 
 
 def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
-    """A Go-style bool flag: `--name`, `--name=true` or `--name=false`."""
+    """A bool flag that may default to true: `--name`, `--name=true` or `--name=false`."""
     return click.option(
         name,
+        cls=GoBoolOption,
         type=click.BOOL,
         default=default,
         is_flag=False,
@@ -531,7 +768,7 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
 @click.option("--receiver-port", type=int, default=5566, show_default=True, help="Reflector upload port.")
 @click.option("--metrics-port", type=int, default=2112, show_default=True, help="Prometheus /metrics port.")
 @_go_bool("--disable-uploads", False, "Do not start the reflector receiver.")
-@_go_bool("--disable-blocklist", False, "Do not apply the blocklist to uploads.")
+@_go_bool("--disable-blocklist", False, "Do not run the blocklist updater or apply it to uploads.")
 @_go_bool("--use-db", True, "Wrap the origin in the DB-backed store using db_conn from the config.")
 @click.option("--upstream-reflector", default="", help="host:port of another reflector to pull blobs from.")
 @click.option("--upstream-protocol", default="http", show_default=True, help="tcp, http or http3.")
@@ -565,9 +802,34 @@ def _go_bool(name: str, default: bool, help_text: str) -> Callable[[F], F]:
     show_default=True,
     help="QUIC datagram size; raise it only on links that carry it (loopback, LAN).",
 )
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server binds to.")
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address every server binds to (:: listens on IPv6 and IPv4).",
+)
+@click.option(
+    "--protected-list-url",
+    default=None,
+    metavar="URL",
+    help="Protected-content list URL (default: protected_list_url of the config, else odysee's); '' = off.",
+)
 @click.option(
     "--shutdown-grace", type=float, default=5.0, show_default=True, help="Seconds for transfers at exit."
+)
+@click.option("--blocklist-url", default=DEFAULT_LIST_URL, show_default=True, help="Blocked-outpoints list.")
+@click.option(
+    "--blocklist-hubs",
+    default=",".join(DEFAULT_HUBS),
+    show_default=True,
+    help="Wallet servers (host:port, comma-separated) that resolve blocked outpoints.",
+)
+@click.option(
+    "--blocklist-interval",
+    type=click.FloatRange(min=1.0),
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between blocklist updates.",
 )
 @click.pass_obj
 def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import NamedTuple
 
 
@@ -56,3 +57,31 @@ def parse_host_port_list(
         for part in item.split(",")
         if part.strip()
     ]
+
+
+def bind_socket(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+    """A non-blocking socket bound to `host`:`port`, for every TCP and UDP server.
+
+    An IPv6 host listens dual-stack (IPV6_V6ONLY off, like nginx's `ipv6only=off`), so `--host ::`
+    answers on `[::1]` and `127.0.0.1` alike. A TCP socket reuses the address (a restart does not
+    wait for TIME_WAIT); the caller listens.
+    """
+    family, _, proto, _, addr = socket.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_address(sock: socket.socket) -> HostPort:
+    """Where a bound socket listens, for logs (`[::]:5567`, `0.0.0.0:5567`)."""
+    host, port = sock.getsockname()[:2]
+    return HostPort(host, port)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from prism.hostport import HostPort, bind_socket
 from prism.stats import ServerStats
 from prism.store.base import BlobStore
 
@@ -42,7 +43,15 @@ class TcpBlobServer(Generic[C]):
     async def _listen(self, connection: Callable[[], C]) -> None:
         """Bind and start accepting, each connection made by `connection()`."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            connection, self.host, self.port, reuse_address=True, backlog=1024
-        )
+        sock = bind_socket(self.host, self.port)
+        try:
+            self._server = await loop.create_server(connection, sock=sock, backlog=1024)
+        except BaseException:
+            sock.close()
+            raise
         self.port = int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> HostPort:
+        """Where it listens, bracketed for IPv6 in logs."""
+        return HostPort(self.host, self.port)

@@ -79,3 +79,16 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 def s3_bucket(seaweedfs: SeaweedFS) -> str:
     """A fresh empty bucket on the session's SeaweedFS."""
     return seaweedfs.create_bucket()
+
+
+async def run_prism(*args: str, limit: float = 120.0) -> tuple[int, str, str]:
+    """Run `prism --conf none ARGS` to completion without blocking the loop: (exit code, stdout, stderr)."""
+    import asyncio
+    import subprocess
+
+    proc = await asyncio.create_subprocess_exec(
+        *prism_cmd("--conf", "none", *args), env=prism_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -68,10 +68,11 @@ async def run_dht(opts: DhtOptions) -> None:
     supervisor.add("dht node", node, "--port")
     supervisor.add("ready", Call(start=show_node))
     if opts.rpc_port:
-        rpc = DhtRpcServer(node, "0.0.0.0", opts.rpc_port)
+        # On the node's --host, not every interface: the JSON-RPC is unauthenticated.
+        rpc = DhtRpcServer(node, opts.host, opts.rpc_port)
 
         async def show_rpc() -> None:
-            print(f"json-rpc: 0.0.0.0:{rpc.port}", flush=True)
+            print(f"json-rpc: {HostPort(opts.host, rpc.port)}", flush=True)
 
         supervisor.add("json-rpc server", rpc, "--rpcPort")
         supervisor.add("json-rpc ready", Call(start=show_rpc))

@@ -15,10 +15,11 @@ import datetime
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
+from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, duration, megabytes
 from prism.blob import sha384_hex, validate_hash
 from prism.peer.client import (
@@ -30,7 +31,7 @@ from prism.peer.client import (
     PeerTimeoutError,
 )
 from prism.store.base import BlobNotFound
-from prism.store.disk import DiskStore
+from prism.store.disk import DiskBlob, DiskStore, scan_blobs
 from prism.store.peer import parse_address
 from prism.stream import SdBlob, SdBlobError, StreamDecoder, StreamError, sanitize_file_name
 from prism.stream.sd import BlobInfo
@@ -56,6 +57,37 @@ class GetStreamResult:
 
 ProgressCallback = Callable[[int, int], None]
 """progress(bytes_done, bytes_total), called after each content blob."""
+
+
+DEFAULT_BLOB_CACHE_BYTES = 2 << 30
+"""How much the blob directory keeps between downloads (2 GiB); the oldest blobs go first."""
+
+
+def blobs_to_trim(blobs: Iterable[DiskBlob], limit: int) -> list[DiskBlob]:
+    """The oldest blobs to remove so the rest fit in `limit` bytes (pure; 0 means no limit)."""
+    ordered = sorted(blobs, key=lambda b: b.stamp, reverse=True)
+    kept = 0
+    trim = []
+    for blob in ordered:
+        kept += blob.size
+        if limit and kept > limit:
+            trim.append(blob)
+    return trim
+
+
+def trim_blob_dir(root: str, limit: int) -> tuple[int, int]:
+    """Remove the oldest blobs of a getstream blob directory beyond `limit` bytes: (blobs, bytes)."""
+    if not os.path.isdir(root):
+        return 0, 0
+    removed = freed = 0
+    for blob in blobs_to_trim(scan_blobs(root), limit):
+        try:
+            os.unlink(blob.path)
+        except FileNotFoundError:
+            continue
+        removed += 1
+        freed += blob.size
+    return removed, freed
 
 
 def default_blob_dir() -> str:
@@ -158,17 +190,24 @@ async def get_stream(
     peer_timeout: float = DEFAULT_TIMEOUT,
     parallel: int = 4,
     progress: ProgressCallback | None = None,
+    blob_cache_bytes: int = DEFAULT_BLOB_CACHE_BYTES,
 ) -> GetStreamResult:
-    """Download, verify and decrypt the stream `sd_hash` from the peer at `address` into `out_dir`."""
+    """Download, verify and decrypt the stream `sd_hash` from the peer at `address` into `out_dir`.
+
+    `out_dir` is created if missing. Afterwards the blob directory is trimmed, oldest blobs first,
+    to `blob_cache_bytes` (0: kept whole).
+    """
     try:
         validate_hash(sd_hash)
         host, port = parse_address(address)
     except ValueError as e:
         raise GetStreamError(str(e)) from None
+    if not os.path.isdir(out_dir):
+        log.info("creating output directory %s", out_dir)
     try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise GetStreamError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+        ensure_directory(out_dir, "--out")
+    except DirectoryError as e:
+        raise GetStreamError(str(e)) from None
     cache = DiskStore(blob_dir or default_blob_dir())
     client = PeerClient(host, port, peer_timeout, max_connections=max(1, parallel))
     source = _BlobSource(client, cache)
@@ -177,6 +216,9 @@ async def get_stream(
         final, size = await _write_stream(sd, sd_hash, source, out_dir, parallel, progress)
     finally:
         await client.close()
+    removed, freed = await asyncio.to_thread(trim_blob_dir, cache.root, blob_cache_bytes)
+    if removed:
+        log.info("blob cache %s: removed the %d oldest blobs (%d bytes)", cache.root, removed, freed)
     log.info(
         "wrote %s (%d bytes; %d blobs downloaded, %d from the blob cache)",
         final,

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiohttp import web
@@ -22,6 +22,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from prism.app.blocklist import BlocklistSnapshot
+from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore, walk_chain
@@ -41,6 +43,12 @@ class ServerSource(Protocol):
     def snapshot(self) -> ServerSnapshot: ...
 
 
+class BlocklistSource(Protocol):
+    """The blocklist updater."""
+
+    def snapshot(self) -> BlocklistSnapshot: ...
+
+
 class ReceiverSource(Protocol):
     """A reflector receiver."""
 
@@ -56,6 +64,7 @@ class Scrape:
     stores: list[StoreSnapshot]
     tasks: int | None
     """Running asyncio tasks (None outside a loop)."""
+    blocklists: list[BlocklistSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +148,17 @@ def _routines(s: Scrape) -> Iterator[Sample]:
         yield (("kind", "tasks"), ("package", "asyncio")), s.tasks
 
 
+def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
+    return lambda s: (((), value(b)) for b in s.blocklists)
+
+
 def _byte_counter(short: str, read: Callable[[Scrape], Iterator[Sample]]) -> Series:
     return Series(short, "counter", short.replace("_", " "), read, always=True)
+
+
+def _cache_gauge(short: str, help_text: str, value: Callable[[StoreSnapshot], int | None]) -> Series:
+    """A gauge per cache layer (size, capacity), labelled like the cache counters."""
+    return Series(short, "gauge", help_text, _cache_layer(value))
 
 
 SERIES: tuple[Series, ...] = (
@@ -233,7 +251,39 @@ SERIES: tuple[Series, ...] = (
         "Blobs evicted from a cache",
         _cache_layer(lambda x: x.evictions),
     ),
+    _cache_gauge("cache_size_bytes", "Bytes of blobs a cache holds", lambda x: x.size_bytes),
+    _cache_gauge("cache_size_blobs", "Blobs a cache holds", lambda x: x.size_blobs),
+    _cache_gauge("cache_capacity_bytes", "Size limit of a cache in bytes", lambda x: x.capacity_bytes),
+    _cache_gauge("cache_capacity_blobs", "Blobs a cache can hold", lambda x: x.capacity_blobs),
     Series("routines", "gauge", "Running asyncio tasks and open connections", _routines),
+    Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
+    Series(
+        "blocklist_failed_runs_total",
+        "counter",
+        "Blocklist updates that could not fetch a list or reach a wallet server",
+        _blocklist(lambda b: b.failed_runs),
+    ),
+    Series(
+        "blocklist_outpoints",
+        "gauge",
+        "Outpoints in the last blocked list",
+        _blocklist(lambda b: b.outpoints),
+    ),
+    Series(
+        "blocklist_blocked", "gauge", "sd hashes blocked by the last update", _blocklist(lambda b: b.blocked)
+    ),
+    Series(
+        "blocklist_skipped",
+        "gauge",
+        "Blocked outpoints of the last update that are not streams",
+        _blocklist(lambda b: b.skipped),
+    ),
+    Series(
+        "blocklist_errors",
+        "gauge",
+        "Blocked outpoints of the last update that could not be resolved",
+        _blocklist(lambda b: b.errors),
+    ),
 )
 
 
@@ -243,6 +293,7 @@ class Metrics:
     def __init__(self) -> None:
         self.servers: list[ServerSource] = []
         self.receivers: list[ReceiverSource] = []
+        self.blocklists: list[BlocklistSource] = []
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -265,7 +316,11 @@ class Metrics:
         except RuntimeError:
             tasks = None
         return Scrape(
-            [s.snapshot() for s in self.servers], [r.snapshot() for r in self.receivers], stores, tasks
+            [s.snapshot() for s in self.servers],
+            [r.snapshot() for r in self.receivers],
+            stores,
+            tasks,
+            [b.snapshot() for b in self.blocklists],
         )
 
     def render(self) -> bytes:
@@ -312,7 +367,7 @@ class MetricsServer:
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
 
     @property
     def port(self) -> int:
@@ -325,14 +380,14 @@ class MetricsServer:
         app.router.add_get("/metrics", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
         try:
+            self._site = web.SockSite(self._runner, bind_socket(self.host, self._port))
             await self._site.start()
         except BaseException:
             await self._runner.cleanup()
             self._runner = None
             raise
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        log.info("metrics on http://%s/metrics", HostPort(self.host, self.port))
 
     async def _handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")

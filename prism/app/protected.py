@@ -3,7 +3,8 @@
 Fetched from a configurable URL (config key `protected_list_url`) and cached for two
 minutes. Requests never wait on a refresh once a first answer exists: a stale list is used
 while a new one is fetched in the background. A failed fetch means "not protected" (until
-the next successful one) and is logged.
+the next successful one). Only changes are logged: the first failure, and the first success
+after failures, so a blobcache without network says it once, not every few seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ProtectedList:
         self.next_fetch = 0.0
         self.fetches = 0
         self.failures = 0
+        self.failing = False
+        """The last fetch failed (what the log said last)."""
         self._task: asyncio.Task[None] | None = None
 
     async def is_protected(self, blob_hash: str) -> bool:
@@ -68,8 +71,18 @@ class ProtectedList:
         except Exception as e:
             self.failures += 1
             self.next_fetch = self.clock() + RETRY_SECONDS
-            log.warning("protected list %s: fetch failed (%s); treating blobs as not protected", self.url, e)
+            if not self.failing:
+                log.info(
+                    "protected list %s: fetch failed (%s); serving every blob as not protected until it "
+                    "answers (--protected-list-url '' turns the list off)",
+                    self.url,
+                    e or type(e).__name__,
+                )
+            self.failing = True
             return
+        if self.failing:
+            log.info("protected list %s: fetched again (%d hashes)", self.url, len(hashes))
+        self.failing = False
         self.hashes = hashes
         self.fetched_at = self.clock()
         self.next_fetch = self.fetched_at + self.ttl

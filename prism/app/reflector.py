@@ -14,14 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL, BlocklistUpdater
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
 from prism.app.metrics import Metrics, MetricsServer
+from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.protected import ProtectedList
 from prism.app.s3origin import OriginConfigError, check_s3, names_a_bucket, s3_store
 from prism.app.supervisor import Call, Supervisor
-from prism.config import Config
+from prism.config import Config, ConfigError, parse_mysql_dsn
 from prism.db.mysql import MysqlDatabase
-from prism.hostport import AddressError, parse_host_port
+from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.http.h3server import Http3BlobServer
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer
@@ -42,6 +44,9 @@ from prism.store.singleflight import SingleFlightStore
 log = logging.getLogger("prism.app")
 
 UPSTREAM_PROTOCOLS = ("tcp", "http", "http3")
+UPSTREAM_DEFAULT_PORTS = {"http": 80, "tcp": 5567, "http3": 5568}
+"""The port of an --upstream-reflector given without one: reflector.go's HTTP upstream is
+`http://` + the value (port 80); tcp and http3 take the standard peer and HTTP/3 ports."""
 UPSTREAM_TIMEOUT = 30.0
 RECEIVER_TIMEOUT = 180.0
 DEFAULT_DISK_CACHE = "100GB:/tmp/downloaded_blobs:localdb"
@@ -80,6 +85,12 @@ class ReflectorOptions:
     http3_max_datagram_size: int = DEFAULT_DATAGRAM_SIZE
     host: str = "0.0.0.0"
     shutdown_grace: float = 5.0
+    blocklist_url: str = DEFAULT_LIST_URL
+    blocklist_hubs: str = ",".join(DEFAULT_HUBS)
+    """Wallet servers (comma-separated host:port) the blocklist updater resolves outpoints with."""
+    blocklist_interval: float = DEFAULT_INTERVAL
+    protected_list_url: str | None = None
+    """None: the config's `protected_list_url` (reflector.go's URL by default); "": no list."""
 
 
 # -- origin kinds -------------------------------------------------------------------------
@@ -98,8 +109,20 @@ class OriginKind:
     """It checks each blob's SHA-384 on arrival, so a cache fill need not hash it again."""
 
 
+def upstream_address(opts: ReflectorOptions) -> HostPort:
+    """--upstream-reflector as HOST:PORT, the protocol's standard port when none is given."""
+    try:
+        return parse_host_port(
+            opts.upstream_reflector,
+            default_port=UPSTREAM_DEFAULT_PORTS.get(opts.upstream_protocol),
+            what="--upstream-reflector",
+        )
+    except AddressError as e:
+        raise ReflectorConfigError(str(e)) from None
+
+
 def _upstream_reflector(opts: ReflectorOptions, config: Config) -> BlobStore:
-    addr = opts.upstream_reflector
+    addr = str(upstream_address(opts))
     if opts.upstream_protocol == "tcp":
         return BytesInCounter(PeerStore(addr, UPSTREAM_TIMEOUT))
     if opts.upstream_protocol == "http3":
@@ -108,8 +131,7 @@ def _upstream_reflector(opts: ReflectorOptions, config: Config) -> BlobStore:
 
 
 def _store_path(opts: ReflectorOptions, config: Config) -> BlobStore:
-    os.makedirs(opts.store_path, exist_ok=True)
-    return DiskStore(opts.store_path)
+    return DiskStore(opts.store_path)  # validate made the directory
 
 
 def _origin_endpoint(opts: ReflectorOptions, config: Config) -> BlobStore:
@@ -191,15 +213,43 @@ def validate(opts: ReflectorOptions, config: Config) -> OriginKind:
         )
     _check_files(opts)
     _check_ports(opts)
-    for flag, spec in (
+    _check_dsns(opts, config)
+    _check_directories(opts)
+    return origin
+
+
+def _check_dsns(opts: ReflectorOptions, config: Config) -> None:
+    keys = [("local_db_conn", config.local_db_conn)]
+    if opts.use_db:
+        keys.append(("db_conn", config.db_conn))
+    for key, dsn in keys:
+        if dsn:
+            try:
+                parse_mysql_dsn(dsn)
+            except ConfigError as e:
+                raise ReflectorConfigError(f"{key} in the config file: {e}") from None
+
+
+def _check_directories(opts: ReflectorOptions) -> None:
+    """Every directory the flags name exists (created if missing) and is writable."""
+    dirs: list[tuple[str, str]] = []
+    for flag, text in (
         ("--disk-cache", opts.disk_cache),
         ("--optional-disk-cache", opts.optional_disk_cache),
     ):
         try:
-            parse_disk_cache_spec(spec)
+            spec = parse_disk_cache_spec(text)
         except DiskCacheSpecError as e:
             raise ReflectorConfigError(f"{flag}: {e}") from None
-    return origin
+        if spec is not None:
+            dirs.append((flag, spec.path))
+    if opts.store_path:
+        dirs.append(("--store-path", opts.store_path))
+    for flag, path in dirs:
+        try:
+            ensure_directory(path, flag)
+        except DirectoryError as e:
+            raise ReflectorConfigError(str(e)) from None
 
 
 def _check_values(opts: ReflectorOptions) -> None:
@@ -223,10 +273,7 @@ def _check_values(opts: ReflectorOptions) -> None:
                 f"{flag} must be an http:// or https:// URL ending in '/', got {url!r}"
             )
     if opts.upstream_reflector:
-        try:
-            parse_host_port(opts.upstream_reflector, what="--upstream-reflector")
-        except AddressError as e:
-            raise ReflectorConfigError(str(e)) from None
+        upstream_address(opts)
 
 
 def _check_origin(opts: ReflectorOptions, config: Config) -> OriginKind:
@@ -319,6 +366,7 @@ class Reflector:
     servers: Servers
     supervisor: Supervisor
     metrics: Metrics
+    blocklist: BlocklistUpdater | None = None
 
     @property
     def underlying(self) -> BlobStore:
@@ -443,14 +491,29 @@ async def build(opts: ReflectorOptions, config: Config) -> Reflector:
     stores = build_stores(opts, config, build_origin(opts, config, kind))
     metrics = Metrics()
     metrics.stores.append(stores.outer)
-    protected = ProtectedList(config.protected_list_url)
+    url = opts.protected_list_url
+    protected = ProtectedList(config.protected_list_url if url is None else url)
     servers = build_servers(opts, stores, protected, metrics)
     if servers.receiver is not None:
         metrics.receivers.append(servers.receiver)
     metrics.servers.extend((servers.peer, servers.http3, servers.http))
     supervisor = Supervisor(grace=opts.shutdown_grace)
     supervise(stores, servers, protected, supervisor)
-    return Reflector(opts, stores, servers, supervisor, metrics)
+    blocklist = _blocklist_updater(opts, servers)
+    if blocklist is not None:
+        supervisor.add("blocklist updater", blocklist, "--blocklist-url")
+        metrics.blocklists.append(blocklist)
+    return Reflector(opts, stores, servers, supervisor, metrics, blocklist)
+
+
+def _blocklist_updater(opts: ReflectorOptions, servers: Servers) -> BlocklistUpdater | None:
+    """The updater over the receiver's Blocklister (the DB-backed store), unless --disable-blocklist."""
+    if opts.disable_blocklist or servers.receiver is None or servers.receiver.blocklister is None:
+        return None
+    hubs = [h.strip() for h in opts.blocklist_hubs.split(",") if h.strip()]
+    return BlocklistUpdater(
+        servers.receiver.blocklister, list_url=opts.blocklist_url, hubs=hubs, interval=opts.blocklist_interval
+    )
 
 
 async def run_reflector(opts: ReflectorOptions, config: Config) -> None:

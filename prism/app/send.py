@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, megabytes
 from prism.blob import MAX_CHUNK_SIZE
 from prism.hostport import AddressError, HostPort, parse_host_port
@@ -69,6 +70,11 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
     it, so a file that changed since is an error rather than a stream that does not match.
     """
     cache_file = sd_cache_path(sd_cache, path) if sd_cache else None
+    if sd_cache:
+        try:
+            ensure_directory(sd_cache, "--sd-cache")
+        except DirectoryError as e:
+            raise SendError(str(e)) from None
     cached: bytes | None = None
     if cache_file and os.path.exists(cache_file):
         with open(cache_file, "rb") as f:
@@ -90,8 +96,10 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
         ) from e
     sd_bytes = encoder.sd_bytes
     if cache_file and cached is None:
-        os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
-        _write_atomically(cache_file, sd_bytes)
+        try:
+            _write_atomically(cache_file, sd_bytes)
+        except OSError as e:
+            raise SendError(f"--sd-cache: cannot save the sd blob as {cache_file}: {e.strerror}") from None
     return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
 
 
@@ -156,8 +164,15 @@ async def send_file(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
             result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
+            missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
         producer.close()
+    if missing:
+        raise SendError(
+            f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "
+            "upload; run the same send again to retry"
+            + (f" (with --sd-cache {sd_cache} it sends only those)" if sd_cache else "")
+        )
     return stream, stream.source_hash, result
 
 

@@ -26,6 +26,7 @@ from prism.dht.routing import Contact
 from prism.dht.schedule import AnnounceSchedule, MaintenanceSchedule
 from prism.dht.tokens import StoreAttempts, TokenCache
 from prism.dht.workers import Announcer, Maintainer, run_lookup
+from prism.hostport import HostPort, bind_socket
 
 log = logging.getLogger("prism.dht")
 
@@ -37,8 +38,10 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, node: DhtNode) -> None:
         self.node = node
 
-    def datagram_received(self, data: bytes, addr: Addr) -> None:
-        self.node._on_datagram(data, addr)
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        host = addr[0]
+        # On a dual-stack socket (--host ::) an IPv4 peer arrives as ::ffff:a.b.c.d; the DHT speaks IPv4.
+        self.node._on_datagram(data, (host[7:] if host.startswith("::ffff:") else host, addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -61,6 +64,7 @@ class DhtNode:
         self.config = config or DhtConfig()
         self._requested_id = node_id
         self.host = host
+        self._dual_stack = False
         self.port = port
         self.peer_port = peer_port
         self.seeds = list(seeds)
@@ -114,12 +118,16 @@ class DhtNode:
         self._tasks.append(loop.create_task(self.maintainer.run(), name="dht-refresh"))
         if join and can_join:
             self._tasks.append(loop.create_task(self.maintainer.join_until_joined(), name="dht-join"))
-        log.info("dht node %s listening on %s:%d", self.node_id.hex()[:16], *self.address)
+        log.info("dht node %s listening on %s", self.node_id.hex()[:16], HostPort(*self.address))
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, self.port), family=socket.AF_INET
-        )
+        sock = bind_socket(self.host, self.port, socket.SOCK_DGRAM)
+        self._dual_stack = sock.family == socket.AF_INET6
+        try:
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         with contextlib.suppress(OSError):  # a bigger buffer rides out bursts; the default still works
             self._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 
@@ -152,6 +160,12 @@ class DhtNode:
         self.core.datagram_received(data, addr, self._now())
         self._flush()
 
+    def _mapped(self, addr: Addr) -> Addr:
+        """An IPv4 address as a dual-stack IPv6 socket needs it."""
+        if self._dual_stack and ":" not in addr[0]:
+            return (f"::ffff:{addr[0]}", addr[1])
+        return addr
+
     def _flush(self) -> None:
         core = self.core
         assert core is not None
@@ -159,7 +173,7 @@ class DhtNode:
             transport = self._transport
             for data, addr in core.take_datagrams():
                 if transport is not None:
-                    transport.sendto(data, addr)
+                    transport.sendto(data, self._mapped(addr))
         if core.has_events:
             for ev in core.take_events():
                 fut = self._futures.pop(ev.rpc_id, None)

@@ -21,7 +21,7 @@ from prism.dht.messages import NODE_ID_LENGTH
 from prism.dht.node import DhtNode
 from prism.dht.routing import Contact
 from prism.dht.workers import resolve_ipv4
-from prism.hostport import AddressError, parse_host_port
+from prism.hostport import AddressError, HostPort, bind_socket, parse_host_port
 
 log = logging.getLogger("prism.dht")
 
@@ -74,11 +74,16 @@ class DhtRpcServer:
         app.router.add_post("/", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            site = web.SockSite(self._runner, bind_socket(self.host, self.port))
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         if self._runner.addresses:  # the port actually bound, when 0 was asked for
             self.port = int(self._runner.addresses[0][1])
-        log.info("dht json-rpc listening on %s:%d", self.host, self.port)
+        log.info("dht json-rpc listening on %s", HostPort(self.host, self.port))
 
     async def stop(self, grace: float = 1.0) -> None:
         if self._runner is not None:

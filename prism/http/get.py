@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prism.http.negcache import NegativeCache
 from prism.http.queue import QueueFull, RequestQueue
+from prism.logs import RepeatFilter, access_line
 from prism.stats import ErrorType, ServerStats
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, Timer
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.http")
+access_log = logging.getLogger("prism.http.access")
+"""One DEBUG line per GET (`-v http`)."""
 
 ProtectedCheck = Callable[[str], Awaitable[bool]]
 
@@ -60,9 +64,33 @@ class BlobGetter:
     negative_cache: NegativeCache | None
     name: str
     """Names the server in traces and logs (`http`, `http3`)."""
+    repeats: RepeatFilter = field(default_factory=RepeatFilter)
+    """An upstream that is down fails every miss alike: logged once, not per request."""
 
-    async def get(self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True) -> None:
-        """Answer a GET of a valid `blob_hash` through `respond` (called once)."""
+    async def get(
+        self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True, client: str = "-"
+    ) -> None:
+        """Answer a GET of a valid `blob_hash` through `respond` (called once); `client` is for the log."""
+        if not access_log.isEnabledFor(logging.DEBUG):
+            await self._get(blob_hash, respond, may_be_protected)
+            return
+        timer = Timer()
+        outcomes: list[GetOutcome] = []
+
+        async def logged(outcome: GetOutcome) -> None:
+            outcomes.append(outcome)
+            await respond(outcome)
+
+        try:
+            await self._get(blob_hash, logged, may_be_protected)
+        finally:
+            status, nbytes, layer = _summary(outcomes[0] if outcomes else None)
+            line = access_line(
+                client, f"{self.name} GET", blob_hash, status, nbytes, timer.elapsed() / 1e9, layer
+            )
+            access_log.debug(line)
+
+    async def _get(self, blob_hash: str, respond: Responder, may_be_protected: bool) -> None:
         if may_be_protected and self.protected is not None and await self.protected(blob_hash):
             self.stats.error(ErrorType.PROTECTED_BLOB)
             await respond(Refused.PROTECTED)
@@ -88,10 +116,29 @@ class BlobGetter:
             outcome = Missing(BlobTrace.new(timer.elapsed(), self.name))
         except Exception as e:
             self.stats.error(e)
-            log.warning("%s GET %s: %s", self.name, blob_hash[:16], e)
+            repeats = self.repeats.admit(str(e), time.monotonic())
+            if repeats is not None:
+                more = f" ({repeats} more since)" if repeats else ""
+                log.warning("%s GET %s: %s%s", self.name, blob_hash[:16], e, more)
             outcome = Failed(e, BlobTrace.new(timer.elapsed(), self.name))
         else:
             with ref:
                 await respond(Found(ref))
             return
         await respond(outcome)
+
+
+_REFUSED_STATUS = {Refused.PROTECTED: 403, Refused.BUSY: 503}
+
+
+def _summary(outcome: GetOutcome | None) -> tuple[int | str, int, str]:
+    """Status, bytes and answering layer of an outcome, for the access log."""
+    if isinstance(outcome, Found):
+        return 200, outcome.ref.size, outcome.ref.trace.path()
+    if isinstance(outcome, Missing):
+        return 404, 0, "-"
+    if isinstance(outcome, Failed):
+        return 500, 0, "-"
+    if outcome is None:
+        return "dropped", 0, "-"
+    return _REFUSED_STATUS[outcome], 0, "-"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from urllib.parse import parse_qsl
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import H3Event, HeadersReceived
 from aioquic.h3.exceptions import H3Error
@@ -16,6 +17,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from prism.blob import is_valid_hash
+from prism.hostport import HostPort, bind_socket
 from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
 from prism.http.queue import RequestQueue
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration, tune_udp_socket
@@ -64,15 +66,19 @@ class Http3BlobServer:
         return self._port
 
     async def start(self) -> None:
-        self._server = await serve(
-            self.host,
-            self._port,
-            configuration=self.configuration,
-            create_protocol=functools.partial(_H3ServerProtocol, blob_server=self),
-        )
+        # aioquic's serve() binds its own socket; this one listens dual-stack for an IPv6 --host.
+        sock = bind_socket(self.host, self._port, socket.SOCK_DGRAM)
+        protocol = functools.partial(_H3ServerProtocol, blob_server=self)
+        try:
+            _, self._server = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: QuicServer(configuration=self.configuration, create_protocol=protocol), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
         if self._server._transport is not None:
             tune_udp_socket(self._server._transport.get_extra_info("socket"))
-        log.info("HTTP/3 blob server listening on %s:%d (udp)", self.host, self.port)
+        log.info("HTTP/3 blob server listening on %s (udp)", HostPort(self.host, self.port))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Let requests in flight finish (and their bytes leave) within `grace`, then close."""

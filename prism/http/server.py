@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from prism.blob import is_valid_hash
+from prism.hostport import HostPort
 from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
 from prism.http.h1 import HttpParseError, Request, RequestParser, http_date, plan_blob_response, render_head
 from prism.http.negcache import NegativeCache
@@ -66,7 +67,7 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
 
     async def start(self) -> None:
         await self._listen(lambda: HttpConnection(self))
-        log.info("HTTP blob server listening on %s:%d", self.host, self.port)
+        log.info("HTTP blob server listening on %s", self.address)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, let requests in flight finish within `grace`."""
@@ -124,7 +125,9 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
             await self._respond(conn, req, outcome)
 
         bypass = self.protected is not None and req.query.get("edge_token", "") == self.edge_token
-        await self.getter.get(blob_hash, respond, may_be_protected=not bypass)
+        peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
+        client = str(HostPort(*peer[:2])) if peer else "-"
+        await self.getter.get(blob_hash, respond, may_be_protected=not bypass, client=client)
 
     async def _respond(self, conn: HttpConnection, req: Request, outcome: GetOutcome) -> None:
         keep_alive = req.keep_alive

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 
+from prism.logs import RepeatFilter, access_line
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
     RATE_ACCEPTED,
@@ -28,10 +29,12 @@ from prism.peer.protocol import (
 )
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
 from prism.tcpserver import TcpBlobServer
 
 log = logging.getLogger("prism.peer")
+access_log = logging.getLogger("prism.peer.access")
+"""One DEBUG line per request (`-v peer`)."""
 
 DEFAULT_PORT = 5567
 """The peer port of the `reflector` command; `prism peer` uses 3333 like reflector.go's `peer`."""
@@ -59,6 +62,8 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
         self.max_connections = max_connections
         self.send_buffer_size = send_buffer_size
         self._last_refusal_log = 0.0
+        self.repeats = RepeatFilter()
+        """A store failure that every connection meets alike (an upstream down) is logged once."""
         self._all_closed: asyncio.Event | None = None
 
     def snapshot(self) -> ServerSnapshot:
@@ -67,7 +72,7 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
     async def start(self) -> None:
         """Bind and start accepting; `.port` is the bound port afterwards (pass 0 for any)."""
         await self._listen(lambda: _PeerConnection(self))
-        log.info("peer server listening on %s:%d (store %s)", self.host, self.port, self.store.name)
+        log.info("peer server listening on %s (store %s)", self.address, self.store.name)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let answers in progress finish for up to `grace` s, close the rest."""
@@ -222,7 +227,10 @@ class _PeerConnection(asyncio.Protocol):
             self.abort()
         except (StoreError, OSError, RuntimeError) as e:
             # The store or the file failed: only this connection ends.
-            log.warning("closing connection from %s: %s: %s", self.peer, type(e).__name__, e)
+            repeats = self.server.repeats.admit(f"{type(e).__name__}: {e}", self.loop.time())
+            if repeats is not None:
+                more = f" ({repeats} more since)" if repeats else ""
+                log.warning("closing connection from %s: %s: %s%s", self.peer, type(e).__name__, e, more)
             self.abort()
         except Exception:
             log.exception("closing connection from %s after an unexpected error", self.peer)
@@ -244,6 +252,7 @@ class _PeerConnection(asyncio.Protocol):
         stats = server.stats
         stats.requests += 1
         blob_hash = request.requested_blob
+        timer = Timer()
         ref: BlobRef | None = None
         if blob_hash is not None and (request.requested_blobs is None or request.is_plain_download):
             # The usual download: one store lookup answers both availability and the blob.
@@ -272,7 +281,9 @@ class _PeerConnection(asyncio.Protocol):
         if ref is None:
             if blob_hash is not None:
                 stats.not_found += 1
-                log.debug("%s asked for %s: not found", self.peer, blob_hash[:8])
+                access_log.debug(
+                    access_line(self.peer, "peer GET", blob_hash, "not-found", 0, timer.elapsed() / 1e9, "-")
+                )
             transport.write(encode_response(available, rate, _NOT_FOUND if blob_hash is not None else None))
             return
         with ref:
@@ -283,7 +294,10 @@ class _PeerConnection(asyncio.Protocol):
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
             await sender.send(header, ref, 0, size)
         stats.sent(size)
-        log.debug("sent %s (%d bytes) to %s", ref.hash[:8], size, self.peer)
+        layer = ref.trace.path()
+        access_log.debug(
+            access_line(self.peer, "peer GET", ref.hash, "sent", size, timer.elapsed() / 1e9, layer)
+        )
 
     # --- closing ----------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ from prism.stream.sd import SdBlob
 log = logging.getLogger("prism.reflector")
 
 DEFAULT_TIMEOUT = 180.0
+HANDSHAKE_TIMEOUT = 5.0
+"""Connecting and the version handshake: a reflector answers at once, and anything else listening
+on the port (an HTTP server, say) never does, so waiting the full I/O timeout only hides the mistake."""
 _READ_SIZE = 65536
 
 BlobSource = Callable[[str], Awaitable[bytes]]
@@ -74,11 +77,13 @@ class ReflectorClient:
         version: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
         on_progress: Callable[[int, int], None] | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port
         self.requested_version = version
         self.timeout = timeout
+        self.handshake_timeout = min(timeout, handshake_timeout)
         self.on_progress = on_progress
         self.version: int | None = None
         self._codec = ClientConnection()
@@ -95,12 +100,20 @@ class ReflectorClient:
     async def connect(self) -> None:
         """Open the connection and do the handshake."""
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.handshake_timeout):
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as e:
-            raise ReflectorError(f"cannot connect to reflector {self.host}:{self.port}: {e}") from e
+            reason = str(e) or f"no connection within {self.handshake_timeout:g} s"
+            raise ReflectorError(f"cannot connect to reflector {self.host}:{self.port}: {reason}") from e
         await self._send(self._codec.send_handshake(self.requested_version))
-        answer = await self._answer()
+        try:
+            answer = await self._answer(self.handshake_timeout)
+        except ReflectorError as e:
+            await self.close()
+            raise ReflectorError(
+                f"{self.host}:{self.port} did not answer the reflector handshake ({e}): "
+                "is it a reflector's receiver port (5566)?"
+            ) from e
         assert isinstance(answer, VersionAnswer)
         if answer.version != self.requested_version:
             if self.requested_version == 0 and answer.version == 1:
@@ -136,14 +149,15 @@ class ReflectorClient:
         except (OSError, TimeoutError) as e:
             raise ReflectorError(f"sending to reflector failed: {e or type(e).__name__}") from e
 
-    async def _answer(self) -> VersionAnswer | OfferAnswer | ReceivedAnswer:
+    async def _answer(self, seconds: float | None = None) -> VersionAnswer | OfferAnswer | ReceivedAnswer:
         assert self._reader is not None
+        timeout = self.timeout if seconds is None else seconds
         try:
             while True:
                 event = self._codec.next_event()
                 if not isinstance(event, NeedData):
                     return event
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(timeout):
                     data = await self._reader.read(_READ_SIZE)
                 if not data:
                     raise ReflectorError("reflector closed the connection")
@@ -151,7 +165,7 @@ class ReflectorClient:
         except ReflectorProtocolError as e:
             raise ReflectorError(f"bad answer from reflector: {e.reason}") from e
         except TimeoutError:
-            raise ReflectorError(f"no answer from reflector within {self.timeout:g} s") from None
+            raise ReflectorError(f"no answer from reflector within {timeout:g} s") from None
         except OSError as e:
             raise ReflectorError(f"reading from reflector failed: {e}") from e
 
@@ -194,6 +208,18 @@ class ReflectorClient:
             return result
         await self._send_body(blob_hash, data, is_sd, result)
         return result
+
+    async def still_needed(self, sd_hash: str, sd_bytes: bytes) -> list[str]:
+        """Offer the sd blob again after an upload: what the server still lacks (empty: all there).
+
+        lbry-sdk confirms an upload this way. A server that asks for the sd blob itself gets it,
+        and the answer is then every content blob, since it had not kept the stream.
+        """
+        answer = await self._offer(sd_hash, len(sd_bytes), True)
+        if answer.send:
+            await self._send_body(sd_hash, sd_bytes, True, UploadResult())
+            return [sd_hash, *SdBlob.parse(sd_bytes).content_hashes]
+        return list(answer.needed_blobs)
 
     async def upload_stream(
         self,

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, replace
 
 from prism.blob import MAX_BLOB_SIZE
+from prism.hostport import HostPort, bind_socket
+from prism.logs import access_line
 from prism.reflector.protocol import (
     BlobComplete,
     BlobData,
@@ -32,6 +34,7 @@ from prism.store.base import (
     Blocklister,
     NeededBlobChecker,
     StoreError,
+    Timer,
     find_capability,
     put_borrows_data,
 )
@@ -39,6 +42,8 @@ from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
 
 log = logging.getLogger("prism.reflector")
+access_log = logging.getLogger("prism.reflector.access")
+"""One DEBUG line per request (`-v reflector`)."""
 
 DEFAULT_PORT = 5566
 DEFAULT_TIMEOUT = 180.0
@@ -105,10 +110,13 @@ class ReflectorReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _ReceiverProtocol(self), self.host, self._requested_port, reuse_address=True
-        )
-        log.info("reflector receiver listening on %s:%d", self.host, self.port)
+        sock = bind_socket(self.host, self._requested_port)
+        try:
+            self._server = await loop.create_server(lambda: _ReceiverProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        log.info("reflector receiver listening on %s", HostPort(self.host, self.port))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, give running uploads `grace` seconds, then cut them off."""
@@ -393,6 +401,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     async def _receive_and_store(self, offer: BlobOffer) -> None:
         receiver = self.receiver
+        timer = Timer()
         if self._buffer is None:
             self._buffer = receiver._take_buffer()
         try:
@@ -409,8 +418,10 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e
         self._write(self.codec.send_received(True))
         receiver.count(offer)
-        kind = "sd " if offer.is_sd else ""
-        log.debug("%s stored %sblob %s (%d bytes)", self.peer, kind, offer.blob_hash[:16], offer.size)
+        action = "reflector PUT-SD" if offer.is_sd else "reflector PUT"
+        access_log.debug(
+            access_line(self.peer, action, offer.blob_hash, "stored", offer.size, timer.elapsed() / 1e9, "-")
+        )
 
 
 class _HashMismatch(Exception):

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from prism.blob import is_valid_hash, validate_hash
+from prism.blob import MAX_BLOB_SIZE, is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
 from prism.store.disk import TMP_DIR, DiskBlob, DiskStore, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
@@ -212,7 +212,15 @@ class DiskCacheStore:
     # -- BlobStore ---------------------------------------------------------------------------
 
     def snapshot(self) -> StoreSnapshot:
-        return StoreSnapshot(self.name, self.component, evictions=self.evictions)
+        return StoreSnapshot(
+            self.name,
+            self.component,
+            evictions=self.evictions,
+            size_bytes=self.stored_bytes,
+            size_blobs=len(self.policy),
+            capacity_bytes=self.capacity,
+            capacity_blobs=self.capacity // MAX_BLOB_SIZE,
+        )
 
     async def has(self, blob_hash: str) -> bool:
         return blob_hash in self.policy

@@ -29,6 +29,14 @@ class StoreSnapshot:
     """For a single-flight layer: callers doing the work."""
     waiting: int | None = None
     """For a single-flight layer: callers waiting on another caller's work."""
+    size_bytes: int | None = None
+    """For a cache: bytes of blobs it holds now."""
+    size_blobs: int | None = None
+    """For a cache: blobs it holds now."""
+    capacity_bytes: int | None = None
+    """For a cache bounded in bytes (a disk cache): its size limit."""
+    capacity_blobs: int | None = None
+    """For a cache: the blobs it can hold (a disk cache: its size over the 2 MiB blob limit)."""
 
 
 @runtime_checkable

@@ -48,6 +48,10 @@ class BlobTrace:
         """A new trace with one more layer appended."""
         return BlobTrace((*self.stacks, Stack(int(elapsed_ns), origin_name)))
 
+    def path(self) -> str:
+        """The layers the blob passed, innermost (the one that had it) first: `disk>db-backed>caching`."""
+        return ">".join(s.origin_name for s in self.stacks) or "-"
+
     def to_json(self) -> str:
         parts = [
             f'{{"timing":{s.timing},"origin_name":{_go_json_string(s.origin_name)},'

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.store.base import StoreError
 
@@ -23,12 +25,12 @@ async def verify_received(blob_hash: str, data: bytes, source: str) -> None:
         raise UpstreamDataError(f"{source} sent bad data for {blob_hash[:16]}…: {e}") from None
 
 
-async def read_limited(content: object, limit: int, source: str) -> bytes:
+async def read_limited(content: aiohttp.StreamReader, limit: int, source: str) -> bytes:
     """Read an aiohttp response body to its end, refusing more than `limit` bytes."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = await content.read(1024 * 1024)  # type: ignore[attr-defined]
+        chunk = await content.read(1024 * 1024)
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from prism.blob import MAX_CHUNK_SIZE
 from prism.stream.crypto import BLOCK, IV_SIZE, KEY_SIZE, BlobCipher
@@ -90,7 +90,7 @@ class StreamEncoder:
             raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(iv)}")
         return iv
 
-    def encode(self, reader: BinaryIO) -> Iterator[EncodedBlob]:
+    def encode(self, reader: ReadsInto) -> Iterator[EncodedBlob]:
         """Yield the content blobs in order; the sd blob is ready once the iterator is exhausted."""
         cipher = BlobCipher(self.key)
         bufs = (bytearray(MAX_CHUNK_SIZE + BLOCK), bytearray(MAX_CHUNK_SIZE + BLOCK))
@@ -170,12 +170,18 @@ class StreamEncoder:
         return self._source_hash
 
 
-def _read_full(reader: BinaryIO, view: memoryview) -> int:
+class ReadsInto(Protocol):
+    """A binary file opened for reading (`typing.BinaryIO` does not declare `readinto`)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def _read_full(reader: ReadsInto, view: memoryview) -> int:
     """Fill `view` from `reader` unless EOF comes first; returns the byte count."""
     total = 0
     size = len(view)
     while total < size:
-        n = reader.readinto(view[total:])  # type: ignore[attr-defined]
+        n = reader.readinto(view[total:])
         if not n:
             break
         total += n

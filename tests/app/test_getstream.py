@@ -9,6 +9,7 @@ import pytest
 
 from prism.app.getstream import (
     GetStreamError,
+    blobs_to_trim,
     download_progress,
     get_stream,
     output_file_name,
@@ -16,9 +17,10 @@ from prism.app.getstream import (
 from prism.blob import sha384_hex
 from prism.peer.server import PeerServer
 from prism.store.base import BlobNotFound, BlobRef
-from prism.store.disk import DiskStore
+from prism.store.disk import DiskBlob, DiskStore, scan_blobs
 from prism.stream import SdBlob, encode_bytes
 from prism.stream.names import hex_name
+from tests.helpers import random_blob
 from tests.peer.helpers import running_server
 
 
@@ -209,3 +211,43 @@ def test_progress_bar_on_a_terminal_and_in_logs(caplog) -> None:
         plain.update(done, 4_000_000)
     lines = [r.getMessage() for r in caplog.records if "downloaded" in r.getMessage()]
     assert 5 <= len(lines) <= 12
+
+
+async def test_missing_out_dir_is_created_and_the_blob_cache_is_trimmed_oldest_first(
+    dirs, tmp_path, caplog
+) -> None:
+    store, _out, cache = dirs
+    old = DiskStore(cache)
+    stale = [random_blob(500_000) for _ in range(3)]
+    for i, (h, d) in enumerate(stale):
+        old.write_blob(h, d)
+        os.utime(old.path_of(h), (1_000_000 + i, 1_000_000 + i))
+    data = os.urandom(2 * 2097151)
+    sd_hash, _ = put_stream(store, data, "two.bin")
+    out = tmp_path / "new" / "dir"
+    caplog.set_level("INFO", logger="prism.peer")
+    async with running_server(store) as server:
+        limit = 2 * 2097152 + 600_000  # this stream and the newest stale blob
+        result = await get_stream(
+            f"127.0.0.1:{server.port}", sd_hash, str(out), cache, blob_cache_bytes=limit
+        )
+    assert open(result.path, "rb").read() == data
+    assert f"creating output directory {out}" in caplog.text
+    kept = {b.hash for b in scan_blobs(cache)}
+    assert stale[2][0] in kept and stale[0][0] not in kept and stale[1][0] not in kept
+    assert sd_hash in kept
+
+
+async def test_out_that_cannot_be_a_directory_names_the_flag(dirs, tmp_path) -> None:
+    _store, _out, cache = dirs
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(GetStreamError, match="--out"):
+        await get_stream("127.0.0.1:1", "ab" * 48, str(a_file / "sub"), cache)
+
+
+def test_blobs_to_trim_keeps_the_newest_within_the_limit() -> None:
+    blobs = [DiskBlob(f"h{i}", 100, float(i), f"/p{i}") for i in range(5)]
+    assert [b.hash for b in blobs_to_trim(blobs, 250)] == ["h2", "h1", "h0"]
+    assert blobs_to_trim(blobs, 0) == []
+    assert blobs_to_trim(blobs, 500) == []

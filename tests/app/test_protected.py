@@ -48,6 +48,7 @@ async def test_list_is_fetched_once_and_cached():
 async def test_failed_fetch_means_not_protected_and_is_logged(caplog):
     runner, url, _calls = await api([None, {"success": False, "error": "nope", "data": []}])
     plist = ProtectedList(url, ttl=60)
+    caplog.set_level("INFO", logger="prism.app")
     try:
         assert await plist.is_protected(H1) is False
         assert plist.failures == 1
@@ -82,3 +83,24 @@ async def test_empty_url_disables_the_list():
     plist = ProtectedList("")
     assert await plist.is_protected(H1) is False
     assert plist.fetches == 0
+
+
+async def test_failures_are_logged_once_then_only_on_state_changes(caplog):
+    good = {"success": True, "error": None, "data": [{"sd_hash": H1, "claim_id": "x"}]}
+    runner, url, calls = await api([None, None, None, good, None])
+    now = [0.0]
+    plist = ProtectedList(url, ttl=60, clock=lambda: now[0])
+    caplog.set_level("INFO", logger="prism.app")
+    try:
+        for _ in range(5):
+            await plist.is_protected(H1)
+            await plist.wait_for_refresh()
+            now[0] += 61
+        assert calls[0] == 5
+        lines = [r.getMessage() for r in caplog.records if "protected list" in r.getMessage()]
+        assert len(lines) == 3, lines
+        assert "fetch failed" in lines[0] and "fetched again" in lines[1] and "fetch failed" in lines[2]
+        assert all(r.levelname == "INFO" for r in caplog.records if "protected list" in r.getMessage())
+    finally:
+        await plist.close()
+        await runner.cleanup()

@@ -6,7 +6,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from prism.app.reflector import ORIGINS, ReflectorConfigError, ReflectorOptions, build, validate
+from prism.app.reflector import (
+    ORIGINS,
+    ReflectorConfigError,
+    ReflectorOptions,
+    build,
+    upstream_address,
+    validate,
+)
 from prism.config import Config
 from prism.store.trace import BlobTrace
 from tests.helpers import random_blob
@@ -24,6 +31,9 @@ def options(**kw: object) -> ReflectorOptions:
         "metrics_port": 0,
         "use_db": False,
         "shutdown_grace": 1.0,
+        # the blocklist updater runs with --use-db: keep it off the network (tests/app/test_blocklist.py)
+        "blocklist_url": "http://127.0.0.1:1/file/list_blocked",
+        "blocklist_hubs": "127.0.0.1:1",
     }
     base.update(kw)
     return ReflectorOptions(**base)  # type: ignore[arg-type]
@@ -174,9 +184,9 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
     [
         ({}, Config(bucket_name="blobs", aws_id="id", s3_sharding="x"), "s3_sharding must be a number"),
         (
-            {"upstream_reflector": "reflector.example"},
+            {"upstream_reflector": "reflector.example:", "disable_uploads": True, "use_db": False},
             NO_API,
-            "--upstream-reflector 'reflector.example' has no port",
+            "--upstream-reflector 'reflector.example:' has no port",
         ),
         (
             {"upstream_reflector": "h:0", "disable_uploads": True},
@@ -195,3 +205,46 @@ def test_validate_names_the_origin_kind_to_build(tmp_path) -> None:
     cache = options(upstream_reflector="127.0.0.1:5569", disable_uploads=True)
     kind = validate(cache, NO_API)
     assert kind is ORIGINS["upstream-reflector"] and kind.read_only and kind.verifies
+
+
+@pytest.mark.parametrize(
+    ("protocol", "value", "address"),
+    [
+        ("http", "reflector.lbry.com", "reflector.lbry.com:80"),
+        ("tcp", "reflector.lbry.com", "reflector.lbry.com:5567"),
+        ("http3", "reflector.lbry.com", "reflector.lbry.com:5568"),
+        ("http", "10.0.0.1:8080", "10.0.0.1:8080"),
+        ("tcp", "[::1]:5569", "[::1]:5569"),
+        ("http3", "[::1]", "[::1]:5568"),
+    ],
+)
+def test_upstream_without_a_port_takes_the_protocols_standard_port(protocol, value, address) -> None:
+    opts = options(upstream_reflector=value, upstream_protocol=protocol, disable_uploads=True)
+    assert str(upstream_address(opts)) == address
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp", "http3"])
+async def test_an_ipv6_upstream_in_brackets_serves(tmp_path, protocol: str) -> None:
+    from prism.http.h3server import Http3BlobServer
+    from prism.http.server import HttpBlobServer
+    from prism.peer.server import PeerServer
+    from prism.store.memory import MemoryStore
+    from tests.helpers import running
+
+    h, d = random_blob(100_000)
+    origin = MemoryStore()
+    await origin.put(h, d)
+    server_class = {"http": HttpBlobServer, "tcp": PeerServer, "http3": Http3BlobServer}[protocol]
+    async with running(server_class(origin, "::1", 0)) as upstream:
+        opts = options(
+            upstream_reflector=f"[::1]:{upstream.port}",
+            upstream_protocol=protocol,
+            disable_uploads=True,
+            disk_cache="",
+        )
+        refl = await build(opts, NO_API)
+        try:
+            with await refl.outer.get(h) as ref:
+                assert ref.read() == d
+        finally:
+            await refl.outer.close()

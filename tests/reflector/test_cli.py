@@ -16,7 +16,7 @@ from prism.reflector.receiver import ReflectorReceiver
 from prism.store.memory import MemoryStore
 from prism.stream import SdBlob, StreamDecoder
 from tests.conftest import prism_cmd, prism_env
-from tests.helpers import CountingStore
+from tests.helpers import CountingStore, running
 
 
 async def run_prism(*args: str, limit: float = 120) -> tuple[int, str, str]:
@@ -190,3 +190,24 @@ async def test_send_version_0(tmp_path: Path) -> None:
         assert decode_from_store(store, json.loads(out)["sd_hash"]) == data
     finally:
         await receiver.stop()
+
+
+class ForgetfulStore(MemoryStore):
+    """Acknowledges every blob but keeps only the sd blob: a reflector that loses data."""
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        pass
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        self.blobs[blob_hash] = bytes(data)
+
+
+async def test_send_fails_when_the_reflector_still_lacks_blobs_after_the_upload(tmp_path: Path) -> None:
+    path = tmp_path / "three-blobs.bin"
+    path.write_bytes(pattern(5 * 1024 * 1024)[: 5 * 1024 * 1024])
+    store = ForgetfulStore()
+    async with running(ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=30)) as receiver:
+        code, out, err = await run_prism("send", f"127.0.0.1:{receiver.port}", str(path))
+    assert code == 1, (out, err)
+    assert "the reflector still lacks 3 blob(s)" in err and "run the same send again" in err
+    assert out == ""
