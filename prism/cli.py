@@ -261,13 +261,16 @@ def version() -> None:
     type=click.Path(file_okay=False),
     default=None,
     metavar="DIR",
-    help="Serve the blobs of this disk store (<DIR>/<hash[:2]>/<hash>).",
+    help="Serve the blobs of this disk store (<DIR>/<hash[:2]>/<hash>) instead of S3.",
 )
-@click.option("--nodb", is_flag=True, help="Do not wrap the store in the MySQL-backed store (compatibility).")
+@click.option("--nodb", is_flag=True, help="Serve the S3 bucket without the MySQL-backed store.")
 @click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--idle-timeout", type=float, default=60.0, show_default=True, help="Seconds.")
 @_dht_options
+@click.pass_obj
 def peer(
+    obj: PrismContext,
+    /,
     port: int,
     host: str,
     store_path: str | None,
@@ -276,23 +279,19 @@ def peer(
     idle_timeout: float,
     **dht_flags: Any,
 ) -> None:
-    """Run a standalone peer server (blob download protocol)."""
+    """Run a standalone peer server over the config's S3 bucket (+ MySQL unless --nodb)."""
     import asyncio
 
-    from prism.app.peer import run_peer_server
+    from prism.app.peer import peer_origin, run_peer_server
+    from prism.app.s3origin import OriginConfigError
     from prism.app.supervisor import StartupError
 
-    if store_path is None:
-        click.echo(
-            "Error: --store-path DIR is required (serving from the S3/DB origin store is not available yet)",
-            err=True,
-        )
-        sys.exit(1)
     dht = _dht_announce_options(dht_flags)
     try:
+        origin = peer_origin(obj.config, store_path, nodb)
         asyncio.run(
             run_peer_server(
-                store_path,
+                origin,
                 host=host,
                 port=port,
                 max_connections=max_connections,
@@ -300,7 +299,7 @@ def peer(
                 dht=dht,
             )
         )
-    except (OSError, StartupError) as e:
+    except (OSError, StartupError, OriginConfigError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
 
@@ -702,6 +701,59 @@ def test_cmd(receiver_port: int, tcp_peer_port: int, timeout: float, host: str, 
         )
     except StartupError as e:
         click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# --- S3 origin: upload ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", metavar="PATH")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Blobs in flight.")
+@click.option(
+    "--skipExistsCheck",
+    "--skip-exists-check",
+    "skip_exists_check",
+    is_flag=True,
+    help="Do not ask the database which blobs are stored already.",
+)
+@click.option(
+    "--deleteBlobsAfterUpload",
+    "--delete-blobs-after-upload",
+    "delete_after_upload",
+    is_flag=True,
+    help="Delete each file once it is uploaded.",
+)
+@click.pass_obj
+def upload(
+    obj: PrismContext, path: str, workers: int, skip_exists_check: bool, delete_after_upload: bool
+) -> None:
+    """Upload a blob file, or a directory of blob files named by hash, to S3 + MySQL."""
+    import asyncio
+
+    from prism.app.s3origin import OriginConfigError
+    from prism.app.upload import UploadPathError, run_upload
+    from prism.db.errors import DatabaseError
+    from prism.store.s3 import S3Unavailable
+
+    try:
+        stats, interrupted = asyncio.run(
+            run_upload(
+                obj.config,
+                path,
+                workers=workers,
+                skip_exists_check=skip_exists_check,
+                delete_after_upload=delete_after_upload,
+            )
+        )
+    except (OriginConfigError, UploadPathError, S3Unavailable, DatabaseError, OSError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    click.echo(stats.summary())
+    click.echo(stats.rate())
+    if interrupted:
+        click.echo("Error: interrupted; run the same command again to upload the rest", err=True)
+    if interrupted or stats.errors:
         sys.exit(1)
 
 

@@ -33,6 +33,12 @@ class Config:
     update_bin_url: str = ""
     update_cmd: str = ""
     # prism additions
+    s3_path_style: str = ""
+    """Path-style S3 addressing: "true"/"false"; empty means true when s3_endpoint is set."""
+    s3_sharding: str = ""
+    """Object key `hash[:n]/hash` (reflector.go Modern); empty or "0" is the plain hash (Classic)."""
+    s3_acl: str = "public-read"
+    """Canned ACL of every S3 PUT; "none" sends none."""
     local_db_conn: str = ""
     """DSN of the localdb cache index; empty means an embedded SQLite file in the cache dir."""
     protected_list_url: str = DEFAULT_PROTECTED_LIST_URL

@@ -12,6 +12,7 @@ import pymysql
 import pytest
 
 from prism.config import MysqlParams, parse_mysql_dsn
+from tests.s3server import SeaweedFS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SQL = REPO_ROOT / "schema.sql"
@@ -61,6 +62,23 @@ def prism_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS S3 server for the whole session (started on first use, stopped at the end)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(seaweedfs: SeaweedFS) -> str:
+    """A fresh empty bucket on the session's SeaweedFS."""
+    return seaweedfs.create_bucket()
 
 
 async def run_prism(*args: str, limit: float = 120.0) -> tuple[int, str, str]:

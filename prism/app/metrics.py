@@ -101,9 +101,16 @@ def _queue(protocol: str) -> Callable[[Scrape], Iterator[Sample]]:
     )
 
 
-def _upstream_in(name: str | None) -> Callable[[Scrape], Iterator[Sample]]:
-    """Bytes received by upstream stores named `name` (None: every upstream)."""
-    return lambda s: (((), x.bytes_in) for x in s.stores if x.bytes_in is not None and name in (None, x.name))
+def _upstream_in(*names: str) -> Callable[[Scrape], Iterator[Sample]]:
+    """Bytes received by upstream stores with one of these names (none given: every upstream)."""
+    return lambda s: (
+        ((), x.bytes_in) for x in s.stores if x.bytes_in is not None and (not names or x.name in names)
+    )
+
+
+def _origin_out(s: Scrape) -> Iterator[Sample]:
+    """Bytes sent to origins that store blobs (S3)."""
+    return (((), x.bytes_out) for x in s.stores if x.bytes_out is not None)
 
 
 def _receiver(value: Callable[[ReceiverStats], int]) -> Callable[[Scrape], Iterator[Sample]]:
@@ -169,10 +176,6 @@ def _cache_gauge(short: str, help_text: str, value: Callable[[StoreSnapshot], in
     return Series(short, "gauge", help_text, _cache_layer(value))
 
 
-def _nothing(s: Scrape) -> Iterator[Sample]:
-    return iter(())
-
-
 SERIES: tuple[Series, ...] = (
     _byte_counter("tcp_in_bytes", _upstream_in("peer")),
     _byte_counter("tcp_out_bytes", _server_bytes("tcp")),
@@ -181,9 +184,9 @@ SERIES: tuple[Series, ...] = (
     _byte_counter("http_in_bytes", _upstream_in("http")),
     _byte_counter("http_out_bytes", _server_bytes("http")),
     _byte_counter("reflector_in_bytes", _receiver(lambda r: r.bytes_received)),
-    _byte_counter("s3_out_bytes", _nothing),
-    _byte_counter("s3_in_bytes", _upstream_in("cloudfront_ro")),
-    _byte_counter("upstream_in_bytes", _upstream_in(None)),
+    _byte_counter("s3_out_bytes", _origin_out),
+    _byte_counter("s3_in_bytes", _upstream_in("cloudfront_ro", "s3")),
+    _byte_counter("upstream_in_bytes", _upstream_in()),
     Series(
         "blob_download_total",
         "counter",

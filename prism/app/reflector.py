@@ -20,6 +20,7 @@ from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.protected import ProtectedList
+from prism.app.s3origin import OriginConfigError, check_s3, names_a_bucket, s3_store
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config, ConfigError, parse_mysql_dsn
 from prism.db.mysql import MysqlDatabase
@@ -33,6 +34,7 @@ from prism.reflector.receiver import ReflectorReceiver
 from prism.store.base import BlobStore
 from prism.store.db_backed import DBBackedStore
 from prism.store.disk import DiskStore
+from prism.store.fallback import ReadWriteSplitStore
 from prism.store.guards import BytesInCounter, ProtectedGuard
 from prism.store.http import HttpStore
 from prism.store.http3 import Http3Store
@@ -139,6 +141,19 @@ def _origin_endpoint(opts: ReflectorOptions, config: Config) -> BlobStore:
     return OriginEndpointStore(opts.origin_endpoint, opts.origin_endpoint_fallback, UPSTREAM_TIMEOUT)
 
 
+def _s3(opts: ReflectorOptions, config: Config) -> BlobStore:
+    return s3_store(config)
+
+
+def _cloudfront_rw(opts: ReflectorOptions, config: Config) -> BlobStore:
+    # Reads go through the HTTP endpoints (a CDN in front of the bucket), writes to the bucket.
+    return ReadWriteSplitStore(_origin_endpoint(opts, config), s3_store(config))
+
+
+def _other_origin_flag(opts: ReflectorOptions) -> bool:
+    return bool(opts.upstream_reflector or opts.store_path or opts.origin_endpoint)
+
+
 ORIGINS: dict[str, OriginKind] = {
     "upstream-reflector": OriginKind(
         "--upstream-reflector",
@@ -156,9 +171,23 @@ ORIGINS: dict[str, OriginKind] = {
     ),
     "origin-endpoint": OriginKind(
         "--origin-endpoint",
-        chosen=lambda o, c: bool(o.origin_endpoint),
+        chosen=lambda o, c: bool(o.origin_endpoint) and not names_a_bucket(c),
         make=_origin_endpoint,
         read_only=True,
+        verifies=True,
+    ),
+    "cloudfront-rw": OriginKind(
+        "--origin-endpoint (with the config's S3 bucket for writes)",
+        chosen=lambda o, c: bool(o.origin_endpoint) and names_a_bucket(c),
+        make=_cloudfront_rw,
+        read_only=False,
+        verifies=True,
+    ),
+    "s3": OriginKind(
+        "the config's S3 bucket",
+        chosen=lambda o, c: names_a_bucket(c) and not _other_origin_flag(o),
+        make=_s3,
+        read_only=False,
         verifies=True,
     ),
 }
@@ -167,10 +196,6 @@ ORIGINS: dict[str, OriginKind] = {
 
 def chosen_origins(opts: ReflectorOptions, config: Config) -> list[OriginKind]:
     return [kind for kind in ORIGINS.values() if kind.chosen(opts, config)]
-
-
-def _names_a_bucket(config: Config) -> bool:
-    return bool(config.bucket_name and config.aws_id)
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -258,16 +283,16 @@ def _check_origin(opts: ReflectorOptions, config: Config) -> OriginKind:
     origins = chosen_origins(opts, config)
     if len(origins) > 1:
         raise ReflectorConfigError(f"give only one origin, not {' and '.join(o.flag for o in origins)}")
-    if not origins and _names_a_bucket(config):
-        raise ReflectorConfigError(
-            "the config names an S3 bucket but this build has no S3 store: give --store-path, "
-            "--upstream-reflector or --origin-endpoint"
-        )
     if not origins:
         raise ReflectorConfigError(
             "this configuration does not include a valid upstream source: give --store-path DIR, "
-            "--upstream-reflector HOST:PORT or --origin-endpoint URL"
+            "--upstream-reflector HOST:PORT, --origin-endpoint URL or an S3 bucket in the config"
         )
+    if origins[0].make in (_s3, _cloudfront_rw):
+        try:
+            s3_store(config)  # only checks the keys; nothing is contacted before start
+        except OriginConfigError as e:
+            raise ReflectorConfigError(str(e)) from None
     return origins[0]
 
 
@@ -442,6 +467,8 @@ def supervise(stores: Stores, servers: Servers, protected: ProtectedList, superv
             await database.close()
 
     supervisor.add("store chain", Call(stop=close_stores))
+    # A bucket that is missing, refuses the key or cannot be reached is refused at start.
+    supervisor.add("the S3 origin", Call(start=lambda: check_s3(stores.origin.store)), "config")
     if database is not None:
         db = database
 

@@ -1,13 +1,14 @@
 """Read from one store, and from another when that fails (reflector.go's ITTT, "if this then that").
 
 Used for two HTTP origins (a CDN and its fallback). Read-only: writes raise ReadOnlyStoreError.
+`ReadWriteSplitStore` (reflector.go's CloudFrontRW) reads from such an origin and writes elsewhere (S3).
 """
 
 from __future__ import annotations
 
 import logging
 
-from prism.store.base import BlobRef, BlobStore, ReadOnlyStore, Timer
+from prism.store.base import BlobRef, BlobStore, ReadOnlyStore, Timer, WrappingStore
 
 log = logging.getLogger("prism.store.fallback")
 
@@ -50,3 +51,31 @@ class FallbackStore(ReadOnlyStore):
             await self.first.close()
         finally:
             await self.second.close()
+
+
+class ReadWriteSplitStore(WrappingStore):
+    """Reads (`has`, `get`) from `reader`, writes and deletes to `writer` (reflector.go's CloudFrontRW:
+    blobs are read through the CDN in front of a bucket and uploaded to the bucket itself)."""
+
+    def __init__(self, reader: BlobStore, writer: BlobStore, name: str = "cloudfront_rw") -> None:
+        self.inner = reader
+        self.writer = writer
+        self.name = name
+
+    def wrapped(self) -> tuple[BlobStore, ...]:
+        return (self.inner, self.writer)
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        await self.writer.put(blob_hash, data)
+
+    async def put_sd(self, blob_hash: str, data: bytes) -> None:
+        await self.writer.put_sd(blob_hash, data)
+
+    async def delete(self, blob_hash: str) -> None:
+        await self.writer.delete(blob_hash)
+
+    async def close(self) -> None:
+        try:
+            await self.inner.close()
+        finally:
+            await self.writer.close()

@@ -14,6 +14,8 @@ class StoreSnapshot:
     component: str = ""
     bytes_in: int | None = None
     """Blob bytes received from an upstream."""
+    bytes_out: int | None = None
+    """Blob bytes sent to an origin that stores them (S3)."""
     endpoint_hits: tuple[int, ...] | None = None
     """Gets served per origin endpoint: the first one, then its fallback."""
     cache_name: str | None = None

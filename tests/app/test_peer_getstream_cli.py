@@ -21,9 +21,14 @@ SIZES = {"empty.bin": 0, "one.bin": 1, "exact.bin": 2097151, "fifty.bin": 50_000
 
 
 def start_peer(store_dir: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    return start_peer_command(log_path, "peer", "--store-path", str(store_dir), *extra)
+
+
+def start_peer_command(log_path: Path, *args: str) -> tuple[subprocess.Popen, int]:
+    """Run `prism *args --host 127.0.0.1 --port 0` (args ending in `peer ...`); the process and its port."""
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        prism_cmd("peer", "--host", "127.0.0.1", "--port", "0", "--store-path", str(store_dir), *extra),
+        prism_cmd(*args, "--host", "127.0.0.1", "--port", "0"),
         env=prism_env(),
         stdout=log,
         stderr=subprocess.STDOUT,

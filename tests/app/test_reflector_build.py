@@ -182,7 +182,7 @@ async def test_use_db_wraps_the_origin_and_the_receiver_finds_the_blocklist(tmp_
 @pytest.mark.parametrize(
     ("kw", "config", "needle"),
     [
-        ({}, Config(bucket_name="blobs", aws_id="id"), "names an S3 bucket but this build has no S3 store"),
+        ({}, Config(bucket_name="blobs", aws_id="id", s3_sharding="x"), "s3_sharding must be a number"),
         (
             {"upstream_reflector": "reflector.example:", "disable_uploads": True, "use_db": False},
             NO_API,

@@ -134,6 +134,20 @@ async def peer_get(node: Node, h: str) -> bytes:
         await store.close()
 
 
+async def send(node: Node, source: Path) -> str:
+    """`prism send` the file to the node's receiver; the stream's sd hash."""
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        prism_cmd("--conf", "none", "send", f"127.0.0.1:{node.receiver}", str(source)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=prism_env(),
+    )
+    assert sent.returncode == 0, sent.stderr
+    return str(json.loads(sent.stdout)["sd_hash"])
+
+
 def decode(sd_bytes: bytes, blobs: dict[str, bytes]) -> bytes:
     sd = SdBlob.parse(sd_bytes)
     out = io.BytesIO()
@@ -154,23 +168,10 @@ async def test_chain_origin_tcp_http_http3(tmp_path: Path):
     nodes = [origin]
     try:
         origin.start()
-
-        async def send(path: Path) -> str:
-            sent = await asyncio.to_thread(
-                subprocess.run,
-                prism_cmd("--conf", "none", "send", f"127.0.0.1:{origin.receiver}", str(path)),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=prism_env(),
-            )
-            assert sent.returncode == 0, sent.stderr
-            return str(json.loads(sent.stdout)["sd_hash"])
-
-        sd_hash = await send(source)
+        sd_hash = await send(origin, source)
         later = tmp_path / "later.bin"
         later.write_bytes(os.urandom(300_000))
-        later_sd_hash = await send(later)  # first asked for after the http3 upstream restarts
+        later_sd_hash = await send(origin, later)  # first asked for after the http3 upstream restarts
 
         def cache_flag(node_name: str) -> str:
             return f"1GB:{tmp_path / (node_name + '-cache')}:lru"

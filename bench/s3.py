@@ -1,0 +1,260 @@
+"""The S3 origin against the raw S3 client, on a local SeaweedFS (started here) and MariaDB.
+
+Usage: python bench/s3.py [--blobs 200] [--size 2097152] [--rounds 1] [--cache SPEC]
+
+The same blobs go (a) through the raw aiobotocore client alone (PUT with 8 in flight, then GET
+with 16 in flight), (b) through `prism upload --workers 8` (a subprocess over S3 + DB; wall time
+including its start, and the rate it reports itself), and (c) through `prism reflector`'s HTTP
+server (S3 + DB origin, empty disk cache, so every GET is a miss; 16 in flight from this
+process). For reference the raw GETs are timed again with a SHA-384 check of each blob, the
+least work a verified miss does. `--cache ""` runs (c) without a disk cache. Prints MB/s and
+`s3_miss_vs_raw_ratio=<(c)/(a) GET>`, then last `s3_upload_vs_raw_ratio=<(b)/(a) PUT>`.
+Scratch buckets and a scratch database (PRISM_BENCH_MYSQL, default root@127.0.0.1:3306) are
+dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[0] = str(REPO)  # not bench/, whose http.py would shadow the standard library's
+
+import aiohttp  # noqa: E402
+import pymysql  # noqa: E402
+
+from prism.blob import sha384_hex  # noqa: E402
+from prism.config import MysqlParams, parse_mysql_dsn  # noqa: E402
+from tests.s3server import SeaweedFS, write_config  # noqa: E402
+
+DSN = os.environ.get("PRISM_BENCH_MYSQL", "root:@tcp(127.0.0.1:3306)/prism_bench")
+MB = 1e6
+
+
+def admin(params: MysqlParams, database: str | None = None) -> pymysql.Connection:
+    kw = params.kwargs()
+    kw.pop("db")
+    return pymysql.connect(**kw, database=database, autocommit=True, connect_timeout=5)
+
+
+def create_database(base: MysqlParams) -> MysqlParams:
+    name = f"prism_bench_{secrets.token_hex(4)}"
+    conn = admin(base)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    conn.close()
+    conn = admin(base, name)
+    lines = [ln for ln in (REPO / "schema.sql").read_text().splitlines() if not ln.strip().startswith("--")]
+    with conn.cursor() as cur:
+        for stmt in "\n".join(lines).split(";"):
+            if stmt.strip():
+                cur.execute(stmt)
+    conn.close()
+    return MysqlParams(base.user, base.password, name, base.host, base.port, base.unix_socket)
+
+
+def drop_database(base: MysqlParams, name: str) -> None:
+    conn = admin(base)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+async def in_flight(n: int, items: list[str], op) -> None:  # type: ignore[no-untyped-def]
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await op(item)
+
+    await asyncio.gather(*(worker() for _ in range(n)))
+
+
+async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[float, float, float]:
+    """(a): seconds to PUT every blob with 8 in flight, then to GET them with 16 in flight, then
+    to GET them again checking each SHA-384 (in a thread, as prism does): the work a miss must do."""
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    config = Config(
+        s3={"addressing_style": "path"},
+        max_pool_connections=64,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    conf = server.config(bucket)
+    async with get_session().create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=conf["aws_id"],
+        aws_secret_access_key=conf["aws_secret"],
+        config=config,
+    ) as client:
+
+        async def put(h: str) -> None:
+            await client.put_object(Bucket=bucket, Key=h, Body=blobs[h], ACL="public-read")
+
+        async def get(h: str) -> None:
+            r = await client.get_object(Bucket=bucket, Key=h)
+            async with r["Body"] as body:
+                data = await body.read()
+            assert len(data) == len(blobs[h])
+
+        async def get_verified(h: str) -> None:
+            r = await client.get_object(Bucket=bucket, Key=h)
+            async with r["Body"] as body:
+                data = await body.read()
+            assert await asyncio.to_thread(sha384_hex, data) == h
+
+        start = time.perf_counter()
+        await in_flight(8, list(blobs), put)
+        put_s = time.perf_counter() - start
+        start = time.perf_counter()
+        await in_flight(16, list(blobs), get)
+        get_s = time.perf_counter() - start
+        start = time.perf_counter()
+        await in_flight(16, list(blobs), get_verified)
+        return put_s, get_s, time.perf_counter() - start
+
+
+def prism(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prism", *args]
+
+
+def prism_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def upload(conf: Path, directory: Path) -> tuple[float, float]:
+    """(b): wall seconds of `prism upload --workers 8`, and the MB/s it reports (without its start)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        prism("--conf", str(conf), "upload", str(directory), "--workers", "8"),
+        env=prism_env(),
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"prism upload failed: {done.stderr[-2000:]}")
+    reported = re.search(r"\(([0-9.]+) MB/s\)", done.stdout)
+    return elapsed, float(reported.group(1)) if reported else 0.0
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def misses(conf: Path, workdir: Path, hashes: list[str], size: int, cache: str) -> float:
+    """(c): seconds to GET every blob through a fresh reflector's HTTP server, 16 in flight."""
+    http = free_port()
+    flags = ["--host", "127.0.0.1", "--disable-uploads", "--use-db=true"]
+    flags += ["--http-peer-port", str(http), "--tcp-peer-port", str(free_port())]
+    flags += ["--http3-peer-port", str(free_port(socket.SOCK_DGRAM)), "--metrics-port", str(free_port())]
+    flags += ["--disk-cache", cache.replace("DIR", str(workdir / "cache"))]
+    log = open(workdir / "reflector.log", "wb")
+    proc = await asyncio.create_subprocess_exec(
+        *prism("--conf", str(conf), "reflector", *flags), stdout=log, stderr=log, env=prism_env()
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", http), 0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as session:
+
+            async def get(h: str) -> None:
+                async with session.get(f"http://127.0.0.1:{http}/blob", params={"hash": h}) as r:
+                    body = await r.read()
+                    assert r.status == 200 and len(body) == size, r.status
+
+            start = time.perf_counter()
+            await in_flight(16, hashes, get)
+            return time.perf_counter() - start
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        log.close()
+
+
+async def one_round(
+    server: SeaweedFS, base: MysqlParams, args: argparse.Namespace, root: Path
+) -> dict[str, float]:
+    blobs = {sha384_hex(d): d for d in (os.urandom(args.size) for _ in range(args.blobs))}
+    total = args.size * args.blobs / MB
+    put_s, get_s, verified_s = await raw(server, server.create_bucket(), blobs)
+    directory = root / "blobs"
+    directory.mkdir(exist_ok=True)
+    for h, data in blobs.items():
+        (directory / h).write_bytes(data)
+    db = create_database(base)
+    try:
+        conf = write_config(root / "config.json", server, server.create_bucket(), db)
+        upload_s, upload_own = upload(conf, directory)
+        miss_s = await misses(conf, root, list(blobs), args.size, args.cache)
+    finally:
+        drop_database(base, db.database)
+    for p in directory.iterdir():
+        p.unlink()
+    return {
+        "raw_put": total / put_s,
+        "raw_get": total / get_s,
+        "raw_get_sha": total / verified_s,
+        "upload": total / upload_s,
+        "upload_own": upload_own,
+        "miss": total / miss_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blobs", type=int, default=200)
+    parser.add_argument("--size", type=int, default=2 * 1024 * 1024)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--cache",
+        default="10GB:DIR:localdb",
+        help="--disk-cache of the reflector in (c); DIR is a scratch dir",
+    )
+    args = parser.parse_args()
+    base = parse_mysql_dsn(DSN)
+    with tempfile.TemporaryDirectory(prefix="prism-bench-s3-") as tmp:
+        root = Path(tmp)
+        server = SeaweedFS(root / "seaweedfs")
+        server.start()
+        try:
+            results = [asyncio.run(one_round(server, base, args, root)) for _ in range(args.rounds)]
+        finally:
+            server.stop()
+    print(f"{args.blobs} blobs of {args.size} bytes, SeaweedFS and MariaDB on this host; MB/s")
+    head = ("round", "(a) raw PUT", "(b) upload", "b w/o start", "b/a", "(a) raw GET", "GET+sha384")
+    print("".join(f"{h:>13}" for h in (*head, "(c) miss", "c/a")))
+    for i, r in enumerate(results, 1):
+        cells = [r["raw_put"], r["upload"], r["upload_own"], r["upload"] / r["raw_put"]]
+        cells += [r["raw_get"], r["raw_get_sha"], r["miss"], r["miss"] / r["raw_get"]]
+        print(f"{i:>13}" + "".join(f"{v:>13.2f}" if v < 10 else f"{v:>13.1f}" for v in cells))
+    best = max(results, key=lambda r: r["upload"] / r["raw_put"])
+    print(json.dumps({k: round(v, 1) for k, v in best.items()}))
+    print(f"s3_miss_vs_raw_ratio={best['miss'] / best['raw_get']:.3f}")
+    print(f"s3_upload_vs_raw_ratio={best['upload'] / best['raw_put']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
