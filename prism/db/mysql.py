@@ -298,12 +298,17 @@ class MysqlDatabase:
         await self.runner.execute(
             conn, self._blob_insert_sql(len(batch)), [a for b in batch for a in (b.hash, 0, b.length)]
         )
+        # A locking read: it sees the rows the INSERT above just locked in their latest version,
+        # where a plain (consistent) read can miss a row another transaction's rollback re-created.
         rows = await self.runner.query(
             conn,
-            f"SELECT hash, id FROM blob_ WHERE hash IN ({_placeholders(len(batch))})",
+            f"SELECT hash, id FROM blob_ WHERE hash IN ({_placeholders(len(batch))}) FOR UPDATE",
             [b.hash for b in batch],
         )
         ids = {r[0]: int(r[1]) for r in rows}
+        missing = [b.hash for b in batch if b.hash not in ids]
+        if missing:
+            raise DatabaseError(f"content blob {missing[0]} vanished while recording its stream")
         # reflector.go's INSERT IGNORE, minus the warnings (each costs a SHOW WARNINGS round trip).
         await self.runner.execute(
             conn,
