@@ -7,6 +7,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -29,6 +30,22 @@ def _admin_connect(params: MysqlParams, database: str | None = None) -> pymysql.
     kw = params.kwargs()
     kw.pop("db", None)
     return pymysql.connect(**kw, database=database, autocommit=True, connect_timeout=5)
+
+
+def connect(params: MysqlParams) -> pymysql.Connection:
+    """A plain autocommit connection to the database of `params`."""
+    return _admin_connect(params, params.database)
+
+
+def sql(params: MysqlParams, statement: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one statement run straight on the database of `params` (no prism code in the way)."""
+    conn = connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
 
 
 @pytest.fixture

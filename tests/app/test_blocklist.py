@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pymysql
 import pytest
 from aiohttp import web
 
@@ -21,7 +20,7 @@ from prism.hub.tx import Transaction, TxIn, TxOut, claim_name_script
 from prism.reflector.client import ReflectorClient
 from tests.app.test_reflector_build import options
 from tests.claim import vectors as v
-from tests.conftest import run_prism
+from tests.conftest import run_prism, sql
 from tests.helpers import ManualSleep, running
 from tests.hub.standin import StandInHub
 
@@ -158,11 +157,8 @@ async def test_end_to_end_blocked_in_mariadb_and_send_refused(tmp_path: Path, my
         await refl.supervisor.start()
         try:
             await asyncio.wait_for(refl.blocklist.run_done.wait(), 30)
-            conn = pymysql.connect(**p.kwargs(), autocommit=True)
-            with conn.cursor() as cur:
-                cur.execute("SELECT hash FROM blocked ORDER BY hash")
-                assert sorted(r[0] for r in cur.fetchall()) == sorted([v.MACARONI_SD, stream.sd_hash])
-            conn.close()
+            blocked = sql(p, "SELECT hash FROM blocked ORDER BY hash")
+            assert sorted(r[0] for r in blocked) == sorted([v.MACARONI_SD, stream.sd_hash])
             assert b"reflector_blocklist_blocked 2" in refl.metrics.render()
             port = refl.servers.receiver.port
             async with ReflectorClient("127.0.0.1", port, version=1, timeout=10) as client:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pymysql
 import pytest
 
 from prism.app.cache_chain import (
@@ -17,6 +16,7 @@ from prism.store.caching import CachingStore
 from prism.store.disk_cache import DiskCacheStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
+from tests.conftest import sql
 from tests.helpers import CountingStore, make_blob
 
 
@@ -126,11 +126,7 @@ async def test_localdb_manager_uses_mysql_with_local_db_conn(tmp_path, mysql_dat
     assert chain.store.cache.name == "db-backed"  # type: ignore[attr-defined]
     await chain.stop()
     assert not (tmp_path / "c" / "localdb.sqlite3").exists()
-    conn = pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password, database=p.database)
-    with conn.cursor() as cur:
-        cur.execute("SELECT is_stored, length FROM blob_ WHERE hash = %s", (h,))
-        assert cur.fetchall() == ((1, 3000),)
-    conn.close()
+    assert sql(p, "SELECT is_stored, length FROM blob_ WHERE hash = %s", (h,)) == [(1, 3000)]
 
 
 async def test_localdb_manager_defaults_to_sqlite_in_the_cache_dir(tmp_path) -> None:

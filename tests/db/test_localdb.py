@@ -7,7 +7,6 @@ import os
 import sqlite3
 import time
 
-import pymysql
 import pytest
 
 from prism.config import MysqlParams
@@ -23,6 +22,7 @@ from prism.db.localdb import (
 from prism.store import DiskStore
 from prism.store.disk_cache import DiskCacheStore, scan_blobs
 from prism.store.eviction import LRUPolicy
+from tests.conftest import sql
 from tests.helpers import ManualSleep, make_blob
 
 KB = 1000
@@ -30,15 +30,8 @@ KB = 1000
 
 def mysql_rows(params: MysqlParams) -> dict[str, tuple[int, int, float | None]]:
     """hash -> (is_stored, length, last access unix time) straight from MariaDB."""
-    kw = params.kwargs()
-    kw["database"] = kw.pop("db")
-    conn = pymysql.connect(**kw, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT hash, is_stored, length, UNIX_TIMESTAMP(last_accessed_at) FROM blob_")
-            return {h: (s, n, None if t is None else float(t)) for h, s, n, t in cur.fetchall()}
-    finally:
-        conn.close()
+    rows = sql(params, "SELECT hash, is_stored, length, UNIX_TIMESTAMP(last_accessed_at) FROM blob_")
+    return {h: (s, n, None if t is None else float(t)) for h, s, n, t in rows}
 
 
 def sqlite_rows(path: str) -> dict[str, tuple[int, int, float | None]]:

@@ -14,23 +14,8 @@ from prism.config import MysqlParams
 from prism.db import DatabaseError, MysqlDatabase, StreamBlob, TrackAccess
 from prism.db import mysql as mysql_module
 from prism.db.runner import Connection, QueryRunner
+from tests.conftest import connect, sql
 from tests.db.streams import make_stream, random_hash
-
-
-def connect(params: MysqlParams) -> pymysql.Connection:
-    kw = params.kwargs()
-    kw["database"] = kw.pop("db")
-    return pymysql.connect(**kw, autocommit=True, connect_timeout=5)
-
-
-def sql(params: MysqlParams, statement: str, args: tuple = ()) -> list[tuple]:
-    conn = connect(params)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 @pytest.fixture
