@@ -84,10 +84,15 @@ class SerfAgent:
     def rpc(self) -> tuple[str, int]:
         return ("127.0.0.1", self.rpc_port)
 
-    async def start(self) -> None:
+    def check_installed(self) -> str:
+        """The agent binary's path (AgentError naming the Debian package if it is missing)."""
         path = shutil.which(self.binary)
         if path is None:
             raise AgentError(MISSING_SERF)
+        return path
+
+    async def start(self) -> None:
+        path = self.check_installed()
         check_port_free(self.host, self.port)
         await self._spawn(path)
         self._task = asyncio.get_running_loop().create_task(self._supervise(path))

@@ -50,7 +50,8 @@ class SerfClient:
         """Send one request and wait for its response (SerfError on an error reply)."""
         response = await self._send(command, body)
         if response.error:
-            raise SerfError(f"serf agent at {self.where}: {command}: {response.error}")
+            said = " ".join(response.error.split())  # serf's multi-error text spans lines
+            raise SerfError(f"serf agent at {self.where}: {command}: {said}")
         return response
 
     async def _send(self, command: str, body: dict[str, Any] | None) -> Response:

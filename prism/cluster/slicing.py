@@ -142,3 +142,15 @@ class SlicePlan:
             return None
         self.current = new
         return new
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """A node's view of the cluster, read once per metrics scrape."""
+
+    members: int
+    """Alive members."""
+    position: int
+    """This node's 1-based position among them (0: none)."""
+    slice_hashes: int
+    """Stored hashes of this node's slice, being announced."""
