@@ -40,5 +40,5 @@ async def run_cluster_tool(
     supervisor = Supervisor(grace=5.0)
     supervisor.add("serf agent", agent, "--cluster-port")
     supervisor.add("cluster name", Call(start=named))
-    supervisor.add("cluster membership", membership, "join" if seeds else "")
+    supervisor.add("cluster membership", membership)
     await supervisor.run()

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from prism.cluster.slicing import KEY_SPACE, slice_of
@@ -19,6 +20,15 @@ from tests.s3server import SeaweedFS, write_config
 pytestmark = pytest.mark.slow
 
 HASHES = 3000
+
+
+async def metrics(session: aiohttp.ClientSession, node: StartProcess) -> dict[str, float]:
+    async with session.get(f"http://127.0.0.1:{node.metrics}/metrics") as response:
+        text = await response.text()
+    return {
+        name: float(value)
+        for name, _, value in (ln.partition(" ") for ln in text.splitlines() if ln.startswith("reflector_"))
+    }
 
 
 def thirds(nodes: list[StartProcess]) -> bool:
@@ -60,6 +70,13 @@ async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
             return all(announcers_of(seed, h) == {owner[h]} for h in hashes)
 
         await until(each_once, 30, "every hash announced by its owner alone", nodes)
+        async with aiohttp.ClientSession() as session:
+            for node, s in zip(nodes, slices, strict=True):
+                assert s is not None
+                got = await metrics(session, node)
+                assert got["reflector_cluster_members"] == 3 and got["reflector_cluster_position"] == s[0]
+                assert got["reflector_cluster_slice_hashes"] == s[3] == got["reflector_dht_announce_hashes"]
+                assert "reflector_dht_announce_backlog" in got
 
         # SIGKILL one: the two others cover its slice within 15 s
         lost = nodes[2]
