@@ -25,14 +25,9 @@ sys.path[0] = str(REPO)  # not bench/, whose http.py would shadow the standard l
 
 from bench.s3 import DSN, create_database, drop_database  # noqa: E402
 from prism.config import MysqlParams, parse_mysql_dsn  # noqa: E402
-from tests.cluster.nodes import StartProcess, announcers_of, seed_node, store_hashes, until  # noqa: E402
+from tests.cluster.nodes import StartProcess, announcers_of, seed_node, start_three, store_hashes, until  # noqa: E402
 from tests.cluster.ports import free_cluster_ports  # noqa: E402
 from tests.s3server import SeaweedFS, write_config  # noqa: E402
-
-
-def thirds(nodes: list[StartProcess]) -> bool:
-    last = [n.last_slice() for n in nodes]
-    return all(s is not None and s[1] == 3 for s in last) and len({s[0] for s in last if s}) == 3
 
 
 async def one_round(server: SeaweedFS, db: MysqlParams, args: argparse.Namespace, root: Path) -> float:
@@ -43,12 +38,7 @@ async def one_round(server: SeaweedFS, db: MysqlParams, args: argparse.Namespace
     nodes: list[StartProcess] = []
     seed = None
     try:
-        first = StartProcess("A", root, conf, "new", seed_port, *flags).start()
-        nodes.append(first)
-        await until(lambda: any(ln.startswith("membership:") for ln in first.lines()), 60, "A up", nodes)
-        join = f"127.0.0.1:{first.cluster_port}"
-        nodes += [StartProcess(x, root, conf, join, seed_port, *flags).start() for x in "BC"]
-        await until(lambda: thirds(nodes), 120, "three thirds", nodes)
+        await start_three(nodes, root, conf, seed_port, *flags, limit=120.0)
         seed = await seed_node(seed_port)
         took = await until(lambda: all(announcers_of(seed, h) for h in hashes), 600, "all announced", nodes)
         print(f"3 nodes announced {len(hashes)} hashes once in {took:.1f} s (from the DHT seed's start)")

@@ -11,9 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from prism.cluster.slicing import KEY_SPACE, slice_of
+from prism.cluster.slicing import KEY_SPACE
 from prism.config import MysqlParams
-from tests.cluster.nodes import StartProcess, announcers_of, seed_node, store_hashes, until
+from tests.cluster.nodes import (
+    StartProcess,
+    announcers_of,
+    in_thirds,
+    seed_node,
+    start_three,
+    store_hashes,
+    until,
+)
 from tests.cluster.ports import free_cluster_ports
 from tests.s3server import SeaweedFS, write_config
 
@@ -31,14 +39,6 @@ async def metrics(session: aiohttp.ClientSession, node: StartProcess) -> dict[st
     }
 
 
-def thirds(nodes: list[StartProcess]) -> bool:
-    """Every node's last slice is one of three distinct thirds, and they cover the key space."""
-    last = [n.last_slice() for n in nodes]
-    if any(s is None or s[1] != 3 for s in last):
-        return False
-    return sorted((s[0], s[2]) for s in last if s) == [(i, slice_of(i, 3)) for i in (1, 2, 3)]
-
-
 async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
     tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str, mysql_database: MysqlParams
 ) -> None:
@@ -51,12 +51,7 @@ async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
     nodes: list[StartProcess] = []
     seed = None
     try:
-        first = StartProcess("A", tmp_path, conf, "new", seed_port, *flags).start()
-        nodes.append(first)
-        await until(lambda: any(ln.startswith("membership:") for ln in first.lines()), 30, "A up", nodes)
-        join = f"127.0.0.1:{first.cluster_port}"
-        nodes += [StartProcess(x, tmp_path, conf, join, seed_port, *flags).start() for x in "BC"]
-        await until(lambda: thirds(nodes), 40, "three thirds", nodes)
+        await start_three(nodes, tmp_path, conf, seed_port, *flags)
         seed = await seed_node(seed_port)
         slices = [n.last_slice() for n in nodes]
         assert sum(s[3] for s in slices if s) == HASHES
@@ -97,7 +92,7 @@ async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
 
         # restarted: thirds again
         lost.start()
-        await until(lambda: thirds(nodes), 30, "thirds after the restart", nodes)
+        await until(lambda: in_thirds(nodes), 30, "thirds after the restart", nodes)
         assert sum(s[3] for s in (n.last_slice() for n in nodes) if s) == HASHES
     finally:
         for node in nodes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pymysql
 
-from prism.cluster.slicing import KeyRange
+from prism.cluster.slicing import KeyRange, slice_of
 from prism.config import MysqlParams
 from prism.dht import messages as m
 from prism.dht.config import DhtConfig
@@ -164,3 +164,23 @@ async def until(condition: object, limit: float, what: str, nodes: list[StartPro
             raise AssertionError(f"{what}: not within {limit:.0f} s\n{logs}")
         await asyncio.sleep(0.1)
     return time.monotonic() - started
+
+
+def in_thirds(nodes: list[StartProcess]) -> bool:
+    """Every node's last slice is a different third of the key space."""
+    last = [n.last_slice() for n in nodes]
+    if any(s is None or s[1] != 3 for s in last):
+        return False
+    return sorted((s[0], s[2]) for s in last if s) == [(i, slice_of(i, 3)) for i in (1, 2, 3)]
+
+
+async def start_three(
+    nodes: list[StartProcess], root: Path, conf: Path, dht_seed: int, *flags: str, limit: float = 40.0
+) -> None:
+    """Start nodes A (a new cluster), then B and C joining it, into `nodes`; return once in thirds."""
+    first = StartProcess("A", root, conf, "new", dht_seed, *flags).start()
+    nodes.append(first)
+    await until(lambda: any(ln.startswith("membership:") for ln in first.lines()), limit, "A up", nodes)
+    join = f"127.0.0.1:{first.cluster_port}"
+    nodes += [StartProcess(x, root, conf, join, dht_seed, *flags).start() for x in "BC"]
+    await until(lambda: in_thirds(nodes), limit, "three thirds", nodes)
