@@ -33,6 +33,8 @@ PAGE = 1000
 """Hashes per database page when reading a slice."""
 RESCAN = 600.0
 """Seconds between two reads of the slice: blobs uploaded to any node since are announced."""
+RETRY = 5.0
+"""Seconds before reading the slice again after the database failed."""
 FLAG_NAMES = {"--tcp-peer-port": "--peer-port", "--receiver-port": "--reflector-port"}
 """`prism reflector`'s flags in its errors, as `prism start` calls them."""
 
@@ -141,15 +143,19 @@ class SliceAnnouncer:
         return None if self.assignment is None else self.assignment.range
 
     async def _run(self) -> None:
+        wait = self.rescan
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.rescan):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
             try:
                 await self._scan(self._wanted())
-            except Exception as e:  # the database is down: try again at the next change or rescan
+            except Exception as e:  # the database is down: read the slice again soon
                 log.warning("cannot read this node's slice from the database: %s", e)
+                wait = min(RETRY, self.rescan)
+            else:
+                wait = self.rescan
 
     async def _scan(self, wanted: KeyRange | None) -> None:
         """Announce the stored hashes of `wanted`, and no others (abandoned if the slice changes)."""

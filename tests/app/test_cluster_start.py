@@ -94,6 +94,11 @@ async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
         lost.start()
         await until(lambda: in_thirds(nodes), 30, "thirds after the restart", nodes)
         assert sum(s[3] for s in (n.last_slice() for n in nodes) if s) == HASHES
+
+        # SIGTERM: the node stops in order (its agent leaves) and exits 0; the others see two at once
+        nodes[0].stop()
+        assert nodes[0].proc is not None and nodes[0].proc.returncode == 0
+        await until(lambda: all((n.last_slice() or (0, 0))[1] == 2 for n in nodes[1:]), 8, "leave", nodes[1:])
     finally:
         for node in nodes:
             node.kill()

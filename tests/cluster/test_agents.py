@@ -67,3 +67,14 @@ async def test_agent_errors_are_one_sentence() -> None:
     async with running(SerfAgent("127.0.0.1", port)):
         with pytest.raises(AgentError, match=r"cannot use 127\.0\.0\.1"):
             await SerfAgent("127.0.0.1", port).start()
+
+
+async def test_membership_through_an_agent_run_by_the_operator() -> None:
+    """`--serf-rpc`: no agent of ours; our name is the agent's (asked with `stats`)."""
+    [port] = free_cluster_ports(1)
+    async with running(SerfAgent("127.0.0.1", port, name="operators")) as agent:
+        got: list[Assignment] = []
+        plan = SlicePlan("", asyncio.get_running_loop().time(), debounce=0.1, settle=0.0)
+        async with running(Membership(lambda: agent.rpc, plan, got.append)):
+            await eventually(lambda: bool(got), what="an assignment")
+        assert plan.me == "operators" and got[-1].n == 1 and got[-1].members == ("operators",)
