@@ -303,5 +303,11 @@ async def build_start(opts: StartOptions, config: Config) -> StartNode:
 
 
 async def run_start(opts: StartOptions, config: Config) -> None:
+    """Build, log the version, serve until SIGINT/SIGTERM, leave the cluster and shut down."""
+    from prism.version import build_info
+
+    info = build_info()
     node = await build_start(opts, config)
+    log.info("prism start version %s, built %s", info.get("Version"), info.get("build date", "<now>"))
     await node.run()
+    log.info("prism start stopped")

@@ -45,8 +45,9 @@ def free_loopback_port() -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """Raise AgentError when host:port is taken for TCP or UDP (serf's gossip uses both)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(family, kind) as s:
             if kind == socket.SOCK_STREAM:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -55,6 +56,11 @@ def check_port_free(host: str, port: int) -> None:
                 raise AgentError(
                     f"--cluster-port: cannot use {host}:{port} for the cluster: {e.strerror}"
                 ) from None
+
+
+def bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as serf's -bind wants it."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _die_with_parent() -> None:
@@ -102,7 +108,7 @@ class SerfAgent:
             path,
             "agent",
             f"-node={self.name}",
-            f"-bind={self.host}:{self.port}",
+            f"-bind={bracketed(self.host)}:{self.port}",
             f"-rpc-addr=127.0.0.1:{self.rpc_port}",
             "-log-level=warn",
         ]

@@ -136,5 +136,10 @@ class SerfClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self.closed.set()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(
+                    SerfError(f"the connection to the serf agent at {self.where} was closed")
+                )
         for queue in self._streams.values():
             queue.put_nowait(None)
