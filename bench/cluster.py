@@ -8,13 +8,14 @@ start on 127.0.0.1 (a serf agent each) and slice the key space in thirds; then t
 a node run here that records every STORE, comes up. Prints the time for the cluster to announce every
 hash once, then SIGKILLs one node and prints the time from the kill until every hash of its slice has
 been announced by one of the others (serf's failure detection, about 7.5 s, is part of it). Last line:
-`cluster_reannounce_s=<seconds after the kill>` (target: 60 or less).
+`cluster_reannounce_s=<seconds after the kill>` (the median of the rounds; target: 60 or less).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -87,7 +88,9 @@ def main() -> None:
                     drop_database(base, db.database)
         finally:
             server.stop()
-    print(f"cluster_reannounce_s={min(results):.1f}")
+    if len(results) > 1:
+        print("rounds: " + ", ".join(f"{r:.1f} s" for r in results))
+    print(f"cluster_reannounce_s={statistics.median(results):.1f}")
 
 
 if __name__ == "__main__":

@@ -249,6 +249,29 @@ def describe(a: Assignment) -> str:
     return f"membership: {a.n} of {a.total}: {' '.join(a.members)}"
 
 
+def _membership(opts: StartOptions, agent: SerfAgent | None, announcer: SliceAnnouncer) -> Membership:
+    """Membership through our agent (or the operator's, `--serf-rpc`), handing slices to `announcer`."""
+    plan = SlicePlan(
+        agent.name if agent else "",  # the operator's agent: its name, asked at start
+        asyncio.get_running_loop().time(),
+        settle=opts.settle,
+        min_members=opts.min_members,
+        fixed=opts.hash_range,
+    )
+
+    def assigned(a: Assignment) -> None:
+        show(describe(a))
+        announcer.assign(a)
+
+    def rpc() -> tuple[str, int]:
+        if agent is not None:
+            return agent.rpc
+        assert opts.serf_rpc is not None
+        return opts.serf_rpc.host, opts.serf_rpc.port
+
+    return Membership(rpc, plan, assigned, [] if opts.seed == "new" else [opts.seed])
+
+
 async def build_start(opts: StartOptions, config: Config) -> StartNode:
     """Validate and assemble a node (nothing listens until `run`); ReflectorConfigError on bad flags."""
     _check_origin(opts, config)
@@ -266,25 +289,7 @@ async def build_start(opts: StartOptions, config: Config) -> StartNode:
             agent.check_installed()
         except AgentError as e:
             raise ReflectorConfigError(str(e)) from None
-    name = agent.name if agent else ""
-    plan = SlicePlan(
-        name,
-        asyncio.get_running_loop().time(),
-        settle=opts.settle,
-        min_members=opts.min_members,
-        fixed=opts.hash_range,
-    )
-
-    def assigned(a: Assignment) -> None:
-        show(describe(a))
-        announcer.assign(a)
-
-    seeds = [] if opts.seed == "new" else [opts.seed]
-    serf_rpc = opts.serf_rpc
-    rpc: Callable[[], tuple[str, int]] = (
-        (lambda: (serf_rpc.host, serf_rpc.port)) if serf_rpc else (lambda: agent.rpc)  # type: ignore[union-attr]
-    )
-    membership = Membership(rpc, plan, assigned, seeds)
+    membership = _membership(opts, agent, announcer)
     sup = refl.supervisor
     for entry in sup.entries:
         entry.flag = FLAG_NAMES.get(entry.flag, entry.flag)
@@ -296,7 +301,7 @@ async def build_start(opts: StartOptions, config: Config) -> StartNode:
 
         sup.add("cluster name", Call(start=named))
     sup.add("DHT node", announcer, "--dht-port")
-    sup.add("cluster membership", membership, "--serf-rpc" if serf_rpc else "start SEED")
+    sup.add("cluster membership", membership, "--serf-rpc" if opts.serf_rpc else "start SEED")
     refl.metrics.announcers.append(announcer)
     refl.metrics.clusters.append(announcer)
     return StartNode(refl, agent, membership, announcer)

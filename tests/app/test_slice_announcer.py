@@ -30,11 +30,14 @@ async def test_slices_are_read_in_pages_and_what_leaves_is_dropped(mysql_databas
     try:
         async with running(announcer):
             announcer.assign(Assignment(1, 1, FULL_RANGE, ("a",)))
-            await eventually(lambda: scheduled(announcer) == stored, what="whole catalogue scheduled")
+            await eventually(lambda: announcer.scans >= 1, what="first read")
+            assert scheduled(announcer) == stored
             half = slice_of(2, 2)
+            before = announcer.scans
             announcer.assign(Assignment(2, 2, half, ("a", "b")))
             mine = {h for h in stored if int(h, 16) in half}
-            await eventually(lambda: scheduled(announcer) == mine, what="only the second half")
+            await eventually(lambda: announcer.scans > before and announcer.range == half, what="second read")
+            assert scheduled(announcer) == mine
             assert announcer.hashes == mine and lines[-1].startswith("slice 2 of 2: 8")
             # a blob stored since (by any node) is found by the next read; a deleted one is dropped
             new = {h for h in store_hashes(mysql_database, 40) if int(h, 16) in half}
