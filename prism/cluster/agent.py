@@ -87,6 +87,12 @@ class SerfAgent:
         self._stopping = False
 
     @property
+    def pid(self) -> int | None:
+        """The running agent's process id (None when it is not running)."""
+        proc = self._proc
+        return None if proc is None or proc.returncode is not None else proc.pid
+
+    @property
     def rpc(self) -> tuple[str, int]:
         return ("127.0.0.1", self.rpc_port)
 
@@ -197,9 +203,3 @@ class SerfAgent:
                 await self._task
         if self._proc is not None:
             await self._kill(self._proc, grace=min(grace, 5.0))
-
-
-def agent_pid(agent: SerfAgent) -> int | None:
-    """The running agent's process id (for tests that kill it)."""
-    proc = agent._proc
-    return None if proc is None or proc.returncode is not None else proc.pid

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from prism.cluster.agent import MISSING_SERF, AgentError, SerfAgent, agent_pid
+from prism.cluster.agent import MISSING_SERF, AgentError, SerfAgent
 from prism.cluster.client import SerfClient, SerfError
 from prism.cluster.membership import Membership
 from prism.cluster.slicing import Assignment, SlicePlan
@@ -46,7 +46,7 @@ async def test_three_agents_agree_and_a_leave_and_a_restart_are_seen() -> None:
         await client.close()
 
         # the child agent of the last node dies: it is restarted and rejoins
-        pid = agent_pid(agents[2])
+        pid = agents[2].pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         await eventually(lambda: agents[2].restarts == 1, limit=10, what="agent restarted")
