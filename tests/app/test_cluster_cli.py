@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from prism.cluster.agent import MISSING_SERF
 from prism.config import MysqlParams
+from tests.cluster.nodes import store_hashes
 from tests.cluster.ports import free_cluster_ports
 from tests.conftest import prism_cmd, prism_env
 from tests.s3server import SeaweedFS, one_error_line, write_config
@@ -100,3 +103,35 @@ async def test_start_refuses_missing_serf_a_taken_port_and_no_origin(
     assert "db_conn" in await start_refused(no_db, "new", *ports)
     assert "--hash-range" in await start_refused(conf, "new", "--hash-range", "zz", *ports)
     assert "SEED" in await start_refused(conf, "nowhere", *ports)
+
+
+async def test_start_over_a_disk_origin_announces_its_catalogue_and_stops_on_sigterm(
+    tmp_path: Path, mysql_database: MysqlParams
+) -> None:
+    """`--store-path` instead of S3 (the DB is still where the hashes come from); SIGTERM exits 0."""
+    db = mysql_database
+    conf = tmp_path / "config.json"
+    conf.write_text(
+        json.dumps({"db_conn": f"{db.user}:{db.password}@tcp({db.host}:{db.port})/{db.database}"})
+    )
+    store_hashes(db, 50)
+    [port] = free_cluster_ports(1)
+    args = ["--conf", str(conf), "start", "new", "--store-path", str(tmp_path / "blobs"), "--cluster-port"]
+    args += [str(port), "--host", "127.0.0.1", "--dht-seeds", "127.0.0.1:1", "--hash-range", "0-ff"]
+    for flag in ("--peer-port", "--reflector-port", "--dht-port", "--http-peer-port", "--http3-peer-port"):
+        args += [flag, "0"]
+    log = tmp_path / "node.log"
+    proc = spawn(log, *args, "--metrics-port", "0")
+    try:
+        for _ in range(400):
+            if "slice 1 of 1:" in log.read_text() or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        line = next((ln for ln in log.read_text().splitlines() if ln.startswith("slice ")), log.read_text())
+        # --hash-range 0-ff: only hashes below 0x100 (none of 50 random ones), whatever the position
+        assert line == f"slice 1 of 1: {'0' * 96}-{'0' * 94}ff: 0 hashes"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from prism.cluster.codec import Member, Response, SerfCodec, SerfCodecError, StreamEvent
 
@@ -85,3 +87,16 @@ def test_ipv6_and_mapped_addresses() -> None:
     assert mapped.addr == "10.0.0.2"
     v6 = Member.from_wire({**MEMBER, "Addr": b"\0" * 15 + b"\x01"})
     assert v6.addr == "::1"
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.integers(min_value=0, max_value=3))
+def test_members_replies_decode_whatever_the_reads(cuts: list[int], count: int) -> None:
+    codec = SerfCodec()
+    seqs = [codec.request("members")[0] for _ in range(count)]
+    wire = b"".join(pack({"Seq": s, "Error": ""}, {"Members": [MEMBER] * s}) for s in seqs)
+    events, at = [], 0
+    for cut in [*cuts, len(wire)]:
+        events += codec.receive(wire[at : at + cut])
+        at += cut
+    events += codec.receive(wire[at:])
+    assert events == [Response(s, "", {"Members": [MEMBER] * s}) for s in seqs]
