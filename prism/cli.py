@@ -959,6 +959,94 @@ def reflector_cmd(obj: PrismContext, /, **flags: object) -> None:
         sys.exit(1)
 
 
+# --- cluster: start, cluster ----------------------------------------------------------------
+
+
+@cli.command("cluster")
+@click.argument("mode", type=click.Choice(["start", "join"]))
+@click.option(
+    "--cluster-port",
+    type=click.IntRange(1, 64535),
+    default=17946,
+    show_default=True,
+    help="start: this port; join: a random port just above it, joining 127.0.0.1 on it.",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address the serf agent binds to.")
+def cluster_cmd(mode: str, cluster_port: int, host: str) -> None:
+    """Membership test tool: print each change of a serf cluster as `n of total` and its members."""
+    import asyncio
+
+    from prism.app.cluster import run_cluster_tool
+    from prism.app.supervisor import StartupError
+
+    try:
+        asyncio.run(run_cluster_tool(mode, cluster_port, host))
+    except StartupError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+def _port(flag: str, default: int, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        flag, type=click.IntRange(0, 65535), default=default, show_default=True, help=help_text
+    )
+
+
+@cli.command("start")
+@click.argument("seed", metavar="new|SEED")
+@_port("--cluster-port", 17946, "Cluster (serf gossip) port, TCP and UDP.")
+@_port("--peer-port", 3333, "Peer protocol (TCP) port (0: any).")
+@_port("--reflector-port", 5566, "Reflector upload port (0: any).")
+@_port("--dht-port", 4444, "DHT UDP port (0: any).")
+@click.option("--dht-seeds", default=None, metavar="HOST:PORT,...", help="DHT seeds (default LBRY's).")
+@click.option("--hash-range", default=None, metavar="START-END", help="Announce this range (short hex).")
+@click.option("--store-path", default="", help="Durable disk origin instead of S3 (prism addition).")
+@_port("--http-peer-port", 5569, "HTTP blob server port (0: any; prism addition).")
+@_port("--http3-peer-port", 5568, "HTTP/3 blob server UDP port (0: any; prism addition).")
+@_port("--metrics-port", 2112, "Prometheus /metrics port (0: any; prism addition).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address every server and serf bind to.")
+@click.option(
+    "--dht-announce",
+    type=click.Choice(["sd-head", "all"]),
+    default="all",
+    show_default=True,
+    help="Announce every stored blob of this node's slice, or sd blobs and stream heads.",
+)
+@click.option("--dht-announce-rate", type=click.FloatRange(min=0.001), default=10.0, show_default=True)
+@click.option("--allow-private-peers", is_flag=True, help="Deal with DHT peers on private addresses.")
+@click.option(
+    "--min-members", type=click.IntRange(1), default=1, show_default=True, help="Announce nothing below this."
+)
+@click.option(
+    "--serf-rpc", default=None, metavar="HOST:PORT", help="Use this serf agent instead of starting one."
+)
+@click.pass_obj
+def start_cmd(obj: PrismContext, /, seed: str, **flags: Any) -> None:
+    """Run a full node: reflector, peer, DHT and cluster membership; `new` starts a cluster."""
+    import asyncio
+
+    from prism.app.reflector import ReflectorConfigError
+    from prism.app.start import StartOptions, run_start
+    from prism.app.supervisor import StartupError
+    from prism.cluster.slicing import HashRangeError, parse_hash_range
+    from prism.hostport import AddressError, parse_host_port, parse_host_port_list
+
+    try:
+        if seed != "new":
+            parse_host_port(seed, what="SEED")
+        if flags["dht_seeds"] is not None:
+            flags["dht_seeds"] = parse_host_port_list(flags["dht_seeds"], what="--dht-seeds seed")
+        if flags["serf_rpc"] is not None:
+            flags["serf_rpc"] = parse_host_port(flags["serf_rpc"], what="--serf-rpc")
+        if flags["hash_range"] is not None:
+            flags["hash_range"] = parse_hash_range(flags["hash_range"])
+        opts = StartOptions(seed=seed, **flags)
+        asyncio.run(run_start(opts, obj.config))
+    except (AddressError, HashRangeError, ReflectorConfigError, StartupError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="prism")

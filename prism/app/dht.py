@@ -113,6 +113,17 @@ class DhtAnnounceOptions:
     host: str = "0.0.0.0"
 
 
+def announcing_node(opts: DhtAnnounceOptions, peer_port: int) -> DhtNode:
+    """The DHT node of a server's `--dht-*` flags (not started), announcing `peer_port`."""
+    config = DhtConfig(
+        allow_private_peers=opts.allow_private_peers,
+        announce_rate=opts.rate,
+        announce_concurrency=opts.concurrency,
+    )
+    seeds = opts.seeds if opts.seeds is not None else [HostPort(h, p) for h, p in DEFAULT_SEEDS]
+    return DhtNode(host=opts.host, port=opts.port, peer_port=peer_port, seeds=seeds, config=config)
+
+
 def _first_byte(ref: BlobRef) -> bytes:
     if ref.data is not None:
         return ref.data[:1]
@@ -162,13 +173,7 @@ class AnnouncingNode:
 
     async def start(self) -> None:
         opts = self.opts
-        config = DhtConfig(
-            allow_private_peers=opts.allow_private_peers,
-            announce_rate=opts.rate,
-            announce_concurrency=opts.concurrency,
-        )
-        seeds = opts.seeds if opts.seeds is not None else [HostPort(h, p) for h, p in DEFAULT_SEEDS]
-        node = DhtNode(host=opts.host, port=opts.port, peer_port=self.peer_port(), seeds=seeds, config=config)
+        node = announcing_node(opts, self.peer_port())
         await node.start()
         self.node = node
         if not self.holdings:

@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from prism.app.blocklist import BlocklistSnapshot
+from prism.cluster.slicing import ClusterSnapshot
 from prism.dht.workers import AnnouncerSnapshot
 from prism.hostport import HostPort, bind_socket
 from prism.reflector.receiver import ReceiverStats
@@ -56,6 +57,12 @@ class ReceiverSource(Protocol):
     def snapshot(self) -> ReceiverStats: ...
 
 
+class ClusterSource(Protocol):
+    """A cluster node (`prism start`): membership and its slice."""
+
+    def cluster_snapshot(self) -> ClusterSnapshot: ...
+
+
 class AnnouncerSource(Protocol):
     """A DHT node that announces (None before it started)."""
 
@@ -73,6 +80,7 @@ class Scrape:
     """Running asyncio tasks (None outside a loop)."""
     announcers: list[AnnouncerSnapshot] = field(default_factory=list)
     blocklists: list[BlocklistSnapshot] = field(default_factory=list)
+    clusters: list[ClusterSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +169,11 @@ def _dht(
 ) -> Series:
     """A series of the servers' DHT announcer (`reflector_dht_<short>`)."""
     return Series(f"dht_{short}", kind, text, lambda s: (((), value(a)) for a in s.announcers))
+
+
+def _cluster(short: str, text: str, value: Callable[[ClusterSnapshot], int]) -> Series:
+    """A series of the cluster node (`reflector_cluster_<short>`)."""
+    return Series(f"cluster_{short}", "gauge", text, lambda s: (((), value(c)) for c in s.clusters))
 
 
 def _blocklist(value: Callable[[BlocklistSnapshot], int]) -> Callable[[Scrape], Iterator[Sample]]:
@@ -283,6 +296,9 @@ SERIES: tuple[Series, ...] = (
     _dht("announce_backlog", "gauge", "Hashes due and not yet announced", lambda a: a.backlog),
     _dht("announce_hashes", "gauge", "Hashes announced and kept announced", lambda a: a.hashes),
     _dht("routing_table_peers", "gauge", "Contacts in the DHT routing table", lambda a: a.routing_peers),
+    _cluster("members", "Alive cluster members", lambda c: c.members),
+    _cluster("position", "This node's position among the alive members (0: none)", lambda c: c.position),
+    _cluster("slice_hashes", "Stored hashes in this node's announce slice", lambda c: c.slice_hashes),
     Series("blocklist_runs_total", "counter", "Blocklist updates run", _blocklist(lambda b: b.runs)),
     Series(
         "blocklist_failed_runs_total",
@@ -324,6 +340,7 @@ class Metrics:
         self.stores: list[BlobStore] = []
         """Roots of store chains, walked with `walk_chain`."""
         self.announcers: list[AnnouncerSource] = []
+        self.clusters: list[ClusterSource] = []
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             try:
@@ -351,6 +368,7 @@ class Metrics:
             tasks,
             announcers,
             [b.snapshot() for b in self.blocklists],
+            [c.cluster_snapshot() for c in self.clusters],
         )
 
     def render(self) -> bytes:

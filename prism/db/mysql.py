@@ -418,3 +418,23 @@ class MysqlDatabase:
             "SELECT hash FROM blob_ WHERE hash >= %s AND hash <= %s AND is_stored = 1 ORDER BY hash",
             (start, end),
         )
+
+    async def stored_hashes_page(
+        self, start: str, end: str, limit: int, *, after: str | None = None, sd_head: bool = False
+    ) -> list[str]:
+        """Up to `limit` stored hashes h with start <= h <= end (and h > after), in order: a keyset page,
+        so a range is read in batches without holding it all. `sd_head`: only sd blobs and the first
+        content blob of each stream."""
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        heads = (
+            " AND (EXISTS (SELECT 1 FROM stream s WHERE s.sd_blob_id = b.id)"
+            " OR EXISTS (SELECT 1 FROM stream_blob sb WHERE sb.blob_id = b.id AND sb.num = 0))"
+            if sd_head
+            else ""
+        )
+        return await self._column(
+            "stored hashes page",
+            f"SELECT b.hash FROM blob_ b WHERE b.hash {op} %s AND b.hash <= %s AND b.is_stored = 1{heads} "
+            "ORDER BY b.hash LIMIT %s",
+            (low, end, int(limit)),
+        )
