@@ -12,13 +12,17 @@
 2. Cost of one cache hit through the full chain that `prism reflector` builds
    (SingleFlight(Caching(Caching(SingleFlight(origin), disk cache), memory cache))), for a
    memory hit and a disk hit, next to the bare dict lookup and bare open+fstat below it.
-3. Time to rebuild a disk cache index with 100,000 blobs (lru from the directory, lru from
-   its snapshot, localdb/SQLite first start adopting everything, and localdb restart).
+3. Start of a disk cache with 100,000 blobs, for every manager: cold (no snapshot or clean
+   shutdown mark: the directory is scanned) and warm (after a clean `stop()`), the index's
+   memory per entry after start and at the peak of the start (tracemalloc), and the localdb
+   manager's first start (every blob adopted into a new SQLite file).
+   Prints warm_start_le_cold_all_managers=yes|no.
 
 Last line: best_policy_vs_optimal=<mean over cases of hit ratio / optimal hit ratio, for
 the policy with the best mean>.
 
 Usage: .venv/bin/python bench/cache.py [--catalogue N] [--requests N] [--restart-blobs N]
+       [--restart-rounds N] [--only-restart]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import heapq
 import itertools
 import os
@@ -35,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -243,27 +249,69 @@ def make_files(root: str, n: int) -> None:
         os.close(fd)
 
 
-async def rebuild_time(root: str, n: int) -> None:
-    print(f"== index rebuild at start with {n} blobs on disk")
+MANAGERS = ("lru", "lfuda", "tinylfu", "localdb")
+
+
+def open_cache(root: str, manager: str) -> DiskCacheStore:
+    cap = 1 << 40
+    idx = make_local_db_index(root) if manager == "localdb" else None
+    policy = make_policy("lru" if manager == "localdb" else manager, cap, item_size_hint=1 << 20)
+    return DiskCacheStore(DiskStore(root), cap, policy, index=idx)
+
+
+def forget_clean_shutdown(root: str) -> None:
+    """Make the next start a cold one: no snapshot, no clean-shutdown mark (the localdb rows stay)."""
+    for name in os.listdir(root):
+        if name.startswith("cache-index"):
+            os.unlink(os.path.join(root, name))
+
+
+async def timed_start(root: str, manager: str, n: int, traced: bool) -> tuple[float, float, float]:
+    """(seconds, index bytes per entry after start, peak bytes per entry during start)."""
+    cache = open_cache(root, manager)
+    if traced:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    await cache.start()
+    took = time.perf_counter() - t0
+    per_entry = peak = 0.0
+    if traced:
+        gc.collect()
+        now, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        per_entry, peak = (now - base) / n, (top - base) / n
+    assert cache.rebuild is not None and cache.rebuild.blobs == n, cache.rebuild
+    adopting = getattr(cache, "adoption", None)
+    if adopting is not None:  # a warm start's background scan for blobs the snapshot did not know
+        await adopting
+    await cache.stop()
+    return took, per_entry, peak
+
+
+async def rebuild_time(root: str, n: int, rounds: int) -> None:
+    print(f"== index at start with {n} blobs on disk (best of {rounds} rounds; bytes by tracemalloc)")
     t0 = time.perf_counter()
     make_files(root, n)
     print(f"  (writing {n} files took {time.perf_counter() - t0:.1f}s)")
-
-    async def start(label: str, index: bool) -> None:
-        cap = 1 << 40
-        idx = make_local_db_index(root) if index else None
-        cache = DiskCacheStore(DiskStore(root), cap, make_policy("lru", cap), index=idx)
-        t0 = time.perf_counter()
-        await cache.start()
-        took = time.perf_counter() - t0
-        assert cache.rebuild is not None and cache.rebuild.blobs == n, cache.rebuild
-        print(f"  {label:40} {took:6.2f} s  ({cache.rebuild.adopted} adopted)")
-        await cache.stop()
-
-    await start("lru, no snapshot (directory scan)", False)
-    await start("lru, from snapshot", False)
-    await start("localdb (SQLite), first start", True)
-    await start("localdb (SQLite), restart", True)
+    print(f"  {'manager':8} {'cold s':>7} {'warm s':>7} {'B/entry':>8} {'peak B/entry':>13}  warm<=cold")
+    all_ok = True
+    for manager in MANAGERS:
+        if manager == "localdb":  # first start ever: every blob adopted into a new SQLite file
+            took, _, _ = await timed_start(root, manager, n, traced=False)
+            print(f"  {'localdb first start (fills SQLite)':40} {took:6.2f} s")
+        colds, warms = [], []
+        for _ in range(rounds):
+            forget_clean_shutdown(root)
+            colds.append((await timed_start(root, manager, n, traced=False))[0])
+            warms.append((await timed_start(root, manager, n, traced=False))[0])
+        _, per_entry, peak = await timed_start(root, manager, n, traced=True)
+        ok = min(warms) <= min(colds)
+        all_ok &= ok
+        verdict = "yes" if ok else "NO"
+        print(f"  {manager:8} {min(colds):7.2f} {min(warms):7.2f} {per_entry:8.0f} {peak:13.0f}  {verdict}")
+        forget_clean_shutdown(root)
+    print(f"warm_start_le_cold_all_managers={'yes' if all_ok else 'no'}")
 
 
 def main() -> None:
@@ -272,16 +320,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--hit-iterations", type=int, default=20_000)
     ap.add_argument("--restart-blobs", type=int, default=100_000)
+    ap.add_argument("--restart-rounds", type=int, default=3)
+    ap.add_argument("--only-restart", action="store_true", help="skip the policy and hit-cost sections")
     args = ap.parse_args()
-    best = policy_section(args.catalogue, args.requests)
+    best = None if args.only_restart else policy_section(args.catalogue, args.requests)
     tmp = tempfile.mkdtemp(prefix="prism-bench-cache-")
     try:
-        asyncio.run(hit_cost(tmp, args.hit_iterations))
+        if not args.only_restart:
+            asyncio.run(hit_cost(tmp, args.hit_iterations))
         if args.restart_blobs:
-            asyncio.run(rebuild_time(os.path.join(tmp, "restart"), args.restart_blobs))
+            asyncio.run(rebuild_time(os.path.join(tmp, "restart"), args.restart_blobs, args.restart_rounds))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"best_policy_vs_optimal={best:.3f}")
+    if best is not None:
+        print(f"best_policy_vs_optimal={best:.3f}")
 
 
 if __name__ == "__main__":
