@@ -1,6 +1,9 @@
 """Eviction policies for the caches: which blob leaves when a cache is over capacity.
 
 A policy only keeps bookkeeping (keys and their sizes); the cache that owns it moves bytes.
+Keys are any hashable values: the disk cache uses a blob's 48 raw hash bytes (half the
+memory of its 96-character name), the benches small strings. Entries are plain dict values
+(a size, or one small slotted record for LFUDA), never a dataclass per entry.
 Every policy weighs entries by size in bytes (the memory cache uses size 1 per blob), and
 its hit path (`touch`) is O(1): no I/O, no sorting, no heap operations.
 
@@ -23,14 +26,16 @@ import heapq
 import itertools
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+Key = Hashable
 
 
 class PolicyEntry(NamedTuple):
     """One entry as exported for an index snapshot (coldest first) and restored from it."""
 
-    key: str
+    key: Any
     size: int
     freq: int = 1
     score: float = 0.0
@@ -51,28 +56,28 @@ class EvictionPolicy(ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def keys(self) -> Iterator[str]: ...
+    def keys(self) -> Iterator[Any]: ...
 
     @abstractmethod
-    def size_of(self, key: str) -> int | None: ...
+    def size_of(self, key: Key) -> int | None: ...
 
     @abstractmethod
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         """Admit a new key (a cache fill or upload), or refresh an existing one as an access."""
 
     @abstractmethod
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         """Record a hit on `key` (no-op when absent). O(1)."""
 
     @abstractmethod
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         """Forget `key`; returns its size, or None when absent."""
 
     @abstractmethod
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         """Remove and return (key, size) of the entry to evict next; None when empty."""
 
-    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+    def admit(self, key: Key, size: int, target: int) -> list[tuple[Any, int]]:
         """Add a new `key` and evict until at most `target` bytes remain; returns the victims.
 
         The default makes room among the entries already there first, so a newcomer is never
@@ -93,14 +98,14 @@ class EvictionPolicy(ABC):
         """Every entry, coldest first, with what `restore` needs to rebuild the same order."""
 
     @abstractmethod
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         """Add entries from `export` (coldest first) on top of the current ones as colder."""
 
 
 class _DictPolicy(EvictionPolicy):
     """A policy whose entries are the keys of one dict, `_d`."""
 
-    _d: Mapping[str, object]
+    _d: Mapping[Any, object]
 
     def __contains__(self, key: object) -> bool:
         return key in self._d
@@ -108,7 +113,7 @@ class _DictPolicy(EvictionPolicy):
     def __len__(self) -> int:
         return len(self._d)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[Any]:
         return iter(list(self._d))
 
 
@@ -119,12 +124,12 @@ class LRUPolicy(_DictPolicy):
 
     def __init__(self, capacity: int = 0) -> None:
         super().__init__()
-        self._d: OrderedDict[str, int] = OrderedDict()
+        self._d: OrderedDict[Any, int] = OrderedDict()
 
-    def size_of(self, key: str) -> int | None:
+    def size_of(self, key: Key) -> int | None:
         return self._d.get(key)
 
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         old = self._d.get(key)
         if old is not None:
             self.bytes -= old
@@ -132,17 +137,17 @@ class LRUPolicy(_DictPolicy):
         self._d[key] = size
         self.bytes += size
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         if key in self._d:
             self._d.move_to_end(key)
 
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         size = self._d.pop(key, None)
         if size is not None:
             self.bytes -= size
         return size
 
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         if not self._d:
             return None
         key, size = self._d.popitem(last=False)
@@ -152,7 +157,7 @@ class LRUPolicy(_DictPolicy):
     def export(self) -> list[PolicyEntry]:
         return [PolicyEntry(k, s) for k, s in self._d.items()]
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         existing = list(self._d.items())
         self._d.clear()
         for e in entries:
@@ -169,7 +174,7 @@ class LRUPolicy(_DictPolicy):
 class _LfudaEntry:
     __slots__ = ("freq", "heap_tick", "k", "size", "tick")
 
-    def __init__(self, size: int, freq: int, k: float, tick: int) -> None:
+    def __init__(self, size: int, freq: int, k: int, tick: int) -> None:
         self.size = size
         self.freq = freq
         self.k = k
@@ -190,27 +195,27 @@ class LFUDAPolicy(_DictPolicy):
 
     def __init__(self, capacity: int = 0) -> None:
         super().__init__()
-        self._d: dict[str, _LfudaEntry] = {}
-        self._heap: list[tuple[float, int, str]] = []
+        self._d: dict[Any, _LfudaEntry] = {}
+        self._heap: list[tuple[int, int, Any]] = []
         self._ticks = itertools.count(1)
-        self.age = 0.0  # L: priority of the last evicted entry
+        self.age = 0  # L: priority of the last evicted entry (priorities are whole numbers)
 
-    def size_of(self, key: str) -> int | None:
+    def size_of(self, key: Key) -> int | None:
         e = self._d.get(key)
         return None if e is None else e.size
 
-    def frequency(self, key: str) -> int:
+    def frequency(self, key: Key) -> int:
         e = self._d.get(key)
         return 0 if e is None else e.freq
 
-    def _push(self, key: str, freq: int, k: float, size: int) -> None:
+    def _push(self, key: Key, freq: int, k: int, size: int) -> None:
         tick = next(self._ticks)
         self._d[key] = _LfudaEntry(size, freq, k, tick)
         heapq.heappush(self._heap, (k, tick, key))
         if len(self._heap) > 2 * len(self._d) + 64:
             self._compact()
 
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         e = self._d.get(key)
         if e is not None:
             self.bytes += size - e.size
@@ -220,21 +225,21 @@ class LFUDAPolicy(_DictPolicy):
         self._push(key, 1, 1 + self.age, size)
         self.bytes += size
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         e = self._d.get(key)
         if e is not None:
             e.freq += 1
             e.k = e.freq + self.age
             e.tick = next(self._ticks)
 
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         e = self._d.pop(key, None)
         if e is None:
             return None
         self.bytes -= e.size
         return e.size
 
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         heap, d = self._heap, self._d
         while heap:
             k, tick, key = heapq.heappop(heap)
@@ -262,12 +267,12 @@ class LFUDAPolicy(_DictPolicy):
         items = sorted(self._d.items(), key=lambda kv: (kv[1].k, kv[1].tick))
         return [PolicyEntry(key, e.size, e.freq, e.k - self.age) for key, e in items]
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         # Scores are priorities relative to the age at export time; keep them relative to ours.
         for e in entries:
             if e.key in self._d:
                 continue
-            self._push(e.key, max(1, e.freq), e.score + self.age, e.size)
+            self._push(e.key, max(1, e.freq), round(e.score) + self.age, e.size)
             self.bytes += e.size
 
 
@@ -301,7 +306,7 @@ class FrequencySketch:
 
     # Positions come from the high bits of multiplicative hashes (low bits of a product
     # depend only on the low bits of the key's hash, which would correlate the rows).
-    def _positions(self, key: str) -> tuple[int, int, int, int, int, int]:
+    def _positions(self, key: Key) -> tuple[int, int, int, int, int, int]:
         h = hash(key) & self._M64
         p1 = (h * 0x9E3779B97F4A7C15) & self._M64
         p2 = (h * 0xC2B2AE3D27D4EB4F) & self._M64
@@ -317,7 +322,7 @@ class FrequencySketch:
             (p3 >> (64 - 2 * db)) & dm,
         )
 
-    def increment(self, key: str) -> None:
+    def increment(self, key: Key) -> None:
         i0, i1, i2, i3, a, b = self._positions(key)
         door = self.door
         if not ((door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1):
@@ -338,7 +343,7 @@ class FrequencySketch:
             self.rows = [row.translate(self._HALVE) for row in self.rows]
             self.door = bytearray(len(self.door))
 
-    def estimate(self, key: str) -> int:
+    def estimate(self, key: Key) -> int:
         i0, i1, i2, i3, a, b = self._positions(key)
         r, door = self.rows, self.door
         seen = (door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1
@@ -360,9 +365,9 @@ class TinyLFUPolicy(EvictionPolicy):
         self.main_cap = capacity - self.window_cap
         self.protected_cap = int(self.main_cap * 0.8)
         self.sketch = FrequencySketch(max(64, capacity // max(1, item_size_hint)))
-        self.window: OrderedDict[str, int] = OrderedDict()
-        self.probation: OrderedDict[str, int] = OrderedDict()
-        self.protected: OrderedDict[str, int] = OrderedDict()
+        self.window: OrderedDict[Any, int] = OrderedDict()
+        self.probation: OrderedDict[Any, int] = OrderedDict()
+        self.protected: OrderedDict[Any, int] = OrderedDict()
         self.window_bytes = 0
         self.protected_bytes = 0
 
@@ -372,17 +377,17 @@ class TinyLFUPolicy(EvictionPolicy):
     def __len__(self) -> int:
         return len(self.window) + len(self.probation) + len(self.protected)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[Any]:
         return iter([*self.probation, *self.protected, *self.window])
 
-    def size_of(self, key: str) -> int | None:
+    def size_of(self, key: Key) -> int | None:
         for seg in (self.window, self.probation, self.protected):
             s = seg.get(key)
             if s is not None:
                 return s
         return None
 
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         if key in self:
             self.remove(key)
         self.sketch.increment(key)
@@ -396,7 +401,7 @@ class TinyLFUPolicy(EvictionPolicy):
             self.window_bytes -= s
             self.probation[k] = s
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         self.sketch.increment(key)
         if key in self.window:
             self.window.move_to_end(key)
@@ -413,7 +418,7 @@ class TinyLFUPolicy(EvictionPolicy):
                 self.protected_bytes -= s
                 self.probation[k] = s
 
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         size = self.window.pop(key, None)
         if size is not None:
             self.window_bytes -= size
@@ -427,7 +432,7 @@ class TinyLFUPolicy(EvictionPolicy):
         self.bytes -= size
         return size
 
-    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+    def admit(self, key: Key, size: int, target: int) -> list[tuple[Any, int]]:
         """Insert first, then evict: the blobs pushed out of the window duel with the main
         area's victims, so a newcomer that loses (seen less often) is rejected."""
         self.insert(key, size)
@@ -439,14 +444,14 @@ class TinyLFUPolicy(EvictionPolicy):
             victims.append(v)
         return victims
 
-    def _main_victim(self) -> tuple[str, int] | None:
+    def _main_victim(self) -> tuple[Any, int] | None:
         if self.probation:
             return next(iter(self.probation.items()))
         if self.protected:
             return next(iter(self.protected.items()))
         return None
 
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         if self.window_bytes > self.window_cap and self.window:
             cand, cand_size = next(iter(self.window.items()))
             victim = self._main_victim()
@@ -473,7 +478,7 @@ class TinyLFUPolicy(EvictionPolicy):
             out.extend(PolicyEntry(k, s, self.sketch.estimate(k)) for k, s in seg.items())
         return out
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         # Restored entries go to probation (coldest first); their frequencies prime the sketch.
         old = list(self.probation.items())
         self.probation.clear()
