@@ -145,6 +145,7 @@ class Plan(NamedTuple):
     entries: list[PolicyEntry]
     adopted: list[tuple[str, int, float]]
     forgotten: list[str]
+    unverified: set[bytes] | None = None  # None: all of them (a cold start)
 
 
 class DiskCacheStore:
@@ -221,17 +222,14 @@ class DiskCacheStore:
         mark = await asyncio.to_thread(take_clean_mark, self.root)
         report = RebuildReport()
         if mark is not None:
-            plan = await asyncio.to_thread(self._plan_warm, rows, mark.stamp)
+            plan = await asyncio.to_thread(self._plan_warm, rows, mark)
             report.clean = plan is not None
         if not report.clean:
             plan = await asyncio.to_thread(self._plan_cold, rows)
         assert plan is not None
         self.policy.restore(plan.entries)
-        if report.clean:
-            assert mark is not None
-            self._unverified = {k for k in mark.unverified if k in self.policy}
-        else:  # nothing found after an unclean shutdown is trusted before it is hashed
-            self._unverified = set(self.policy.keys())
+        # Nothing found after an unclean shutdown is trusted before it is hashed.
+        self._unverified = set(self.policy.keys()) if plan.unverified is None else plan.unverified
         if self.index is not None:
             for h, size, stamp in plan.adopted:
                 self.index.record_add(h, size, stamp)
@@ -295,18 +293,22 @@ class DiskCacheStore:
         await self.stop()
         await self.disk.close()
 
-    def _plan_warm(self, rows: list[tuple[str, int, float]] | None, stamp: str) -> Plan | None:
+    def _plan_warm(self, rows: list[tuple[str, int, float]] | None, mark: CleanMark) -> Plan | None:
         """The index as the clean shutdown left it, without looking at the directory."""
         if rows is not None:
-            if stamp != LOCALDB_STAMP:
+            if mark.stamp != LOCALDB_STAMP:
                 return None
             rows.sort(key=lambda r: r[2])
             entries = [PolicyEntry(k, _size(n)) for h, n, _ in rows if (k := blob_key(h)) is not None]
-            return Plan(entries, [], [])
-        snapshot = read_snapshot(self.root)
-        if snapshot is None or snapshot.stamp != stamp:
-            return None
-        return Plan(snapshot.entries, [], [])
+        else:
+            snapshot = read_snapshot(self.root)
+            if snapshot is None or snapshot.stamp != mark.stamp:
+                return None
+            entries = snapshot.entries
+        listed = set(mark.unverified)
+        # (the set holds the entries' own key objects, so it costs no second copy of a key)
+        unverified = {e.key for e in entries if e.key in listed} if listed else set()
+        return Plan(entries, [], [], unverified)
 
     def _plan_cold(self, rows: list[tuple[str, int, float]] | None) -> Plan:
         """Scan the directory; order what is there by the index, snapshot or file times."""
