@@ -23,7 +23,6 @@ Policies:
 from __future__ import annotations
 
 import heapq
-import itertools
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping
@@ -171,108 +170,115 @@ class LRUPolicy(_DictPolicy):
             self._d[k] = s
 
 
-class _LfudaEntry:
-    __slots__ = ("freq", "heap_tick", "k", "size", "tick")
-
-    def __init__(self, size: int, freq: int, k: int, tick: int) -> None:
-        self.size = size
-        self.freq = freq
-        self.k = k
-        self.tick = tick
-        self.heap_tick = tick
+_SIZE_BITS = 40
+_SIZE_MASK = (1 << _SIZE_BITS) - 1
+_FREQ_MASK = (1 << 32) - 1
+_K_SHIFT = _SIZE_BITS + 32
 
 
 class LFUDAPolicy(_DictPolicy):
-    """LFU with dynamic aging; O(1) hits, amortised O(log n) evictions.
+    """LFU with dynamic aging; O(1) hits, evictions O(log p) over p distinct priorities.
 
-    A hit only updates the entry's counters. The heap is corrected lazily: when the smallest
-    heap item turns out to be stale (the entry was hit since it was pushed), it is pushed
-    again with its current priority. Priorities only grow, so the first fresh item popped
-    is the true minimum.
+    Entries with the same priority K share a bucket (an OrderedDict, least recently given that
+    priority first, so ties go to the least recently used); a heap holds the buckets'
+    priorities, corrected lazily (a priority whose bucket emptied is dropped when it surfaces).
+    Per entry there is one int packing (K, hits, size) and one bucket slot, no object.
     """
 
     name = "lfuda"
 
     def __init__(self, capacity: int = 0) -> None:
         super().__init__()
-        self._d: dict[Any, _LfudaEntry] = {}
-        self._heap: list[tuple[int, int, Any]] = []
-        self._ticks = itertools.count(1)
+        self._d: dict[Any, int] = {}  # key -> K << 72 | hits << 40 | size
+        self._buckets: dict[int, OrderedDict[Any, None]] = {}
+        self._heap: list[int] = []  # priorities of buckets (with stale and duplicate ones)
         self.age = 0  # L: priority of the last evicted entry (priorities are whole numbers)
 
     def size_of(self, key: Key) -> int | None:
-        e = self._d.get(key)
-        return None if e is None else e.size
+        v = self._d.get(key)
+        return None if v is None else v & _SIZE_MASK
 
     def frequency(self, key: Key) -> int:
-        e = self._d.get(key)
-        return 0 if e is None else e.freq
+        v = self._d.get(key)
+        return 0 if v is None else (v >> _SIZE_BITS) & _FREQ_MASK
 
-    def _push(self, key: Key, freq: int, k: int, size: int) -> None:
-        tick = next(self._ticks)
-        self._d[key] = _LfudaEntry(size, freq, k, tick)
-        heapq.heappush(self._heap, (k, tick, key))
-        if len(self._heap) > 2 * len(self._d) + 64:
-            self._compact()
+    def _place(self, key: Key, k: int, freq: int, size: int) -> None:
+        if not 0 <= size <= _SIZE_MASK:
+            raise ValueError(f"entry size {size} out of range")
+        self._d[key] = (k << _K_SHIFT) | (min(freq, _FREQ_MASK) << _SIZE_BITS) | size
+        bucket = self._buckets.get(k)
+        if bucket is None:
+            bucket = self._buckets[k] = OrderedDict()
+            heapq.heappush(self._heap, k)
+            if len(self._heap) > 2 * len(self._buckets) + 64:
+                self._heap = sorted(self._buckets)  # (a sorted list is a heap)
+        bucket[key] = None
+
+    def _unplace(self, key: Key) -> int | None:
+        v = self._d.pop(key, None)
+        if v is None:
+            return None
+        k = v >> _K_SHIFT
+        bucket = self._buckets[k]
+        del bucket[key]
+        if not bucket:
+            del self._buckets[k]
+        return v
 
     def insert(self, key: Key, size: int) -> None:
-        e = self._d.get(key)
-        if e is not None:
-            self.bytes += size - e.size
-            e.size = size
+        v = self._d.get(key)
+        if v is not None:
+            self.bytes += size - (v & _SIZE_MASK)
+            self._d[key] = (v & ~_SIZE_MASK) | size
             self.touch(key)
             return
-        self._push(key, 1, 1 + self.age, size)
+        self._place(key, 1 + self.age, 1, size)
         self.bytes += size
 
     def touch(self, key: Key) -> None:
-        e = self._d.get(key)
-        if e is not None:
-            e.freq += 1
-            e.k = e.freq + self.age
-            e.tick = next(self._ticks)
+        v = self._unplace(key)
+        if v is not None:
+            freq = ((v >> _SIZE_BITS) & _FREQ_MASK) + 1
+            self._place(key, freq + self.age, freq, v & _SIZE_MASK)
 
     def remove(self, key: Key) -> int | None:
-        e = self._d.pop(key, None)
-        if e is None:
+        v = self._unplace(key)
+        if v is None:
             return None
-        self.bytes -= e.size
-        return e.size
+        self.bytes -= v & _SIZE_MASK
+        return v & _SIZE_MASK
 
     def pop_victim(self) -> tuple[Any, int] | None:
-        heap, d = self._heap, self._d
+        heap, buckets = self._heap, self._buckets
         while heap:
-            k, tick, key = heapq.heappop(heap)
-            e = d.get(key)
-            if e is None or e.heap_tick != tick:
-                continue  # removed, or superseded by a newer heap item
-            if e.k != k or e.tick != tick:
-                e.heap_tick = e.tick
-                heapq.heappush(heap, (e.k, e.tick, key))
+            k = heap[0]
+            bucket = buckets.get(k)
+            if bucket is None:
+                heapq.heappop(heap)  # emptied by hits or removals since it was pushed
                 continue
-            del d[key]
+            key, _ = bucket.popitem(last=False)
+            if not bucket:
+                del buckets[k]
+            size = self._d.pop(key) & _SIZE_MASK
             self.age = k
-            self.bytes -= e.size
-            return key, e.size
+            self.bytes -= size
+            return key, size
         return None
 
-    def _compact(self) -> None:
-        self._heap = []
-        for key, e in self._d.items():
-            e.heap_tick = e.tick
-            self._heap.append((e.k, e.tick, key))
-        heapq.heapify(self._heap)
-
     def export(self) -> list[PolicyEntry]:
-        items = sorted(self._d.items(), key=lambda kv: (kv[1].k, kv[1].tick))
-        return [PolicyEntry(key, e.size, e.freq, e.k - self.age) for key, e in items]
+        out = []
+        for k in sorted(self._buckets):
+            for key in self._buckets[k]:
+                v = self._d[key]
+                out.append(PolicyEntry(key, v & _SIZE_MASK, (v >> _SIZE_BITS) & _FREQ_MASK, k - self.age))
+        return out
 
     def restore(self, entries: Iterable[PolicyEntry]) -> None:
         # Scores are priorities relative to the age at export time; keep them relative to ours.
         for e in entries:
             if e.key in self._d:
                 continue
-            self._push(e.key, max(1, e.freq), round(e.score) + self.age, e.size)
+            self._place(e.key, round(e.score) + self.age, max(1, e.freq), e.size)
             self.bytes += e.size
 
 
