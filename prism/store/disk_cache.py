@@ -40,7 +40,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -341,7 +341,11 @@ class DiskCacheStore:
         """After a warm start: adopt the blobs on disk the index does not know (files newer
         than the clean shutdown at `since` as the most recent, older ones as the coldest) and
         forget the entries whose file is gone. Never deletes a file; returns the changes."""
-        unknown, seen = await asyncio.to_thread(self._scan_against_index)
+        try:
+            unknown, seen = await asyncio.to_thread(self._scan_against_index)
+        except OSError as e:
+            log.warning("cache %s: cannot list the directory to check the index: %s", self.root, e)
+            return 0
         gone = [k for k in list(self.policy.keys()) if k not in seen and not os.path.exists(self._path(k))]
         del seen
         for k in gone:
@@ -608,47 +612,50 @@ def write_snapshot(root: str, policy_name: str, entries: Iterable[PolicyEntry]) 
 
 def read_snapshot(root: str) -> IndexSnapshot | None:
     """The snapshot written by the last `stop()`; None when absent or unreadable."""
-    path = os.path.join(root, SNAPSHOT_NAME)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        end = data.index(b"\n")
-        header = data[:end].decode("ascii").split()
-        if len(header) != 5 or " ".join(header[:2]) != SNAPSHOT_MAGIC:
-            raise ValueError("not a prism cache index")
-        body = memoryview(data)[end + 1 :]
-        if len(body) != int(header[4]) * _RECORD.size:
-            raise ValueError("truncated")
-        entries = [PolicyEntry(k, _size(n), f, sc) for k, n, f, sc in _RECORD.iter_unpack(body)]
-        return IndexSnapshot(header[3], float(header[3]), entries)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        log.warning("ignoring unreadable cache index %s: %s", path, e)
-        return None
+    return _read_index_file(root, SNAPSHOT_NAME, _parse_snapshot)
 
 
 def read_legacy_snapshot(root: str) -> IndexSnapshot | None:
     """The text snapshot of earlier versions (only its order is used, at a cold start)."""
-    path = os.path.join(root, LEGACY_SNAPSHOT_NAME)
+    return _read_index_file(root, LEGACY_SNAPSHOT_NAME, _parse_legacy_snapshot)
+
+
+def _read_index_file(root: str, name: str, parse: Callable[[bytes], IndexSnapshot]) -> IndexSnapshot | None:
+    path = os.path.join(root, name)
     try:
-        with open(path, encoding="ascii") as f:
-            header = f.readline().split()
-            if len(header) != 4 or " ".join(header[:2]) != LEGACY_SNAPSHOT_MAGIC:
-                log.warning("ignoring %s: not a prism cache index", path)
-                return None
-            entries = []
-            for line in f:
-                parts = line.split()
-                if len(parts) == 4 and is_valid_hash(parts[0]):
-                    key = bytes.fromhex(parts[0])
-                    entries.append(PolicyEntry(key, int(parts[1]), int(parts[2]), float(parts[3])))
-            return IndexSnapshot(header[3], float(header[3]), entries)
+        with open(path, "rb") as f:
+            return parse(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         log.warning("ignoring unreadable cache index %s: %s", path, e)
         return None
+
+
+def _parse_snapshot(data: bytes) -> IndexSnapshot:
+    end = data.index(b"\n")
+    header = data[:end].decode("ascii").split()
+    if len(header) != 5 or " ".join(header[:2]) != SNAPSHOT_MAGIC:
+        raise ValueError("not a prism cache index")
+    body = memoryview(data)[end + 1 :]
+    if len(body) != int(header[4]) * _RECORD.size:
+        raise ValueError("truncated")
+    entries = [PolicyEntry(k, _size(n), f, sc) for k, n, f, sc in _RECORD.iter_unpack(body)]
+    return IndexSnapshot(header[3], float(header[3]), entries)
+
+
+def _parse_legacy_snapshot(data: bytes) -> IndexSnapshot:
+    lines = data.decode("ascii").splitlines()
+    header = lines[0].split() if lines else []
+    if len(header) != 4 or " ".join(header[:2]) != LEGACY_SNAPSHOT_MAGIC:
+        raise ValueError("not a prism cache index")
+    entries = []
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) == 4 and is_valid_hash(parts[0]):
+            key = bytes.fromhex(parts[0])
+            entries.append(PolicyEntry(key, int(parts[1]), int(parts[2]), float(parts[3])))
+    return IndexSnapshot(header[3], float(header[3]), entries)
 
 
 def sync_filesystem(path: str) -> None:

@@ -12,7 +12,13 @@ import pytest
 from prism.store import BlobNotFound, DiskStore, StoreError
 from prism.store.caching import CachingStore
 from prism.store.disk import scan_blobs
-from prism.store.disk_cache import CLEAN_NAME, SNAPSHOT_NAME, DiskCacheStore
+from prism.store.disk_cache import (
+    CLEAN_NAME,
+    LEGACY_SNAPSHOT_MAGIC,
+    LEGACY_SNAPSHOT_NAME,
+    SNAPSHOT_NAME,
+    DiskCacheStore,
+)
 from prism.store.eviction import make_policy
 from tests.helpers import CountingStore, make_blob
 
@@ -133,12 +139,20 @@ async def test_missing_file_is_forgotten(tmp_path) -> None:
     assert not await cache.has(h) and cache.stored_bytes == 0
 
 
-@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
-async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
-    cache = await open_cache(tmp_path, 4 * KB, policy)
-    blobs = [make_blob(i, KB) for i in range(4)]
+async def filled_cache(
+    root, capacity: int, policy: str, n: int
+) -> tuple[DiskCacheStore, list[tuple[str, bytes]]]:
+    """A started cache holding `n` blobs of 1 KB; (cache, blobs)."""
+    cache = await open_cache(root, capacity, policy)
+    blobs = [make_blob(i, KB) for i in range(n)]
     for h, data in blobs:
         await cache.put(h, data)
+    return cache, blobs
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
+async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
+    cache, blobs = await filled_cache(tmp_path, 4 * KB, policy, 4)
     for _ in range(3):
         for h, _ in (blobs[0], blobs[2], blobs[3]):
             (await cache.get(h)).close()
@@ -205,10 +219,7 @@ async def test_restart_adopts_unknown_blobs_and_keeps_what_fits(tmp_path) -> Non
 
 @pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
 async def test_warm_start_reads_no_directory_and_adopts_in_the_background(tmp_path, policy: str) -> None:
-    cache = await open_cache(tmp_path, 10 * KB, policy)
-    blobs = [make_blob(i, KB) for i in range(4)]
-    for h, data in blobs:
-        await cache.put(h, data)
+    cache, blobs = await filled_cache(tmp_path, 10 * KB, policy, 4)
     await cache.stop()
     assert {SNAPSHOT_NAME, CLEAN_NAME} <= set(os.listdir(tmp_path))
     # Copied in while prism was stopped, and one blob removed by hand.
@@ -363,3 +374,19 @@ async def test_caching_store_refetches_a_corrupt_cached_blob(tmp_path) -> None:
         assert ref.read() == data
     assert origin.gets == 2
     await again.stop()
+
+
+async def test_a_text_snapshot_of_an_earlier_version_orders_a_cold_start(tmp_path) -> None:
+    disk = DiskStore(tmp_path)
+    blobs = [make_blob(i, KB) for i in range(3)]
+    for h, data in blobs:
+        await disk.put(h, data)
+    order = [blobs[2], blobs[0], blobs[1]]  # coldest first
+    lines = [f"{LEGACY_SNAPSHOT_MAGIC} lru {time.time() + 60:.3f}\n"]
+    lines += [f"{h} {KB} 1 0.0\n" for h, _ in order]
+    (tmp_path / LEGACY_SNAPSHOT_NAME).write_text("".join(lines))
+    cache = await open_cache(tmp_path, 3 * KB)
+    assert cache.rebuild is not None and not cache.rebuild.clean and cache.rebuild.unverified == 3
+    assert await cache.list_hashes() == [h for h, _ in order]
+    await cache.stop()
+    assert not (tmp_path / LEGACY_SNAPSHOT_NAME).exists() and (tmp_path / SNAPSHOT_NAME).exists()
