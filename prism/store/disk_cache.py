@@ -342,12 +342,11 @@ class DiskCacheStore:
         than the clean shutdown at `since` as the most recent, older ones as the coldest) and
         forget the entries whose file is gone. Never deletes a file; returns the changes."""
         try:
-            unknown, seen = await asyncio.to_thread(self._scan_against_index)
+            unknown, missing = await asyncio.to_thread(self._scan_against_index, list(self.policy.keys()))
         except OSError as e:
             log.warning("cache %s: cannot list the directory to check the index: %s", self.root, e)
             return 0
-        gone = [k for k in list(self.policy.keys()) if k not in seen and not os.path.exists(self._path(k))]
-        del seen
+        gone = [k for k in missing if k in self.policy and not os.path.exists(self._path(k))]
         for k in gone:
             self._forget(k)
         fresh = sorted(
@@ -377,14 +376,24 @@ class DiskCacheStore:
         await self._evict_to(int(self.capacity * self.low_watermark), threshold=self.capacity)
         return len(fresh) + len(gone)
 
-    def _scan_against_index(self) -> tuple[list[tuple[bytes, int, float]], set[bytes]]:
-        """(blobs on disk not in the index, keys seen on disk); stats only the unknown files."""
-        policy = self.policy
-        unknown, seen = [], set()
-        for e in scan_blob_entries(self.root, self.disk.prefix_length):
+    def _scan_against_index(self, known: list[bytes]) -> tuple[list[tuple[bytes, int, float]], list[bytes]]:
+        """(blobs on disk not in `known`, keys of `known` not on disk), one shard directory at a
+        time so that only one directory's names are held; stats only the unknown files."""
+        plen = self.disk.prefix_length
+        by_shard: dict[str, list[bytes]] = {}
+        for k in known:
+            by_shard.setdefault(k.hex()[:plen], []).append(k)
+        del known
+        unknown: list[tuple[bytes, int, float]] = []
+        missing: list[bytes] = []
+        shard, here = "", set[bytes]()
+        for e in scan_blob_entries(self.root, plen):
             key = bytes.fromhex(e.name)
-            if key in policy:  # (checked again on the loop: the index changes meanwhile)
-                seen.add(key)
+            if e.name[:plen] != shard:  # (a directory's entries come together)
+                missing += (k for k in by_shard.pop(shard, ()) if k not in here)
+                shard, here = e.name[:plen], set()
+            if key in self.policy:  # (checked again on the loop: the index changes meanwhile)
+                here.add(key)
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
@@ -392,7 +401,10 @@ class DiskCacheStore:
                 continue
             if e.is_file(follow_symlinks=False):
                 unknown.append((key, _size(st.st_size), max(st.st_atime, st.st_mtime)))
-        return unknown, seen
+        missing += (k for k in by_shard.pop(shard, ()) if k not in here)
+        for keys in by_shard.values():  # shard directories that are gone altogether
+            missing += keys
+        return unknown, missing
 
     def _path(self, key: bytes) -> str:
         return self.disk.path_of(key.hex())

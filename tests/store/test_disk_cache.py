@@ -390,3 +390,27 @@ async def test_a_text_snapshot_of_an_earlier_version_orders_a_cold_start(tmp_pat
     assert await cache.list_hashes() == [h for h, _ in order]
     await cache.stop()
     assert not (tmp_path / LEGACY_SNAPSHOT_NAME).exists() and (tmp_path / SNAPSHOT_NAME).exists()
+
+
+@pytest.mark.parametrize("prefix_length", [0, 1])
+async def test_background_pass_finds_what_changed_in_every_shard(tmp_path, prefix_length: int) -> None:
+    def open_sharded() -> DiskCacheStore:
+        return DiskCacheStore(DiskStore(tmp_path, prefix_length), 100 * KB, make_policy("lru", 100 * KB))
+
+    cache = open_sharded()
+    await cache.start()
+    blobs = [make_blob(i, KB) for i in range(40)]  # about 2.5 per shard of one hex digit
+    for h, data in blobs:
+        await cache.put(h, data)
+    await cache.stop()
+    removed = blobs[::7]
+    for h, _ in removed:
+        os.unlink(cache.disk.path_of(h))
+    strangers = [make_blob(100 + i, KB) for i in range(5)]
+    for h, data in strangers:
+        await cache.disk.put(h, data)
+    again = open_sharded()
+    await again.start()
+    assert again.adoption is not None and await again.adoption == len(removed) + len(strangers)
+    assert set(await again.list_hashes()) == {b.hash for b in scan_blobs(str(tmp_path), prefix_length)}
+    await again.stop()
