@@ -142,10 +142,10 @@ class Plan(NamedTuple):
     """What `start` restores: entries coldest first, blobs found on disk that the index
     did not know (hex, size, stamp), and hashes the index knew that are gone from disk."""
 
-    entries: list[PolicyEntry]
+    entries: Iterable[PolicyEntry]  # (read lazily from a snapshot: no list of 100,000 tuples)
     adopted: list[tuple[str, int, float]]
     forgotten: list[str]
-    unverified: set[bytes] | None = None  # None: all of them (a cold start)
+    unverified: set[bytes] | None = None  # keys the mark lists; None: all of them (a cold start)
 
 
 class DiskCacheStore:
@@ -228,14 +228,17 @@ class DiskCacheStore:
             plan = await asyncio.to_thread(self._plan_cold, rows)
         assert plan is not None
         self.policy.restore(plan.entries)
-        # Nothing found after an unclean shutdown is trusted before it is hashed.
-        self._unverified = set(self.policy.keys()) if plan.unverified is None else plan.unverified
+        # Nothing found after an unclean shutdown is trusted before it is hashed. (The set holds
+        # the index's own key objects, so it costs no second copy of a key.)
+        listed = plan.unverified
+        if listed is None or listed:
+            self._unverified = {k for k in self.policy.keys() if listed is None or k in listed}
         if self.index is not None:
             for h, size, stamp in plan.adopted:
                 self.index.record_add(h, size, stamp)
             for h in plan.forgotten:
                 self.index.record_delete(h)
-        report.blobs, report.bytes = len(plan.entries), self.policy.bytes
+        report.blobs, report.bytes = len(self.policy), self.policy.bytes
         report.adopted, report.forgotten = len(plan.adopted), len(plan.forgotten)
         report.unverified = len(self._unverified)
         self._started = True
@@ -295,6 +298,7 @@ class DiskCacheStore:
 
     def _plan_warm(self, rows: list[tuple[str, int, float]] | None, mark: CleanMark) -> Plan | None:
         """The index as the clean shutdown left it, without looking at the directory."""
+        entries: Iterable[PolicyEntry]
         if rows is not None:
             if mark.stamp != LOCALDB_STAMP:
                 return None
@@ -305,10 +309,7 @@ class DiskCacheStore:
             if snapshot is None or snapshot.stamp != mark.stamp:
                 return None
             entries = snapshot.entries
-        listed = set(mark.unverified)
-        # (the set holds the entries' own key objects, so it costs no second copy of a key)
-        unverified = {e.key for e in entries if e.key in listed} if listed else set()
-        return Plan(entries, [], [], unverified)
+        return Plan(entries, [], [], set(mark.unverified))
 
     def _plan_cold(self, rows: list[tuple[str, int, float]] | None) -> Plan:
         """Scan the directory; order what is there by the index, snapshot or file times."""
@@ -325,9 +326,10 @@ class DiskCacheStore:
         if snapshot is None:
             order = sorted(blobs, key=lambda k: blobs[k][1])
             return Plan([PolicyEntry(k, blobs[k][0]) for k in order], [], [])
-        kept = [e._replace(size=blobs[e.key][0]) for e in snapshot.entries if e.key in blobs]
-        in_snapshot = {e.key for e in snapshot.entries}
-        forgotten = [e.key.hex() for e in snapshot.entries if e.key not in blobs]
+        listed = list(snapshot.entries)
+        kept = [e._replace(size=blobs[e.key][0]) for e in listed if e.key in blobs]
+        in_snapshot = {e.key for e in listed}
+        forgotten = [e.key.hex() for e in listed if e.key not in blobs]
         unknown = sorted((k for k in blobs if k not in in_snapshot), key=lambda k: blobs[k][1])
         # Unknown blobs older than the snapshot were there but not indexed: adopt them as the
         # coldest. Newer ones arrived after it (e.g. before a crash): adopt them as the hottest.
@@ -588,7 +590,7 @@ class DiskCacheStore:
 class IndexSnapshot(NamedTuple):
     stamp: str  # names this snapshot in the clean-shutdown mark
     written_at: float
-    entries: list[PolicyEntry]  # coldest first; keys are raw hash bytes
+    entries: Iterable[PolicyEntry]  # coldest first; keys are raw hash bytes; read once
 
 
 def _write_atomically(root: str, name: str, data: bytes) -> None:
@@ -652,7 +654,7 @@ def _parse_snapshot(data: bytes) -> IndexSnapshot:
     body = memoryview(data)[end + 1 :]
     if len(body) != int(header[4]) * _RECORD.size:
         raise ValueError("truncated")
-    entries = [PolicyEntry(k, _size(n), f, sc) for k, n, f, sc in _RECORD.iter_unpack(body)]
+    entries = (PolicyEntry(k, _size(n), f, sc) for k, n, f, sc in _RECORD.iter_unpack(body))
     return IndexSnapshot(header[3], float(header[3]), entries)
 
 
