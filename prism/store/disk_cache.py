@@ -29,6 +29,8 @@ that snapshot; `start()` takes the mark away (durably) before it serves anything
   large) before handing it out. A file whose SHA-384 does not match its name is removed and
   the get is a miss, so the caching layer above fetches the blob again. A put of the blob
   rewrites it. Blobs still unverified at a clean stop are listed in the mark and stay so.
+  The check is the hash, not the size the scan found: a power loss can leave a file of the
+  right length full of zeros. It costs one SHA-384 per blob, once, and only after a crash.
 """
 
 from __future__ import annotations
