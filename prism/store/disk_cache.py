@@ -285,14 +285,17 @@ class DiskCacheStore:
                 await asyncio.wait_for(asyncio.shield(fut), grace)
         if self.index is not None:
             await self.index.stop(grace)
+        try:
             stamp = LOCALDB_STAMP
-        else:
-            entries = self.policy.export()
-            stamp = await asyncio.to_thread(write_snapshot, self.root, self.policy.name, entries)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.root, LEGACY_SNAPSHOT_NAME))  # superseded
-        unverified = [k for k in self._unverified if k in self.policy]
-        await asyncio.to_thread(write_clean_mark, self.root, stamp, unverified)
+            if self.index is None:
+                entries = self.policy.export()
+                stamp = await asyncio.to_thread(write_snapshot, self.root, self.policy.name, entries)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.root, LEGACY_SNAPSHOT_NAME))  # superseded
+            unverified = [k for k in self._unverified if k in self.policy]
+            await asyncio.to_thread(write_clean_mark, self.root, stamp, unverified)
+        except OSError as e:  # (a full disk): no mark, so the next start scans and verifies
+            log.warning("cannot write the index of cache %s; the next start will be cold: %s", self.root, e)
 
     async def close(self) -> None:
         await self.stop()

@@ -414,3 +414,15 @@ async def test_background_pass_finds_what_changed_in_every_shard(tmp_path, prefi
     assert again.adoption is not None and await again.adoption == len(removed) + len(strangers)
     assert set(await again.list_hashes()) == {b.hash for b in scan_blobs(str(tmp_path), prefix_length)}
     await again.stop()
+
+
+async def test_a_snapshot_that_cannot_be_written_means_a_cold_start(tmp_path) -> None:
+    cache, blobs = await filled_cache(tmp_path, 10 * KB, "lru", 2)
+    os.rmdir(tmp_path / "tmp")
+    (tmp_path / "tmp").write_bytes(b"")  # every write of the snapshot fails (as on a full disk)
+    await cache.stop()  # logs, does not raise
+    assert not (tmp_path / CLEAN_NAME).exists()
+    os.unlink(tmp_path / "tmp")
+    again = await open_cache(tmp_path, 10 * KB)
+    assert again.rebuild is not None and not again.rebuild.clean and again.rebuild.unverified == 2
+    assert (await again.get(blobs[0][0])).read() == blobs[0][1]
