@@ -12,13 +12,18 @@
 2. Cost of one cache hit through the full chain that `prism reflector` builds
    (SingleFlight(Caching(Caching(SingleFlight(origin), disk cache), memory cache))), for a
    memory hit and a disk hit, next to the bare dict lookup and bare open+fstat below it.
-3. Time to rebuild a disk cache index with 100,000 blobs (lru from the directory, lru from
-   its snapshot, localdb/SQLite first start adopting everything, and localdb restart).
+3. Start of a disk cache with 100,000 blobs, for every manager: cold (no snapshot or clean
+   shutdown mark: the directory is scanned) and warm (after a clean `stop()`), the index's
+   memory per entry after a warm start (all blobs verified, and the extra while all are still
+   unverified, as after a crash) and at the peak of warm and cold starts (tracemalloc), and
+   the localdb manager's first start (every blob adopted into a new SQLite file).
+   Prints warm_start_le_cold_all_managers=yes|no.
 
 Last line: best_policy_vs_optimal=<mean over cases of hit ratio / optimal hit ratio, for
 the policy with the best mean>.
 
 Usage: .venv/bin/python bench/cache.py [--catalogue N] [--requests N] [--restart-blobs N]
+       [--restart-rounds N] [--only-restart]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import heapq
 import itertools
 import os
@@ -35,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -233,37 +240,109 @@ def make_files(root: str, n: int) -> None:
     os.makedirs(root, exist_ok=True)
     made: set[str] = set()
     for i in range(n):
-        h = sha384_hex(i.to_bytes(4, "big"))
+        data = i.to_bytes(4, "big") + b"x" * (i % 100)  # a real blob: a cache hashes what it distrusts
+        h = sha384_hex(data)
         d = os.path.join(root, h[:2])
         if h[:2] not in made:
             os.makedirs(d, exist_ok=True)
             made.add(h[:2])
         fd = os.open(os.path.join(d, h), os.O_WRONLY | os.O_CREAT, 0o644)
-        os.write(fd, b"x" * (1 + i % 100))
+        os.write(fd, data)
         os.close(fd)
 
 
-async def rebuild_time(root: str, n: int) -> None:
-    print(f"== index rebuild at start with {n} blobs on disk")
+MANAGERS = ("lru", "lfuda", "tinylfu", "localdb")
+
+
+def open_cache(root: str, manager: str) -> DiskCacheStore:
+    cap = 1 << 40
+    idx = make_local_db_index(root) if manager == "localdb" else None
+    policy = make_policy("lru" if manager == "localdb" else manager, cap, item_size_hint=1 << 20)
+    return DiskCacheStore(DiskStore(root), cap, policy, index=idx)
+
+
+def forget_clean_shutdown(root: str) -> None:
+    """Make the next start a cold one: no snapshot, no clean-shutdown mark (the localdb rows stay)."""
+    for name in os.listdir(root):
+        if name.startswith("cache-index"):
+            os.unlink(os.path.join(root, name))
+
+
+async def timed_start(
+    root: str, manager: str, n: int, traced: bool = False, read_all: bool = False
+) -> tuple[float, float, float, float]:
+    """(seconds to start, bytes per entry after start, peak bytes per entry, seconds of the
+    warm start's background pass over the directory).
+
+    `read_all` gets every blob once after the start (so none is left to verify at the next one).
+    """
+    cache = open_cache(root, manager)
+    if traced:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    await cache.start()
+    took = time.perf_counter() - t0
+    per_entry = peak = 0.0
+    if traced:
+        await asyncio.sleep(0)  # let the loop drop the last step's arguments (the start's plan)
+        gc.collect()
+        now, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        per_entry, peak = (now - base) / n, (top - base) / n
+    assert cache.rebuild is not None and cache.rebuild.blobs == n, cache.rebuild
+    adopting = getattr(cache, "adoption", None)
+    t1 = time.perf_counter()
+    if adopting is not None:  # a warm start's background pass over the directory
+        await adopting
+    background = time.perf_counter() - t1
+    if read_all:
+        for h in await cache.list_hashes():
+            (await cache.get(h)).close()
+    await cache.stop()
+    return took, per_entry, peak, background
+
+
+async def rebuild_time(root: str, n: int, rounds: int) -> None:
+    print(f"== index at start with {n} blobs on disk (best of {rounds} rounds; bytes by tracemalloc)")
     t0 = time.perf_counter()
     make_files(root, n)
     print(f"  (writing {n} files took {time.perf_counter() - t0:.1f}s)")
-
-    async def start(label: str, index: bool) -> None:
-        cap = 1 << 40
-        idx = make_local_db_index(root) if index else None
-        cache = DiskCacheStore(DiskStore(root), cap, make_policy("lru", cap), index=idx)
-        t0 = time.perf_counter()
-        await cache.start()
-        took = time.perf_counter() - t0
-        assert cache.rebuild is not None and cache.rebuild.blobs == n, cache.rebuild
-        print(f"  {label:40} {took:6.2f} s  ({cache.rebuild.adopted} adopted)")
-        await cache.stop()
-
-    await start("lru, no snapshot (directory scan)", False)
-    await start("lru, from snapshot", False)
-    await start("localdb (SQLite), first start", True)
-    await start("localdb (SQLite), restart", True)
+    print(
+        f"  {'manager':8} {'cold s':>7} {'warm s':>7} {'bg s':>5} {'B/entry':>8} {'+unverified':>12}"
+        f" {'peak warm':>10} {'peak cold':>10}  warm<=cold"
+    )
+    all_ok = True
+    for manager in MANAGERS:
+        if manager == "localdb":  # first start ever: every blob adopted into a new SQLite file
+            took = (await timed_start(root, manager, n))[0]
+            print(f"  {'localdb first start (fills SQLite)':40} {took:6.2f} s")
+        colds, warms, passes = [], [], []
+        for _ in range(rounds):
+            forget_clean_shutdown(root)
+            colds.append((await timed_start(root, manager, n))[0])
+            warm, _, _, background = await timed_start(root, manager, n)
+            warms.append(warm)
+            passes.append(background)
+        # Bytes: after a cold start every blob is unverified until read; after reading all, none is.
+        forget_clean_shutdown(root)
+        _, _, cold_peak, _ = await timed_start(root, manager, n, traced=True)
+        _, unverified, _, _ = await timed_start(root, manager, n, traced=True, read_all=True)
+        _, per_entry, peak, _ = await timed_start(root, manager, n, traced=True)
+        ok = min(warms) <= min(colds)
+        all_ok &= ok
+        verdict = "yes" if ok else "NO"
+        extra = unverified - per_entry
+        print(
+            f"  {manager:8} {min(colds):7.2f} {min(warms):7.2f} {min(passes):5.2f} {per_entry:8.0f}"
+            f" {extra:12.0f} {peak:10.0f} {cold_peak:10.0f}  {verdict}"
+        )
+        forget_clean_shutdown(root)
+    print(
+        "  (bg s: the warm start's background pass over the directory, after the start;"
+        " B/entry: index after a warm start, all verified; +unverified: extra while all are unverified)"
+    )
+    print(f"warm_start_le_cold_all_managers={'yes' if all_ok else 'no'}")
 
 
 def main() -> None:
@@ -272,16 +351,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--hit-iterations", type=int, default=20_000)
     ap.add_argument("--restart-blobs", type=int, default=100_000)
+    ap.add_argument("--restart-rounds", type=int, default=3)
+    ap.add_argument("--only-restart", action="store_true", help="skip the policy and hit-cost sections")
     args = ap.parse_args()
-    best = policy_section(args.catalogue, args.requests)
+    best = None if args.only_restart else policy_section(args.catalogue, args.requests)
     tmp = tempfile.mkdtemp(prefix="prism-bench-cache-")
     try:
-        asyncio.run(hit_cost(tmp, args.hit_iterations))
+        if not args.only_restart:
+            asyncio.run(hit_cost(tmp, args.hit_iterations))
         if args.restart_blobs:
-            asyncio.run(rebuild_time(os.path.join(tmp, "restart"), args.restart_blobs))
+            asyncio.run(rebuild_time(os.path.join(tmp, "restart"), args.restart_blobs, args.restart_rounds))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"best_policy_vs_optimal={best:.3f}")
+    if best is not None:
+        print(f"best_policy_vs_optimal={best:.3f}")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,18 @@ class DiskBlob(NamedTuple):
 
 def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
     """Every blob file under a DiskStore root (blocking). Skips tmp/, quarantine/, other files."""
+    for e in scan_blob_entries(root, prefix_length):
+        try:
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if e.is_file(follow_symlinks=False):
+            yield DiskBlob(e.name, st.st_size, max(st.st_atime, st.st_mtime), e.path)
+
+
+def scan_blob_entries(root: str, prefix_length: int = 2) -> Iterator[os.DirEntry[str]]:
+    """Directory entries named like a blob under a DiskStore root (blocking, no stat: a caller
+    that only needs names, such as a disk cache checking its index, skips that cost)."""
     if prefix_length > 0:
         try:
             with os.scandir(root) as it:
@@ -163,14 +175,8 @@ def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
         try:
             with os.scandir(d) as it:
                 for e in it:
-                    if not is_valid_hash(e.name):
-                        continue
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if e.is_file(follow_symlinks=False):
-                        yield DiskBlob(e.name, st.st_size, max(st.st_atime, st.st_mtime), e.path)
+                    if is_valid_hash(e.name):
+                        yield e
         except FileNotFoundError:
             continue
 

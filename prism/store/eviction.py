@@ -1,6 +1,9 @@
 """Eviction policies for the caches: which blob leaves when a cache is over capacity.
 
 A policy only keeps bookkeeping (keys and their sizes); the cache that owns it moves bytes.
+Keys are any hashable values: the disk cache uses a blob's 48 raw hash bytes (half the
+memory of its 96-character name), the benches small strings. Entries are plain dict values
+(a size, or one small slotted record for LFUDA), never a dataclass per entry.
 Every policy weighs entries by size in bytes (the memory cache uses size 1 per blob), and
 its hit path (`touch`) is O(1): no I/O, no sorting, no heap operations.
 
@@ -20,17 +23,18 @@ Policies:
 from __future__ import annotations
 
 import heapq
-import itertools
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+Key = Hashable
 
 
 class PolicyEntry(NamedTuple):
     """One entry as exported for an index snapshot (coldest first) and restored from it."""
 
-    key: str
+    key: Any
     size: int
     freq: int = 1
     score: float = 0.0
@@ -51,28 +55,28 @@ class EvictionPolicy(ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def keys(self) -> Iterator[str]: ...
+    def keys(self) -> Iterator[Any]: ...
 
     @abstractmethod
-    def size_of(self, key: str) -> int | None: ...
+    def size_of(self, key: Key) -> int | None: ...
 
     @abstractmethod
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         """Admit a new key (a cache fill or upload), or refresh an existing one as an access."""
 
     @abstractmethod
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         """Record a hit on `key` (no-op when absent). O(1)."""
 
     @abstractmethod
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         """Forget `key`; returns its size, or None when absent."""
 
     @abstractmethod
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         """Remove and return (key, size) of the entry to evict next; None when empty."""
 
-    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+    def admit(self, key: Key, size: int, target: int) -> list[tuple[Any, int]]:
         """Add a new `key` and evict until at most `target` bytes remain; returns the victims.
 
         The default makes room among the entries already there first, so a newcomer is never
@@ -93,14 +97,14 @@ class EvictionPolicy(ABC):
         """Every entry, coldest first, with what `restore` needs to rebuild the same order."""
 
     @abstractmethod
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         """Add entries from `export` (coldest first) on top of the current ones as colder."""
 
 
 class _DictPolicy(EvictionPolicy):
     """A policy whose entries are the keys of one dict, `_d`."""
 
-    _d: Mapping[str, object]
+    _d: Mapping[Any, object]
 
     def __contains__(self, key: object) -> bool:
         return key in self._d
@@ -108,7 +112,7 @@ class _DictPolicy(EvictionPolicy):
     def __len__(self) -> int:
         return len(self._d)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[Any]:
         return iter(list(self._d))
 
 
@@ -119,12 +123,12 @@ class LRUPolicy(_DictPolicy):
 
     def __init__(self, capacity: int = 0) -> None:
         super().__init__()
-        self._d: OrderedDict[str, int] = OrderedDict()
+        self._d: OrderedDict[Any, int] = OrderedDict()
 
-    def size_of(self, key: str) -> int | None:
+    def size_of(self, key: Key) -> int | None:
         return self._d.get(key)
 
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         old = self._d.get(key)
         if old is not None:
             self.bytes -= old
@@ -132,17 +136,17 @@ class LRUPolicy(_DictPolicy):
         self._d[key] = size
         self.bytes += size
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         if key in self._d:
             self._d.move_to_end(key)
 
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         size = self._d.pop(key, None)
         if size is not None:
             self.bytes -= size
         return size
 
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         if not self._d:
             return None
         key, size = self._d.popitem(last=False)
@@ -152,7 +156,7 @@ class LRUPolicy(_DictPolicy):
     def export(self) -> list[PolicyEntry]:
         return [PolicyEntry(k, s) for k, s in self._d.items()]
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         existing = list(self._d.items())
         self._d.clear()
         for e in entries:
@@ -166,108 +170,115 @@ class LRUPolicy(_DictPolicy):
             self._d[k] = s
 
 
-class _LfudaEntry:
-    __slots__ = ("freq", "heap_tick", "k", "size", "tick")
-
-    def __init__(self, size: int, freq: int, k: float, tick: int) -> None:
-        self.size = size
-        self.freq = freq
-        self.k = k
-        self.tick = tick
-        self.heap_tick = tick
+_SIZE_BITS = 40
+_SIZE_MASK = (1 << _SIZE_BITS) - 1
+_FREQ_MASK = (1 << 32) - 1
+_K_SHIFT = _SIZE_BITS + 32
 
 
 class LFUDAPolicy(_DictPolicy):
-    """LFU with dynamic aging; O(1) hits, amortised O(log n) evictions.
+    """LFU with dynamic aging; O(1) hits, evictions O(log p) over p distinct priorities.
 
-    A hit only updates the entry's counters. The heap is corrected lazily: when the smallest
-    heap item turns out to be stale (the entry was hit since it was pushed), it is pushed
-    again with its current priority. Priorities only grow, so the first fresh item popped
-    is the true minimum.
+    Entries with the same priority K share a bucket (an OrderedDict, least recently given that
+    priority first, so ties go to the least recently used); a heap holds the buckets'
+    priorities, corrected lazily (a priority whose bucket emptied is dropped when it surfaces).
+    Per entry there is one int packing (K, hits, size) and one bucket slot, no object.
     """
 
     name = "lfuda"
 
     def __init__(self, capacity: int = 0) -> None:
         super().__init__()
-        self._d: dict[str, _LfudaEntry] = {}
-        self._heap: list[tuple[float, int, str]] = []
-        self._ticks = itertools.count(1)
-        self.age = 0.0  # L: priority of the last evicted entry
+        self._d: dict[Any, int] = {}  # key -> K << 72 | hits << 40 | size
+        self._buckets: dict[int, OrderedDict[Any, None]] = {}
+        self._heap: list[int] = []  # priorities of buckets (with stale and duplicate ones)
+        self.age = 0  # L: priority of the last evicted entry (priorities are whole numbers)
 
-    def size_of(self, key: str) -> int | None:
-        e = self._d.get(key)
-        return None if e is None else e.size
+    def size_of(self, key: Key) -> int | None:
+        v = self._d.get(key)
+        return None if v is None else v & _SIZE_MASK
 
-    def frequency(self, key: str) -> int:
-        e = self._d.get(key)
-        return 0 if e is None else e.freq
+    def frequency(self, key: Key) -> int:
+        v = self._d.get(key)
+        return 0 if v is None else (v >> _SIZE_BITS) & _FREQ_MASK
 
-    def _push(self, key: str, freq: int, k: float, size: int) -> None:
-        tick = next(self._ticks)
-        self._d[key] = _LfudaEntry(size, freq, k, tick)
-        heapq.heappush(self._heap, (k, tick, key))
-        if len(self._heap) > 2 * len(self._d) + 64:
-            self._compact()
+    def _place(self, key: Key, k: int, freq: int, size: int) -> None:
+        if not 0 <= size <= _SIZE_MASK:
+            raise ValueError(f"entry size {size} out of range")
+        self._d[key] = (k << _K_SHIFT) | (min(freq, _FREQ_MASK) << _SIZE_BITS) | size
+        bucket = self._buckets.get(k)
+        if bucket is None:
+            bucket = self._buckets[k] = OrderedDict()
+            heapq.heappush(self._heap, k)
+            if len(self._heap) > 2 * len(self._buckets) + 64:
+                self._heap = sorted(self._buckets)  # (a sorted list is a heap)
+        bucket[key] = None
 
-    def insert(self, key: str, size: int) -> None:
-        e = self._d.get(key)
-        if e is not None:
-            self.bytes += size - e.size
-            e.size = size
+    def _unplace(self, key: Key) -> int | None:
+        v = self._d.pop(key, None)
+        if v is None:
+            return None
+        k = v >> _K_SHIFT
+        bucket = self._buckets[k]
+        del bucket[key]
+        if not bucket:
+            del self._buckets[k]
+        return v
+
+    def insert(self, key: Key, size: int) -> None:
+        v = self._d.get(key)
+        if v is not None:
+            self.bytes += size - (v & _SIZE_MASK)
+            self._d[key] = (v & ~_SIZE_MASK) | size
             self.touch(key)
             return
-        self._push(key, 1, 1 + self.age, size)
+        self._place(key, 1 + self.age, 1, size)
         self.bytes += size
 
-    def touch(self, key: str) -> None:
-        e = self._d.get(key)
-        if e is not None:
-            e.freq += 1
-            e.k = e.freq + self.age
-            e.tick = next(self._ticks)
+    def touch(self, key: Key) -> None:
+        v = self._unplace(key)
+        if v is not None:
+            freq = ((v >> _SIZE_BITS) & _FREQ_MASK) + 1
+            self._place(key, freq + self.age, freq, v & _SIZE_MASK)
 
-    def remove(self, key: str) -> int | None:
-        e = self._d.pop(key, None)
-        if e is None:
+    def remove(self, key: Key) -> int | None:
+        v = self._unplace(key)
+        if v is None:
             return None
-        self.bytes -= e.size
-        return e.size
+        self.bytes -= v & _SIZE_MASK
+        return v & _SIZE_MASK
 
-    def pop_victim(self) -> tuple[str, int] | None:
-        heap, d = self._heap, self._d
+    def pop_victim(self) -> tuple[Any, int] | None:
+        heap, buckets = self._heap, self._buckets
         while heap:
-            k, tick, key = heapq.heappop(heap)
-            e = d.get(key)
-            if e is None or e.heap_tick != tick:
-                continue  # removed, or superseded by a newer heap item
-            if e.k != k or e.tick != tick:
-                e.heap_tick = e.tick
-                heapq.heappush(heap, (e.k, e.tick, key))
+            k = heap[0]
+            bucket = buckets.get(k)
+            if bucket is None:
+                heapq.heappop(heap)  # emptied by hits or removals since it was pushed
                 continue
-            del d[key]
+            key, _ = bucket.popitem(last=False)
+            if not bucket:
+                del buckets[k]
+            size = self._d.pop(key) & _SIZE_MASK
             self.age = k
-            self.bytes -= e.size
-            return key, e.size
+            self.bytes -= size
+            return key, size
         return None
 
-    def _compact(self) -> None:
-        self._heap = []
-        for key, e in self._d.items():
-            e.heap_tick = e.tick
-            self._heap.append((e.k, e.tick, key))
-        heapq.heapify(self._heap)
-
     def export(self) -> list[PolicyEntry]:
-        items = sorted(self._d.items(), key=lambda kv: (kv[1].k, kv[1].tick))
-        return [PolicyEntry(key, e.size, e.freq, e.k - self.age) for key, e in items]
+        out = []
+        for k in sorted(self._buckets):
+            for key in self._buckets[k]:
+                v = self._d[key]
+                out.append(PolicyEntry(key, v & _SIZE_MASK, (v >> _SIZE_BITS) & _FREQ_MASK, k - self.age))
+        return out
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         # Scores are priorities relative to the age at export time; keep them relative to ours.
         for e in entries:
             if e.key in self._d:
                 continue
-            self._push(e.key, max(1, e.freq), e.score + self.age, e.size)
+            self._place(e.key, round(e.score) + self.age, max(1, e.freq), e.size)
             self.bytes += e.size
 
 
@@ -301,7 +312,7 @@ class FrequencySketch:
 
     # Positions come from the high bits of multiplicative hashes (low bits of a product
     # depend only on the low bits of the key's hash, which would correlate the rows).
-    def _positions(self, key: str) -> tuple[int, int, int, int, int, int]:
+    def _positions(self, key: Key) -> tuple[int, int, int, int, int, int]:
         h = hash(key) & self._M64
         p1 = (h * 0x9E3779B97F4A7C15) & self._M64
         p2 = (h * 0xC2B2AE3D27D4EB4F) & self._M64
@@ -317,7 +328,7 @@ class FrequencySketch:
             (p3 >> (64 - 2 * db)) & dm,
         )
 
-    def increment(self, key: str) -> None:
+    def increment(self, key: Key) -> None:
         i0, i1, i2, i3, a, b = self._positions(key)
         door = self.door
         if not ((door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1):
@@ -338,7 +349,7 @@ class FrequencySketch:
             self.rows = [row.translate(self._HALVE) for row in self.rows]
             self.door = bytearray(len(self.door))
 
-    def estimate(self, key: str) -> int:
+    def estimate(self, key: Key) -> int:
         i0, i1, i2, i3, a, b = self._positions(key)
         r, door = self.rows, self.door
         seen = (door[a >> 3] >> (a & 7)) & 1 and (door[b >> 3] >> (b & 7)) & 1
@@ -360,9 +371,9 @@ class TinyLFUPolicy(EvictionPolicy):
         self.main_cap = capacity - self.window_cap
         self.protected_cap = int(self.main_cap * 0.8)
         self.sketch = FrequencySketch(max(64, capacity // max(1, item_size_hint)))
-        self.window: OrderedDict[str, int] = OrderedDict()
-        self.probation: OrderedDict[str, int] = OrderedDict()
-        self.protected: OrderedDict[str, int] = OrderedDict()
+        self.window: OrderedDict[Any, int] = OrderedDict()
+        self.probation: OrderedDict[Any, int] = OrderedDict()
+        self.protected: OrderedDict[Any, int] = OrderedDict()
         self.window_bytes = 0
         self.protected_bytes = 0
 
@@ -372,17 +383,17 @@ class TinyLFUPolicy(EvictionPolicy):
     def __len__(self) -> int:
         return len(self.window) + len(self.probation) + len(self.protected)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[Any]:
         return iter([*self.probation, *self.protected, *self.window])
 
-    def size_of(self, key: str) -> int | None:
+    def size_of(self, key: Key) -> int | None:
         for seg in (self.window, self.probation, self.protected):
             s = seg.get(key)
             if s is not None:
                 return s
         return None
 
-    def insert(self, key: str, size: int) -> None:
+    def insert(self, key: Key, size: int) -> None:
         if key in self:
             self.remove(key)
         self.sketch.increment(key)
@@ -396,7 +407,7 @@ class TinyLFUPolicy(EvictionPolicy):
             self.window_bytes -= s
             self.probation[k] = s
 
-    def touch(self, key: str) -> None:
+    def touch(self, key: Key) -> None:
         self.sketch.increment(key)
         if key in self.window:
             self.window.move_to_end(key)
@@ -413,7 +424,7 @@ class TinyLFUPolicy(EvictionPolicy):
                 self.protected_bytes -= s
                 self.probation[k] = s
 
-    def remove(self, key: str) -> int | None:
+    def remove(self, key: Key) -> int | None:
         size = self.window.pop(key, None)
         if size is not None:
             self.window_bytes -= size
@@ -427,7 +438,7 @@ class TinyLFUPolicy(EvictionPolicy):
         self.bytes -= size
         return size
 
-    def admit(self, key: str, size: int, target: int) -> list[tuple[str, int]]:
+    def admit(self, key: Key, size: int, target: int) -> list[tuple[Any, int]]:
         """Insert first, then evict: the blobs pushed out of the window duel with the main
         area's victims, so a newcomer that loses (seen less often) is rejected."""
         self.insert(key, size)
@@ -439,14 +450,14 @@ class TinyLFUPolicy(EvictionPolicy):
             victims.append(v)
         return victims
 
-    def _main_victim(self) -> tuple[str, int] | None:
+    def _main_victim(self) -> tuple[Any, int] | None:
         if self.probation:
             return next(iter(self.probation.items()))
         if self.protected:
             return next(iter(self.protected.items()))
         return None
 
-    def pop_victim(self) -> tuple[str, int] | None:
+    def pop_victim(self) -> tuple[Any, int] | None:
         if self.window_bytes > self.window_cap and self.window:
             cand, cand_size = next(iter(self.window.items()))
             victim = self._main_victim()
@@ -473,7 +484,7 @@ class TinyLFUPolicy(EvictionPolicy):
             out.extend(PolicyEntry(k, s, self.sketch.estimate(k)) for k, s in seg.items())
         return out
 
-    def restore(self, entries: list[PolicyEntry]) -> None:
+    def restore(self, entries: Iterable[PolicyEntry]) -> None:
         # Restored entries go to probation (coldest first); their frequencies prime the sketch.
         old = list(self.probation.items())
         self.probation.clear()

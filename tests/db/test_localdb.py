@@ -19,7 +19,7 @@ from prism.db.localdb import (
     SqliteLocalDB,
     populate,
 )
-from prism.store import DiskStore
+from prism.store import BlobNotFound, DiskStore
 from prism.store.disk_cache import DiskCacheStore, scan_blobs
 from prism.store.eviction import LRUPolicy
 from tests.conftest import sql
@@ -195,7 +195,11 @@ async def test_localdb_disk_cache_restart_uses_the_database(db_kind: str, mysql_
 
     again = open_cache()
     await again.start()
-    assert again.rebuild is not None
+    assert again.rebuild is not None and again.rebuild.clean  # warm: the rows, no directory walk
+    assert (again.rebuild.blobs, again.rebuild.adopted, again.rebuild.forgotten) == (4, 0, 0)
+    assert again.adoption is not None and again.index is not None
+    await again.adoption  # the background pass after a warm start
+    await again.index.flush()
     assert (again.rebuild.blobs, again.rebuild.adopted, again.rebuild.forgotten) == (4, 1, 1)
     rows = rows_of(db_kind, cache_dir, mysql_params)
     assert rows[stranger][:2] == (1, KB) and rows[blobs[4][0]][0] == 0
@@ -230,3 +234,31 @@ async def test_populate_is_idempotent(db_kind: str, mysql_params, tmp_path) -> N
         assert rows_of(db_kind, tmp_path, mysql_params) == rows1
     finally:
         await db.close()
+
+
+async def test_localdb_disk_cache_after_a_crash_hashes_files_before_serving(tmp_path) -> None:
+    cache_dir = tmp_path / "cache"
+
+    def open_cache() -> DiskCacheStore:
+        index = LocalDBIndex(SqliteLocalDB.in_cache_dir(str(cache_dir)), flush_interval=0.05)
+        return DiskCacheStore(DiskStore(cache_dir), 10 * KB, LRUPolicy(), index=index)
+
+    cache = open_cache()
+    await cache.start()
+    (h, data), (h2, data2) = make_blob(1, KB), make_blob(2, KB)
+    await cache.put(h, data)
+    await cache.put(h2, data2)
+    assert cache.index is not None
+    await cache.index.stop()  # the database is written, then the process dies: no clean mark
+    with open(cache.disk.path_of(h), "r+b") as f:
+        f.write(b"\0" * 10)
+
+    again = open_cache()
+    await again.start()
+    assert again.rebuild is not None and not again.rebuild.clean and again.rebuild.unverified == 2
+    with pytest.raises(BlobNotFound):
+        await again.get(h)
+    assert (await again.get(h2)).read() == data2
+    await again.stop()
+    rows = sqlite_rows(str(cache_dir / SQLITE_NAME))
+    assert rows[h][0] == 0 and rows[h2][0] == 1 and not os.path.exists(again.disk.path_of(h))

@@ -10,12 +10,20 @@ import time
 import pytest
 
 from prism.store import BlobNotFound, DiskStore, StoreError
+from prism.store.caching import CachingStore
 from prism.store.disk import scan_blobs
-from prism.store.disk_cache import SNAPSHOT_NAME, DiskCacheStore
+from prism.store.disk_cache import (
+    CLEAN_NAME,
+    LEGACY_SNAPSHOT_MAGIC,
+    LEGACY_SNAPSHOT_NAME,
+    SNAPSHOT_NAME,
+    DiskCacheStore,
+)
 from prism.store.eviction import make_policy
-from tests.helpers import make_blob
+from tests.helpers import CountingStore, make_blob
 
 KB = 1000
+MB = 1000 * KB
 
 
 async def open_cache(root, capacity: int, policy: str = "lru", low: float = 1.0) -> DiskCacheStore:
@@ -131,12 +139,20 @@ async def test_missing_file_is_forgotten(tmp_path) -> None:
     assert not await cache.has(h) and cache.stored_bytes == 0
 
 
-@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
-async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
-    cache = await open_cache(tmp_path, 4 * KB, policy)
-    blobs = [make_blob(i, KB) for i in range(4)]
+async def filled_cache(
+    root, capacity: int, policy: str, n: int
+) -> tuple[DiskCacheStore, list[tuple[str, bytes]]]:
+    """A started cache holding `n` blobs of 1 KB; (cache, blobs)."""
+    cache = await open_cache(root, capacity, policy)
+    blobs = [make_blob(i, KB) for i in range(n)]
     for h, data in blobs:
         await cache.put(h, data)
+    return cache, blobs
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
+async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
+    cache, blobs = await filled_cache(tmp_path, 4 * KB, policy, 4)
     for _ in range(3):
         for h, _ in (blobs[0], blobs[2], blobs[3]):
             (await cache.get(h)).close()
@@ -165,6 +181,11 @@ async def test_restart_keeps_the_index(tmp_path, policy: str) -> None:
     await again.stop()
 
 
+def crash(cache: DiskCacheStore) -> None:
+    """Leave `cache` as a kill -9 would: no stop(), so no snapshot and no clean-shutdown mark."""
+    assert not os.path.exists(os.path.join(cache.root, CLEAN_NAME))
+
+
 async def test_restart_adopts_unknown_blobs_and_keeps_what_fits(tmp_path) -> None:
     disk = DiskStore(tmp_path)
     blobs = [make_blob(i, KB) for i in range(6)]
@@ -173,12 +194,15 @@ async def test_restart_adopts_unknown_blobs_and_keeps_what_fits(tmp_path) -> Non
         await disk.put(h, data)
         os.utime(disk.path_of(h), (now - 600 + i, now - 600 + i))
     cache = await open_cache(tmp_path, 4 * KB, "lru", low=1.0)
-    assert cache.rebuild is not None and cache.rebuild.evicted == 2
+    assert cache.rebuild is not None and cache.rebuild.evicted == 2 and not cache.rebuild.clean
     # The two oldest files went; nothing else was deleted.
     assert [on_disk(cache, h) for h, _ in blobs] == [False, False, True, True, True, True]
     await cache.stop()
+    unclean = await open_cache(tmp_path, 4 * KB, "lru", low=1.0)
+    assert unclean.rebuild is not None and unclean.rebuild.clean
+    crash(unclean)
 
-    # A blob written after the snapshot (a crash) is adopted as recent, one with an old
+    # After the crash: a blob written after the snapshot is adopted as recent, one with an old
     # time as the coldest; a blob gone from disk is forgotten.
     late, late_data = make_blob(50, KB)
     old, old_data = make_blob(51, KB)
@@ -187,10 +211,52 @@ async def test_restart_adopts_unknown_blobs_and_keeps_what_fits(tmp_path) -> Non
     os.utime(disk.path_of(old), (now - 3600, now - 3600))
     os.unlink(disk.path_of(blobs[5][0]))
     again = await open_cache(tmp_path, 5 * KB, "lru", low=1.0)
-    assert again.rebuild is not None
+    assert again.rebuild is not None and not again.rebuild.clean
     assert again.rebuild.forgotten == 1 and again.rebuild.adopted == 2 and again.rebuild.evicted == 0
     await again.put(*make_blob(60, KB))
     assert not await again.has(old) and await again.has(late)
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
+async def test_warm_start_reads_no_directory_and_adopts_in_the_background(tmp_path, policy: str) -> None:
+    cache, blobs = await filled_cache(tmp_path, 10 * KB, policy, 4)
+    await cache.stop()
+    assert {SNAPSHOT_NAME, CLEAN_NAME} <= set(os.listdir(tmp_path))
+    # Copied in while prism was stopped, and one blob removed by hand.
+    stranger, sdata = make_blob(40, KB)
+    await DiskStore(tmp_path).put(stranger, sdata)
+    os.unlink(cache.disk.path_of(blobs[3][0]))
+
+    again = await open_cache(tmp_path, 10 * KB, policy)
+    assert again.rebuild is not None and again.rebuild.clean and again.rebuild.unverified == 0
+    assert not os.path.exists(tmp_path / CLEAN_NAME)  # taken at start: a crash now means unclean
+    # The index is the snapshot's: the stranger is not known yet, the removed blob still is.
+    assert len(again) == 4 and not await again.has(stranger) and await again.has(blobs[3][0])
+    # The background pass adopts the stranger (unverified) and forgets the removed blob.
+    assert again.adoption is not None and await again.adoption == 2
+    assert (again.rebuild.adopted, again.rebuild.forgotten) == (1, 1)
+    assert await again.has(stranger) and not again.is_verified(stranger)
+    assert not await again.has(blobs[3][0])
+    assert len(again) == 4 and again.stored_bytes == 4 * KB
+    if policy != "tinylfu":  # (whose admission duel decides by frequency, not by age)
+        # Copied in while stopped, so newer than the shutdown: the most recent, not the first victim.
+        for i in range(7):
+            await again.put(*make_blob(50 + i, KB))
+        assert not await again.has(blobs[0][0]) and await again.has(stranger)
+    assert (await again.get(stranger)).read() == sdata and again.is_verified(stranger)
+    assert all(again.is_verified(h) for h, _ in blobs[1:3])
+    await again.stop()
+
+
+async def test_snapshot_not_named_by_the_mark_means_a_cold_start(tmp_path) -> None:
+    cache = await open_cache(tmp_path, 10 * KB)
+    await cache.put(*make_blob(1, KB))
+    await cache.stop()
+    mark = (tmp_path / CLEAN_NAME).read_bytes().split(b" ")
+    mark[2] = b"1" + mark[2]  # the stamp of another snapshot
+    (tmp_path / CLEAN_NAME).write_bytes(b" ".join(mark))
+    again = await open_cache(tmp_path, 10 * KB)
+    assert again.rebuild is not None and not again.rebuild.clean and again.rebuild.unverified == 1
 
 
 async def test_concurrent_puts_and_gets_keep_accounting(tmp_path) -> None:
@@ -236,3 +302,127 @@ async def test_large_eviction_batch_runs_off_the_loop_and_put_waits_for_it(tmp_p
     on = {b.hash for b in scan_blobs(str(tmp_path))}
     assert on == set(await cache.list_hashes())
     assert cache.stored_bytes == KB * len(on) <= 40 * KB
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfuda", "tinylfu"])
+async def test_after_an_unclean_shutdown_a_file_is_hashed_before_it_is_served(tmp_path, policy: str) -> None:
+    cache = await open_cache(tmp_path, 10 * MB, policy)
+    good, truncated, garbage = (make_blob(i, KB) for i in range(3))
+    big = make_blob(3, 300 * KB)  # hashed on a worker thread
+    bad_big = make_blob(4, 300 * KB)
+    for h, data in (good, truncated, garbage, big, bad_big):
+        await cache.put(h, data)
+    crash(cache)
+    # What a power loss can leave of files written without fsync.
+    os.truncate(cache.disk.path_of(truncated[0]), KB // 2)
+    with open(cache.disk.path_of(garbage[0]), "r+b") as f:
+        f.write(b"\0" * 100)
+    with open(cache.disk.path_of(bad_big[0]), "r+b") as f:
+        f.seek(200 * KB)
+        f.write(b"\0" * 100)
+
+    again = await open_cache(tmp_path, 10 * MB, policy)
+    assert again.rebuild is not None and not again.rebuild.clean and again.rebuild.unverified == 5
+    for h, data in (good, big):
+        assert not again.is_verified(h)
+        with await again.get(h) as ref:
+            assert ref.read() == data
+        assert again.is_verified(h)
+    for h, _ in (truncated, garbage, bad_big):
+        assert await again.has(h)  # known, but not trusted ...
+        with pytest.raises(BlobNotFound):  # ... and a get removes it
+            await again.get(h)
+        assert not await again.has(h) and not on_disk(again, h)
+    assert (again.verified, again.corrupt) == (2, 3) and again.stored_bytes == KB + 300 * KB
+    # A put of a blob that was never verified rewrites it.
+    other, odata = make_blob(5, KB)
+    await again.put(other, odata)
+    crash(again)
+    with open(again.disk.path_of(other), "r+b") as f:
+        f.write(b"\0" * 10)
+    third = await open_cache(tmp_path, 10 * MB, policy)
+    await third.put(other, odata)
+    assert third.is_verified(other) and (await third.get(other)).read() == odata
+    # Still unverified blobs stay so across a clean restart; verified ones are trusted.
+    await third.put(*make_blob(6, KB))
+    await third.stop()
+    fourth = await open_cache(tmp_path, 10 * MB, policy)
+    assert fourth.rebuild is not None and fourth.rebuild.clean and fourth.rebuild.unverified == 2
+    assert fourth.is_verified(other) and not fourth.is_verified(good[0]) and not fourth.is_verified(big[0])
+    await fourth.stop()
+
+
+async def test_caching_store_refetches_a_corrupt_cached_blob(tmp_path) -> None:
+    origin = CountingStore("origin")
+    h, data = make_blob(1, 100 * KB)
+    await origin.put(h, data)
+    cache = await open_cache(tmp_path, 10 * MB)
+    store = CachingStore(origin, cache)
+    (await store.get(h)).close()
+    assert origin.gets == 1
+    crash(cache)
+    with open(cache.disk.path_of(h), "r+b") as f:
+        f.write(b"garbage")
+    again = await open_cache(tmp_path, 10 * MB)
+    store = CachingStore(origin, again)
+    with await store.get(h) as ref:
+        assert ref.read() == data
+    assert origin.gets == 2 and again.corrupt == 1
+    with open(again.disk.path_of(h), "rb") as f:
+        assert f.read() == data  # cached again, correct this time
+    with await store.get(h) as ref:
+        assert ref.read() == data
+    assert origin.gets == 2
+    await again.stop()
+
+
+async def test_a_text_snapshot_of_an_earlier_version_orders_a_cold_start(tmp_path) -> None:
+    disk = DiskStore(tmp_path)
+    blobs = [make_blob(i, KB) for i in range(3)]
+    for h, data in blobs:
+        await disk.put(h, data)
+    order = [blobs[2], blobs[0], blobs[1]]  # coldest first
+    lines = [f"{LEGACY_SNAPSHOT_MAGIC} lru {time.time() + 60:.3f}\n"]
+    lines += [f"{h} {KB} 1 0.0\n" for h, _ in order]
+    (tmp_path / LEGACY_SNAPSHOT_NAME).write_text("".join(lines))
+    cache = await open_cache(tmp_path, 3 * KB)
+    assert cache.rebuild is not None and not cache.rebuild.clean and cache.rebuild.unverified == 3
+    assert await cache.list_hashes() == [h for h, _ in order]
+    await cache.stop()
+    assert not (tmp_path / LEGACY_SNAPSHOT_NAME).exists() and (tmp_path / SNAPSHOT_NAME).exists()
+
+
+@pytest.mark.parametrize("prefix_length", [0, 1])
+async def test_background_pass_finds_what_changed_in_every_shard(tmp_path, prefix_length: int) -> None:
+    def open_sharded() -> DiskCacheStore:
+        return DiskCacheStore(DiskStore(tmp_path, prefix_length), 100 * KB, make_policy("lru", 100 * KB))
+
+    cache = open_sharded()
+    await cache.start()
+    blobs = [make_blob(i, KB) for i in range(40)]  # about 2.5 per shard of one hex digit
+    for h, data in blobs:
+        await cache.put(h, data)
+    await cache.stop()
+    removed = blobs[::7]
+    for h, _ in removed:
+        os.unlink(cache.disk.path_of(h))
+    strangers = [make_blob(100 + i, KB) for i in range(5)]
+    for h, data in strangers:
+        await cache.disk.put(h, data)
+    again = open_sharded()
+    await again.start()
+    assert again.adoption is not None and await again.adoption == len(removed) + len(strangers)
+    assert set(await again.list_hashes()) == {b.hash for b in scan_blobs(str(tmp_path), prefix_length)}
+    await again.stop()
+
+
+async def test_a_snapshot_that_cannot_be_written_means_a_cold_start(tmp_path) -> None:
+    cache, blobs = await filled_cache(tmp_path, 10 * KB, "lru", 2)
+    os.rmdir(tmp_path / "tmp")
+    (tmp_path / "tmp").write_bytes(b"")  # every write of the snapshot fails (as on a full disk)
+    await cache.stop()  # logs, does not raise
+    assert not (tmp_path / CLEAN_NAME).exists()
+    os.unlink(tmp_path / "tmp")
+    again = await open_cache(tmp_path, 10 * KB)
+    assert again.rebuild is not None and not again.rebuild.clean and again.rebuild.unverified == 2
+    assert (await again.get(blobs[0][0])).read() == blobs[0][1]
