@@ -43,7 +43,11 @@ class DiskStore:
         self.removed_temp_files = self._remove_stale_temp_files()
         self.holdings = HoldingsEvents()
         self.syncer = DirectorySyncer()
-        self._durable_dirs: set[str] = set()  # shard directories whose own entry is known synced
+        # Shard directories whose entry in the root is known durable: those found at start, after
+        # one fsync of the root (a crash may have come right after one was created).
+        self._durable_dirs: set[str] = set(shard_dirs(self.root, prefix_length))
+        if self._durable_dirs:
+            self.syncer.sync(self.root)
 
     def watch_holdings(self, listener: HoldingsListener) -> None:
         self.holdings.add(listener)
@@ -223,8 +227,8 @@ class DirectorySyncer:
     then tries again itself.
     """
 
-    def __init__(self, fsync: Callable[[str], None] = fsync_directory) -> None:
-        self._fsync = fsync
+    def __init__(self, fsync: Callable[[str], None] | None = None) -> None:
+        self._fsync = fsync or fsync_directory
         self._cond = threading.Condition()
         self._dirs: dict[str, GroupCommit] = {}
         self.fsyncs = 0
@@ -262,22 +266,26 @@ class DiskBlob(NamedTuple):
     path: str
 
 
+def shard_dirs(root: str, prefix_length: int) -> list[str]:
+    """The shard directories (`prefix_length` hex characters) under a DiskStore root (blocking)."""
+    if prefix_length <= 0:
+        return []
+    try:
+        with os.scandir(root) as it:
+            return [
+                e.path
+                for e in it
+                if len(e.name) == prefix_length
+                and _HEX.issuperset(e.name)
+                and e.is_dir(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
+
+
 def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
     """Every blob file under a DiskStore root (blocking). Skips tmp/, quarantine/, other files."""
-    if prefix_length > 0:
-        try:
-            with os.scandir(root) as it:
-                dirs = [
-                    e.path
-                    for e in it
-                    if len(e.name) == prefix_length
-                    and _HEX.issuperset(e.name)
-                    and e.is_dir(follow_symlinks=False)
-                ]
-        except FileNotFoundError:
-            return
-    else:
-        dirs = [root]
+    dirs = shard_dirs(root, prefix_length) if prefix_length > 0 else [root]
     for d in dirs:
         try:
             with os.scandir(d) as it:

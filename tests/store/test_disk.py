@@ -223,3 +223,19 @@ def test_a_failed_directory_fsync_fails_the_put(tmp_path) -> None:
     h, data = blob(5)
     with pytest.raises(OSError):
         asyncio.run(store.put(h, data))
+
+
+def test_a_restarted_store_syncs_the_root_once_not_per_shard(tmp_path, monkeypatch) -> None:
+    first = DiskStore(tmp_path)
+    blobs = [blob(i) for i in range(40)]
+    for h, data in blobs:
+        first.write_blob(h, data)
+    synced: list[str] = []
+    monkeypatch.setattr("prism.store.disk.fsync_directory", synced.append)
+    second = DiskStore(tmp_path)
+    assert synced == [str(tmp_path)]  # once at start, for every shard directory found
+    synced.clear()
+    shards = {h[:2] for h, _ in blobs}
+    h, data = next(b for b in (blob(i) for i in range(1000, 5000)) if b[0][:2] in shards)
+    second.write_blob(h, data)
+    assert synced == [str(tmp_path / h[:2])]  # an existing shard: its own fsync only
