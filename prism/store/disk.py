@@ -163,7 +163,9 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 def _locked_by_a_writer(path: str) -> bool:
     """Whether some open file description (this process's or another's) holds `path` flocked."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Read-write: where flock is emulated with POSIX locks (NFS) an exclusive lock needs it.
+        # Non-blocking: a FIFO left in tmp/ must not hang the start.
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False  # gone, a directory, a symlink: not a live writer's temp file
     try:
