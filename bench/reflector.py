@@ -5,7 +5,9 @@ Usage: python bench/reflector.py [--mb 200] [--clients 8] [--rounds 3] [--dir DI
 prism: a receiver process runs ReflectorReceiver over a DiskStore; a load process uploads
 `--mb` MB of distinct 2 MiB blobs with `--clients` concurrent ReflectorClient connections.
 The DiskStore fsyncs the shard directory after each rename before the blob is acknowledged
-(coalesced per burst); the line says how many directory fsyncs that took. With
+(coalesced per burst); the line says how many directory fsyncs that took. Both receivers start
+with the 256 shard directories in place (a store in use has them; creating one costs prism an
+extra fsync of the root). With
 `--dir-fsync-cost` a third kind, `nosync`, runs the same receiver without directory fsyncs, so the
 cost of durability shows next to it in the same run (the ratio stays limit vs prism).
 limit: a receiver process that does only what cannot be avoided for the same bytes over
@@ -50,8 +52,15 @@ def cpu_seconds() -> tuple[float, float]:
 # -- receivers (each in its own process) -----------------------------------------------------
 
 
+def make_shard_dirs(root: str) -> None:
+    """Both receivers start with the 256 shard directories, as a store in use has them."""
+    for i in range(256):
+        os.makedirs(os.path.join(root, f"{i:02x}"), exist_ok=True)
+
+
 def prism_receiver(root: str, conn, dir_fsync: bool = True) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
+        make_shard_dirs(root)
         store = DiskStore(root)
         if not dir_fsync:
             store.syncer = DirectorySyncer(lambda _path: None)
@@ -79,8 +88,7 @@ def limit_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
     as bytes arrive; a thread pool writes, fsyncs and renames. No framing, no JSON, no event loop."""
     tmp_dir = os.path.join(root, "tmp")
     os.makedirs(tmp_dir, exist_ok=True)
-    for i in range(256):
-        os.makedirs(os.path.join(root, f"{i:02x}"), exist_ok=True)
+    make_shard_dirs(root)
     srv = socket.create_server(("127.0.0.1", 0))
     srv.setblocking(False)
     conn.send(srv.getsockname()[1])
