@@ -1,9 +1,15 @@
 """Reflector upload throughput and receiver CPU, against the limit measured in the same run.
 
-Usage: python bench/reflector.py [--mb 200] [--clients 8] [--rounds 3] [--dir DIR]
+Usage: python bench/reflector.py [--mb 200] [--clients 8] [--rounds 3] [--dir DIR] [--dir-fsync-cost]
 
 prism: a receiver process runs ReflectorReceiver over a DiskStore; a load process uploads
 `--mb` MB of distinct 2 MiB blobs with `--clients` concurrent ReflectorClient connections.
+The DiskStore fsyncs the shard directory after each rename before the blob is acknowledged
+(coalesced per burst); the line says how many directory fsyncs that took. Both receivers start
+with the 256 shard directories in place (a store in use has them; creating one costs prism an
+extra fsync of the root). With
+`--dir-fsync-cost` a third kind, `nosync`, runs the same receiver without directory fsyncs, so the
+cost of durability shows next to it in the same run (the ratio stays limit vs prism).
 limit: a receiver process that does only what cannot be avoided for the same bytes over
 loopback: recv_into a reused buffer, SHA-384 as they arrive (one selector thread), then write to
 a temp file, fsync and rename (a thread pool, so fsyncs overlap as prism's do); the load process
@@ -35,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from prism.blob import MAX_BLOB_SIZE
 from prism.reflector.client import ReflectorClient
 from prism.reflector.receiver import ReflectorReceiver
-from prism.store.disk import DiskStore
+from prism.store.disk import DirectorySyncer, DiskStore
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -46,9 +52,19 @@ def cpu_seconds() -> tuple[float, float]:
 # -- receivers (each in its own process) -----------------------------------------------------
 
 
-def prism_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
+def make_shard_dirs(root: str) -> None:
+    """Both receivers start with the 256 shard directories, as a store in use has them."""
+    for i in range(256):
+        os.makedirs(os.path.join(root, f"{i:02x}"), exist_ok=True)
+
+
+def prism_receiver(root: str, conn, dir_fsync: bool = True) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        receiver = ReflectorReceiver(DiskStore(root), host="127.0.0.1", port=0, timeout=60)
+        make_shard_dirs(root)
+        store = DiskStore(root)
+        if not dir_fsync:
+            store.syncer = DirectorySyncer(lambda _path: None)
+        receiver = ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=60)
         await receiver.start()
         conn.send(receiver.port)
         loop = asyncio.get_running_loop()
@@ -61,7 +77,7 @@ def prism_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
 
         threading.Thread(target=control, daemon=True).start()
         await done
-        conn.send(receiver.stats.blobs_received)
+        conn.send((receiver.stats.blobs_received, store.syncer.fsyncs if dir_fsync else 0))
         await receiver.stop(1.0)
 
     asyncio.run(main())
@@ -72,8 +88,7 @@ def limit_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
     as bytes arrive; a thread pool writes, fsyncs and renames. No framing, no JSON, no event loop."""
     tmp_dir = os.path.join(root, "tmp")
     os.makedirs(tmp_dir, exist_ok=True)
-    for i in range(256):
-        os.makedirs(os.path.join(root, f"{i:02x}"), exist_ok=True)
+    make_shard_dirs(root)
     srv = socket.create_server(("127.0.0.1", 0))
     srv.setblocking(False)
     conn.send(srv.getsockname()[1])
@@ -132,7 +147,7 @@ def limit_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
             st.hash = hashlib.sha384()
     pool.shutdown(wait=True)
     srv.close()
-    conn.send(stored)
+    conn.send((stored, 0))
 
 
 # -- load generator (its own process) ----------------------------------------------------------
@@ -168,7 +183,7 @@ def load(kind: str, port: int, count: int, clients: int, conn) -> None:  # type:
                     raise RuntimeError("limit receiver closed")
 
     start = time.perf_counter()
-    if kind == "prism":
+    if kind != "limit":
 
         async def run_all() -> None:
             await asyncio.gather(*(prism_client(s) for s in shares))
@@ -183,11 +198,14 @@ def load(kind: str, port: int, count: int, clients: int, conn) -> None:  # type:
     conn.send(time.perf_counter() - start)
 
 
-def measure(kind: str, root: str, count: int, clients: int) -> tuple[float, float, float]:
+def measure(kind: str, root: str, count: int, clients: int) -> tuple[float, float, float, int]:
+    """Wall seconds, receiver user and system CPU seconds, directory fsyncs."""
     ctx = mp.get_context("spawn")
     r_parent, r_child = ctx.Pipe()
-    target = prism_receiver if kind == "prism" else limit_receiver
-    receiver = ctx.Process(target=target, args=(root, r_child))
+    if kind == "limit":
+        receiver = ctx.Process(target=limit_receiver, args=(root, r_child))
+    else:
+        receiver = ctx.Process(target=prism_receiver, args=(root, r_child, kind == "prism"))
     receiver.start()
     port = r_parent.recv()
     l_parent, l_child = ctx.Pipe()
@@ -201,12 +219,12 @@ def measure(kind: str, root: str, count: int, clients: int) -> tuple[float, floa
     r_parent.send("cpu")
     cpu1 = r_parent.recv()
     r_parent.send("stop")
-    stored = r_parent.recv()
+    stored, dir_fsyncs = r_parent.recv()
     loader.join()
     receiver.join()
     if stored != count:
         raise SystemExit(f"{kind}: {stored} of {count} blobs stored")
-    return wall, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    return wall, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], dir_fsyncs
 
 
 def main() -> None:
@@ -215,7 +233,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="alternating limit/prism rounds; best of each")
     ap.add_argument("--dir", default=None, help="where the disk stores go (default: a temp dir)")
+    ap.add_argument(
+        "--dir-fsync-cost", action="store_true", help="also run prism without directory fsyncs (`nosync`)"
+    )
     args = ap.parse_args()
+    kinds = ("limit", "prism", "nosync") if args.dir_fsync_cost else ("limit", "prism")
     count = max(args.clients, args.mb * 1_000_000 // MAX_BLOB_SIZE)
     gb = count * MAX_BLOB_SIZE / 1e9
     mb = count * MAX_BLOB_SIZE / 1e6
@@ -224,14 +246,15 @@ def main() -> None:
     print(f"{count} blobs x 2 MiB ({mb:.0f} MB), {args.clients} concurrent clients in a separate process")
     try:
         for rnd in range(args.rounds):
-            for kind in ("limit", "prism"):
+            for kind in kinds:
                 root = os.path.join(base, f"{kind}{rnd}")
                 os.makedirs(root)
-                wall, user, system = measure(kind, root, count, args.clients)
+                wall, user, system, dir_fsyncs = measure(kind, root, count, args.clients)
                 cpu = user + system
+                syncs = f"  {dir_fsyncs} dir fsyncs" if kind == "prism" else ""
                 print(
-                    f"round {rnd + 1} {kind:5s} {mb / wall:7.1f} MB/s  receiver CPU {cpu:5.2f} s"
-                    f" (user {user:.2f}, sys {system:.2f}) = {cpu / gb:5.2f} s/GB",
+                    f"round {rnd + 1} {kind:6s} {mb / wall:7.1f} MB/s  receiver CPU {cpu:5.2f} s"
+                    f" (user {user:.2f}, sys {system:.2f}) = {cpu / gb:5.2f} s/GB{syncs}",
                     flush=True,
                 )
                 if kind not in best or cpu / gb < best[kind][0]:
@@ -239,8 +262,11 @@ def main() -> None:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    for kind in ("limit", "prism"):
-        print(f"{kind:5s} best round: {best[kind][1]:7.1f} MB/s, {best[kind][0]:5.2f} CPU s/GB")
+    for kind in kinds:
+        print(f"{kind:6s} best round: {best[kind][1]:7.1f} MB/s, {best[kind][0]:5.2f} CPU s/GB")
+    if "nosync" in best:
+        cost, mb_s = best["prism"][0] - best["nosync"][0], best["prism"][1] / best["nosync"][1]
+        print(f"dir fsyncs cost {cost:+.2f} CPU s/GB; prism MB/s with them = {mb_s:.2f} x without")
     print(f"upload_vs_limit_ratio={best['limit'][0] / best['prism'][0]:.2f}")
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prism.jsonframe import JsonFramer
+from tests.hostile import NUMERALS, json_with
 
 
 class FrameError(Exception):
@@ -90,3 +91,17 @@ def test_fuzz_json_framing_keeps_trailing_bytes(
         got = buf.next_object()
     assert got == obj
     assert buf.take(len(trailing)) == trailing
+
+
+@settings(max_examples=200, deadline=None)
+@given(numeral=NUMERALS, constants=st.booleans(), cut=st.integers(0, 10_000))
+def test_fuzz_numerals_only_raise_the_codec_error(numeral: str, constants: bool, cut: int) -> None:
+    framer = JsonFramer(64 * 1024, "message", FrameError, allow_constants=constants)
+    data = json_with("n", numeral)
+    framer.feed(data[:cut])
+    try:
+        framer.next_object()
+        framer.feed(data[cut:])
+        framer.next_object()
+    except FrameError:
+        pass

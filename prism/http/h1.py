@@ -3,16 +3,26 @@
 Bytes go in with `feed`, complete requests come out; responses are rendered to header
 bytes so the shell can follow them with `sendfile` or a plain write. Only what a blob
 server needs: no request bodies (a request announcing one is refused), no chunked input.
+
+Lines may end with a bare LF as well as CRLF: nginx accepts that, and RFC 9112 §2.2 allows it
+(a bare CR anywhere in the head is refused with 400). Every malformed input raises
+`HttpParseError` and nothing else.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import parse_qsl
 
 MAX_HEAD_SIZE = 16 * 1024
 """Largest request line plus headers we accept."""
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_MAX_NUMBER_DIGITS = 19
+"""A decimal with more significant digits is beyond any blob size (and int() refuses 4,300+ digits)."""
+_HUGE = 1 << 63
 
 REASONS = {
     200: "OK",
@@ -62,15 +72,15 @@ class RequestParser:
         self._buf += data
         out: list[Request] = []
         while True:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
+            m = _HEAD_END.search(self._buf)
+            if m is None:
                 if len(self._buf) > MAX_HEAD_SIZE:
                     raise HttpParseError(431, "request head too large")
                 return out
-            if end > MAX_HEAD_SIZE:
+            if m.start() > MAX_HEAD_SIZE:
                 raise HttpParseError(431, "request head too large")
-            head = bytes(self._buf[:end])
-            del self._buf[: end + 4]
+            head = bytes(self._buf[: m.start()])
+            del self._buf[: m.end()]
             out.append(parse_head(head))
 
     @property
@@ -79,12 +89,23 @@ class RequestParser:
         return len(self._buf)
 
 
+def decimal(text: str) -> int | None:
+    """The value of a string of ASCII digits (capped at 2**63: no blob is that large), else None.
+
+    `str.isdigit` alone accepts "²" and other Unicode digits that `int` then refuses.
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    significant = text.lstrip("0")
+    return _HUGE if len(significant) > _MAX_NUMBER_DIGITS else int(significant or "0")
+
+
 def parse_head(head: bytes) -> Request:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-        raise HttpParseError(400, "undecodable request") from None
-    lines = text.split("\r\n")
+    """One request line and its headers (without the blank line), CRLF or bare-LF separated."""
+    text = head.decode("latin-1").replace("\r\n", "\n")
+    if "\r" in text:
+        raise HttpParseError(400, "bare CR in request head")
+    lines = text.split("\n")
     # Tolerate leading empty lines (RFC 9112 §2.2).
     while lines and not lines[0]:
         lines.pop(0)
@@ -112,10 +133,10 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     if "transfer-encoding" in headers:
         raise HttpParseError(400, "request bodies are not accepted")
-    length = headers.get("content-length", "0")
-    if not length.isdigit():
+    length = decimal(headers.get("content-length", "0"))
+    if length is None:
         raise HttpParseError(400, "bad Content-Length")
-    if int(length) != 0:
+    if length != 0:
         raise HttpParseError(413, "request bodies are not accepted")
     conn = headers.get("connection", "").lower()
     if version == "HTTP/1.1":
@@ -154,18 +175,18 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
     if not dash:
         raise ValueError("malformed Range")
     if first == "":
-        if not last.isdigit():
+        n = decimal(last)
+        if n is None:
             raise ValueError("malformed Range")
-        n = int(last)
         if n == 0:
             return None
         return max(0, size - n), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
+    start = decimal(first)
+    end = decimal(last) if last else size - 1
+    if start is None or end is None:
         raise ValueError("malformed Range")
-    start = int(first)
     if start >= size:
         return None
-    end = int(last) if last else size - 1
     if end < start:
         raise ValueError("malformed Range")
     return start, min(end, size - 1)

@@ -131,7 +131,8 @@ class _H3ClientProtocol(QuicConnectionProtocol):
             for k, v in event.headers:
                 key = k.decode("latin-1")
                 if key == ":status":
-                    p.status = int(v)
+                    # A malformed status (not three ASCII digits) becomes 0: an upstream error.
+                    p.status = int(v) if len(v) == 3 and v.isdigit() else 0
                 else:
                     p.headers[key] = v.decode("latin-1")
         elif isinstance(event, DataReceived):

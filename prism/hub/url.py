@@ -45,6 +45,8 @@ def _part(text: str, what: str) -> UrlPart:
     if bad:
         raise UrlError(f"Invalid LBRY URL: the {what} name {name!r} contains {bad[0]!r}")
     seq = m["seq"]
+    if seq and len(seq) > 18:  # int() refuses 4,300+ digits; no chain has 10**18 claims of a name
+        raise UrlError(f"Invalid LBRY URL: the {what} sequence modifier is too large")
     return UrlPart(name, m["id"], int(seq) if seq else None)
 
 

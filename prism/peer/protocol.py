@@ -21,6 +21,7 @@ Differences from reflector.go, on purpose (docs/peer-protocol.md has the full li
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,9 +109,7 @@ def _request_from_object(obj: dict[str, object]) -> BlobRequest:
     address = obj.get("lbrycrd_address")
     if address is not None and not isinstance(address, bool):
         raise PeerProtocolError("invalid request: lbrycrd_address is not a boolean")
-    rate = obj.get("blob_data_payment_rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
-        raise PeerProtocolError("invalid request: blob_data_payment_rate is not a number")
+    rate = _payment_rate(obj.get("blob_data_payment_rate"))
     blob = obj.get("requested_blob")
     if blob is not None:
         if not isinstance(blob, str):
@@ -119,7 +118,22 @@ def _request_from_object(obj: dict[str, object]) -> BlobRequest:
             blob = None  # reflector.go treats an empty hash as "no download requested"
         elif not is_valid_hash(blob):
             raise PeerProtocolError(f"invalid blob hash in requested_blob: {_short(blob)}")
-    return BlobRequest(blobs, address, None if rate is None else float(rate), blob)
+    return BlobRequest(blobs, address, rate, blob)
+
+
+def _payment_rate(value: object) -> float | None:
+    """The offered rate as a float; a number no float64 holds is refused, as Go's json refuses it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PeerProtocolError("invalid request: blob_data_payment_rate is not a number")
+    try:
+        rate = float(value)
+    except OverflowError:
+        rate = math.inf
+    if not math.isfinite(rate):  # json reads 1e400 as inf
+        raise PeerProtocolError("invalid request: blob_data_payment_rate is out of range")
+    return rate
 
 
 class RequestParser:

@@ -184,10 +184,20 @@ class ReflectorReceiver:
             return None
 
     async def store_blob(self, offer: BlobOffer, view: memoryview) -> None:
-        """Hand a received, verified blob to the store (a view of the buffer when it only borrows it)."""
+        """Hand a received, verified blob to the store (a view of the buffer when it only borrows it).
+
+        An sd blob must parse as one whatever the store: a DB-backed store would refuse it anyway,
+        and a plain store would keep bytes that no reader can use.
+        """
         data = view if self.zero_copy else bytes(view)
         # arg-type: stores are typed for bytes; one that borrows `put` data reads any buffer.
         if offer.is_sd:
+            try:
+                SdBlob.parse(view)
+            except SdBlobError as e:
+                raise UploadRefused(
+                    f"sd blob {offer.blob_hash[:16]}... is not a valid sd blob: {e}"
+                ) from None
             await self.store.put_sd(offer.blob_hash, data)  # type: ignore[arg-type]
         else:
             await self.store.put(offer.blob_hash, data)  # type: ignore[arg-type]
@@ -413,6 +423,9 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         assert isinstance(event, BlobComplete)
         try:
             await receiver.store_blob(offer, view)
+        except UploadRefused:
+            self._write(self.codec.send_received(False))
+            raise
         except Exception as e:
             self._write(self.codec.send_received(False))
             raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e

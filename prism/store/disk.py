@@ -1,18 +1,24 @@
 """A durable blob store on a local file system: `<root>/<hash[0:2]>/<hash>`.
 
-A put writes `<root>/tmp/<hash>.<pid>.<random>`, fsyncs it and renames it into place, so a
-crash never leaves a partial blob under a blob's name. Temporary files of processes that
-no longer run are removed when a DiskStore opens the directory.
+A put writes `<root>/tmp/<hash>.<random>` (locked with `flock` while it is written), fsyncs
+it, renames it into place and fsyncs the shard directory (and the root, the first time a
+shard directory is used), so a crash never leaves a partial blob under a blob's name and a
+blob whose `put` returned survives power loss. Directory fsyncs of concurrent puts into one
+directory are coalesced (`DirectorySyncer`). Temporary files nobody holds locked are removed
+when a DiskStore opens the directory: a lock dies with its process, whatever its pid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from prism.blob import is_valid_hash, validate_hash
@@ -36,6 +42,12 @@ class DiskStore:
         os.makedirs(self.tmp_dir, exist_ok=True)
         self.removed_temp_files = self._remove_stale_temp_files()
         self.holdings = HoldingsEvents()
+        self.syncer = DirectorySyncer()
+        # Shard directories whose entry in the root is known durable: those found at start, after
+        # one fsync of the root (a crash may have come right after one was created).
+        self._durable_dirs: set[str] = set(shard_dirs(self.root, prefix_length))
+        if self._durable_dirs:
+            self.syncer.sync(self.root)
 
     def watch_holdings(self, listener: HoldingsListener) -> None:
         self.holdings.add(listener)
@@ -77,29 +89,37 @@ class DiskStore:
         return True  # written to its file before `put` returns
 
     def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
-        """Blocking write-fsync-rename of one blob (callers in the event loop use `put`)."""
+        """Blocking write-fsync-rename-dirsync of one blob (callers in the event loop use `put`).
+
+        When it returns, the blob survives a crash or power loss; if it raises, no partial blob
+        is visible under the blob's name.
+        """
         final = self.path_of(blob_hash)
-        tmp = os.path.join(self.tmp_dir, f"{blob_hash}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp = os.path.join(self.tmp_dir, f"{blob_hash}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            # Held until the rename: a DiskStore starting meanwhile leaves a locked temp file alone.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, data)
             os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
+            self._ensure_dir(os.path.dirname(final))
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            os.close(fd)
+        self.syncer.sync(os.path.dirname(final))
+
+    def _ensure_dir(self, directory: str) -> None:
+        """Create `directory` if needed; its own entry in the parent is synced before first use."""
+        if directory in self._durable_dirs or directory == self.root:
+            return
+        os.makedirs(directory, exist_ok=True)
+        # Also when it existed: it may have been created just before a crash, never synced.
+        self.syncer.sync(os.path.dirname(directory))
+        self._durable_dirs.add(directory)
 
     async def delete(self, blob_hash: str) -> None:
         validate_hash(blob_hash)
@@ -119,14 +139,11 @@ class DiskStore:
         pass
 
     def _remove_stale_temp_files(self) -> int:
+        """Remove temp files no live writer holds locked (pids lie: PID 1, a reused pid)."""
         removed = 0
         with os.scandir(self.tmp_dir) as it:
             for e in it:
-                parts = e.name.split(".")
-                pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-                if pid is not None and pid != os.getpid() and _pid_alive(pid):
-                    continue
-                if pid == os.getpid():
+                if _locked_by_a_writer(e.path):
                     continue
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
                     os.unlink(e.path)
@@ -136,11 +153,136 @@ class DiskStore:
         return removed
 
 
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _locked_by_a_writer(path: str) -> bool:
+    """Whether some open file description (this process's or another's) holds `path` flocked."""
+    try:
+        # Read-write: where flock is emulated with POSIX locks (NFS) an exclusive lock needs it.
+        # Non-blocking: a FIFO left in tmp/ must not hang the start.
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # gone, a directory, a symlink: not a live writer's temp file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the lock we may just have taken
+    return False
+
+
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory `path` (renames, new files, new subdirectories) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class GroupCommit:
+    """*sans-IO*: which waiters one fsync covers. An fsync covers every request made before it began.
+
+    `request()` gives a ticket (call it after the change to persist was made); `begin()` returns
+    the highest ticket the fsync about to start covers, or None when one is already running
+    (wait for it, then ask again); `finish(target, ok)` records the outcome.
+    """
+
+    requested: int = 0
+    synced: int = 0
+    running: bool = False
+
+    def request(self) -> int:
+        self.requested += 1
+        return self.requested
+
+    def covered(self, ticket: int) -> bool:
+        return self.synced >= ticket
+
+    def begin(self) -> int | None:
+        if self.running:
+            return None
+        self.running = True
+        return self.requested
+
+    def finish(self, target: int, ok: bool) -> None:
+        self.running = False
+        if ok:
+            self.synced = max(self.synced, target)
+
+
+class DirectorySyncer:
+    """Directory fsyncs for blocking writers in threads, one per burst per directory.
+
+    `sync(path)` returns once an fsync of `path` that began after the call finished. While one
+    runs, later callers wait; the next fsync then covers them all, so a burst of renames into one
+    directory costs two fsyncs, not one each. A failed fsync raises in its caller; each waiter
+    then tries again itself.
+    """
+
+    def __init__(self, fsync: Callable[[str], None] | None = None) -> None:
+        self._fsync = fsync or fsync_directory
+        self._cond = threading.Condition()
+        self._dirs: dict[str, GroupCommit] = {}
+        self.fsyncs = 0
+        """fsyncs run (for tests and the bench)."""
+
+    def sync(self, path: str) -> None:
+        with self._cond:
+            state = self._dirs.get(path)
+            if state is None:
+                state = self._dirs[path] = GroupCommit()
+            ticket = state.request()
+            while not state.covered(ticket):
+                target = state.begin()
+                if target is None:
+                    self._cond.wait()
+                    continue
+                self._cond.release()
+                try:
+                    self._fsync(path)
+                except BaseException:
+                    self._cond.acquire()
+                    state.finish(target, ok=False)
+                    self._cond.notify_all()
+                    raise
+                self._cond.acquire()
+                self.fsyncs += 1
+                state.finish(target, ok=True)
+                self._cond.notify_all()
+
+
 class DiskBlob(NamedTuple):
     hash: str
     size: int
     stamp: float  # last access or modification (unix time), whichever is later
     path: str
+
+
+def shard_dirs(root: str, prefix_length: int) -> list[str]:
+    """The shard directories (`prefix_length` hex characters) under a DiskStore root (blocking)."""
+    if prefix_length <= 0:
+        return []
+    try:
+        with os.scandir(root) as it:
+            return [
+                e.path
+                for e in it
+                if len(e.name) == prefix_length
+                and _HEX.issuperset(e.name)
+                and e.is_dir(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
 
 
 def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
@@ -157,20 +299,7 @@ def scan_blobs(root: str, prefix_length: int = 2) -> Iterable[DiskBlob]:
 def scan_blob_entries(root: str, prefix_length: int = 2) -> Iterator[os.DirEntry[str]]:
     """Directory entries named like a blob under a DiskStore root (blocking, no stat: a caller
     that only needs names, such as a disk cache checking its index, skips that cost)."""
-    if prefix_length > 0:
-        try:
-            with os.scandir(root) as it:
-                dirs = [
-                    e.path
-                    for e in it
-                    if len(e.name) == prefix_length
-                    and _HEX.issuperset(e.name)
-                    and e.is_dir(follow_symlinks=False)
-                ]
-        except FileNotFoundError:
-            return
-    else:
-        dirs = [root]
+    dirs = shard_dirs(root, prefix_length) if prefix_length > 0 else [root]
     for d in dirs:
         try:
             with os.scandir(d) as it:
@@ -179,13 +308,3 @@ def scan_blob_entries(root: str, prefix_length: int = 2) -> Iterator[os.DirEntry
                         yield e
         except FileNotFoundError:
             continue
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prism.dht.bencode import BencodeError, DhtCodecError, decode, encode
+from tests.hostile import NUMERALS
 
 
 def test_integer_and_string_keys_decode():
@@ -94,3 +95,14 @@ def test_fuzz_mutated_valid_datagrams(noise, cut):
         decode(data)
     except DhtCodecError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(NUMERALS)
+def test_fuzz_numerals_only_raise_codec_errors(numeral):
+    raw = numeral.encode()
+    for data in (b"i" + raw + b"e", raw + b":abc", b"di1e" + raw + b":xe", b"li" + raw + b"ee"):
+        try:
+            decode(data)
+        except DhtCodecError:
+            pass

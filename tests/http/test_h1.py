@@ -14,6 +14,7 @@ from prism.http.h1 import (
     plan_blob_response,
     render_head,
 )
+from tests.hostile import NUMERALS
 
 H = "ab" * 48
 
@@ -51,6 +52,8 @@ def test_http10_defaults_to_close():
         (b"GET /blob HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"GET /blob HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
         (b"GET /blob HTTP/1.1\r\nContent-Length: 3\r\n\r\n", 413),
+        (b"GET /blob HTTP/1.1\nContent-Length: 3\n\n", 413),
+        (b"GET /blob\n\n", 400),
     ],
 )
 def test_malformed_requests(raw, status):
@@ -64,6 +67,55 @@ def test_oversized_head_is_refused_before_it_ends():
     with pytest.raises(HttpParseError) as e:
         p.feed(b"GET /" + b"a" * 20000)
     assert e.value.status == 431
+
+
+def test_bare_lf_requests_are_accepted_as_nginx_does():
+    p = RequestParser()
+    reqs = p.feed(
+        f"GET /blob?hash={H} HTTP/1.1\nHost: x\nRange: bytes=1-2\n\nHEAD /blob HTTP/1.1\r\n\n".encode()
+    )
+    assert [r.method for r in reqs] == ["GET", "HEAD"]
+    assert reqs[0].headers == {"host": "x", "range": "bytes=1-2"} and reqs[0].query == {"hash": H}
+    assert p.pending == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "GET /blob HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("utf-8"),
+        "GET /blob HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"),
+        "GET /blob HTTP/1.1\r\nContent-Length: \u0663\r\n\r\n".encode("utf-8"),
+        b"GET /blob HTTP/1.1\r\nContent-Length: 1" + b"0" * 5000 + b"\r\n\r\n",
+        b"GET /blob HTTP/1.1\r\nX: a\rb\r\n\r\n",
+    ],
+)
+def test_odd_numerals_and_bare_cr_are_the_codecs_own_errors(raw):
+    with pytest.raises(HttpParseError) as e:
+        RequestParser().feed(raw)
+    assert e.value.status in (400, 413)
+
+
+def test_long_zero_content_length_is_zero():
+    (r,) = RequestParser().feed(b"GET /blob HTTP/1.1\r\nContent-Length: " + b"0" * 5000 + b"\r\n\r\n")
+    assert r.method == "GET"
+
+
+EOL = st.sampled_from(["\r\n", "\n"])
+
+
+@given(NUMERALS, NUMERALS, EOL)
+def test_hostile_numerals_and_line_ends_only_ever_raise_http_parse_error(length, rng, eol):
+    raw = f"GET /blob?hash={H} HTTP/1.1{eol}Content-Length: {length}{eol}Range: bytes={rng}-{eol}{eol}"
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            data = raw.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        try:
+            for req in RequestParser().feed(data):
+                plan_blob_response(req.headers, 1000, H, "v")
+        except HttpParseError:
+            pass
 
 
 @given(st.binary(max_size=2000))

@@ -256,6 +256,9 @@ async def test_idle_connections_are_closed_after_the_idle_timeout():
         (b"GET /blob HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
         (b"GET /other HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
         (b"DELETE /blob?hash=" + MISSING.encode() + b" HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
+        (b"GET /other HTTP/1.1\nConnection: close\n\n", 404),  # bare LF: answered, as nginx does
+        ("GET /blob HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode(), 400),
+        (b"GET /blob HTTP/1.1\r\nContent-Length: " + b"7" * 5000 + b"\r\n\r\n", 413),
     ],
 )
 async def test_bad_requests_get_clear_errors(request_bytes, status):

@@ -25,6 +25,7 @@ from prism.hub.tx import (
 from prism.hub.url import UrlError, parse_url
 from tests.claim import vectors as v
 from tests.helpers import running
+from tests.hostile import NUMERALS
 from tests.hub.standin import StandInHub, error_outputs, found_outputs
 
 RAW_TX = bytes.fromhex(v.CLAIM_TX)
@@ -81,11 +82,20 @@ def test_valid_urls(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "lbry://", "a b", "cats#XYZ", "c$0", "@", "x/y", "ca<t", "c#1#2", "n\x00"]
+    "url", ["", "lbry://", "a b", "cats#XYZ", "c$0", "@", "x/y", "ca<t", "c#1#2", "n\x00", "c$" + "9" * 5000]
 )
 def test_invalid_urls(url: str) -> None:
     with pytest.raises(UrlError, match="Invalid LBRY URL"):
         parse_url(url)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NUMERALS)
+def test_url_sequence_numerals_only_raise_url_error(numeral: str) -> None:
+    try:
+        parse_url(f"lbry://@chan${numeral}/video${numeral}")
+    except UrlError:
+        pass
 
 
 async def test_client_resolves_and_fetches_over_tcp() -> None:

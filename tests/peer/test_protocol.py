@@ -31,6 +31,7 @@ from prism.peer.protocol import (
     encode_response,
     rate_answer,
 )
+from tests.hostile import NUMERALS, json_with
 from tests.peer.vectors import (
     GO_ADDRESS,
     SD_BYTES,
@@ -414,3 +415,43 @@ def test_fuzz_response_parser_arbitrary_bytes(data: bytes, cuts: list[int]) -> N
                 pass
     except PeerProtocolError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.sampled_from(["blob_data_payment_rate", "requested_blobs", "lbrycrd_address", "requested_blob"]),
+    numeral=NUMERALS,
+)
+def test_fuzz_request_numerals_only_raise_codec_error(key: str, numeral: str) -> None:
+    parser = RequestParser()
+    parser.receive_data(json_with(key, numeral))
+    try:
+        parser.next_request()
+    except PeerProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(numeral=NUMERALS)
+def test_fuzz_response_numerals_only_raise_codec_error(numeral: str) -> None:
+    parser = ResponseParser()
+    parser.receive_data(
+        json_with("incoming_blob", '{"blob_hash": "' + "ab" * 48 + '", "length": ' + numeral + "}")
+    )
+    try:
+        parser.next_event()
+    except PeerProtocolError:
+        pass
+
+
+def test_a_4000_digit_payment_rate_is_a_codec_error() -> None:
+    parser = RequestParser()
+    parser.receive_data(json_with("blob_data_payment_rate", "9" * 4000))
+    with pytest.raises(PeerProtocolError, match="blob_data_payment_rate"):
+        parser.next_request()
+
+
+@pytest.mark.parametrize("numeral", ["1e400", "-1e400"])
+def test_a_payment_rate_beyond_float64_is_a_codec_error(numeral: str) -> None:
+    with pytest.raises(PeerProtocolError, match="out of range"):
+        decode_request(json_with("blob_data_payment_rate", numeral))

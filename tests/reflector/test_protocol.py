@@ -24,6 +24,7 @@ from prism.reflector.protocol import (
     ReflectorProtocolError,
     VersionAnswer,
 )
+from tests.hostile import NUMERALS, json_with
 
 # The stream of lbry-wire.md §6.1.
 SD_HASH = "ee87f57509159a2a8b52ef539e0d96da41f1f740cf18ea88b43a8ba5cc4d989b05babfdf960fee390dafcd5d5e08daac"
@@ -408,3 +409,30 @@ def test_local_misuse_is_a_local_error_not_a_protocol_error() -> None:
     with pytest.raises(ReflectorLocalError):
         c.body_sent()
     assert not issubclass(ReflectorLocalError, ReflectorProtocolError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["blob_size", "sd_blob_size"]), numeral=NUMERALS, version=NUMERALS)
+def test_fuzz_receiver_numerals_only_raise_codec_error(key: str, numeral: str, version: str) -> None:
+    r = ReceiverConnection()
+    hash_key = "sd_blob_hash" if key == "sd_blob_size" else "blob_hash"
+    r.receive_data(json_with("version", version))
+    r.receive_data(json_with(hash_key, '"' + "ab" * 48 + '"', f', "{key}": {numeral}'))
+    try:
+        if isinstance(r.next_event(), Handshake):
+            r.send_version(1)
+            r.next_event()
+    except ReflectorProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(["version", "send_blob", "send_sd_blob", "received_blob"]), numeral=NUMERALS)
+def test_fuzz_client_numerals_only_raise_codec_error(key: str, numeral: str) -> None:
+    c = ClientConnection()
+    c.send_handshake(1)
+    c.receive_data(json_with(key, numeral))
+    try:
+        c.next_event()
+    except ReflectorProtocolError:
+        pass

@@ -410,3 +410,31 @@ async def test_caching_chain_receives_zero_copy_into_origin_and_cache(tmp_path) 
         assert (tmp_path / "blobs" / h[:2] / h).read_bytes() == data
         assert (await cache.get(h)).read() == data
         assert keeping.kept[h] == data and isinstance(keeping.kept[h], bytes)  # its own bytes, not a view
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+async def test_random_bytes_offered_as_an_sd_blob_are_refused_without_a_database(
+    tmp_path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    store: BlobStore = MemoryStore() if kind == "memory" else DiskStore(tmp_path)
+    junk = os.urandom(1000)
+    junk_hash = hashlib.sha384(junk).hexdigest()
+    receiver = ReflectorReceiver(store, host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        c = await RawClient.connect(receiver.port)
+        await c.send(b'{"version": 1}')
+        await c.answer()
+        await c.send(sdk({"sd_blob_hash": junk_hash, "sd_blob_size": len(junk)}))
+        assert await c.answer() == b'{"send_sd_blob":true}'
+        await c.send(junk)
+        assert await c.answer() == b'{"received_sd_blob":false}'
+        assert await c.closed()
+        await c.close()
+        assert not await store.has(junk_hash)
+        assert receiver.stats.sd_blobs_received == 0
+        assert any("is not a valid sd blob" in r.getMessage() for r in caplog.records)
+        assert await upload_like_lbry_sdk(receiver.port)  # a real sd blob still goes in
+        assert await store.has(SD_HASH)
+    finally:
+        await receiver.stop()

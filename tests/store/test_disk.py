@@ -1,14 +1,18 @@
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
 from prism.blob import sha384_hex
 from prism.store import BlobNotFound, DiskStore, MemoryStore
+from prism.store.disk import DirectorySyncer, GroupCommit
 from tests.conftest import prism_env
 
 
@@ -108,6 +112,8 @@ def test_sigkill_mid_put_leaves_no_partial_blob(tmp_path) -> None:
         assert proc.stdout.readline().strip() == "IN_PUT"
         tmp_files = os.listdir(root / "tmp")
         assert len(tmp_files) == 1 and tmp_files[0].startswith(h)
+        assert not (root / h[:2] / h).exists()
+        assert DiskStore(root).removed_temp_files == 0  # a live writer's locked temp file stays
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -118,3 +124,118 @@ def test_sigkill_mid_put_leaves_no_partial_blob(tmp_path) -> None:
     assert store.removed_temp_files == 1
     assert os.listdir(root / "tmp") == []
     assert not asyncio.run(store.has(h))
+
+
+def test_stale_temp_files_go_whatever_pid_they_name(tmp_path) -> None:
+    # As PID 1 in a container, or restarted right after a kill, a dead writer's pid is often our own.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    h = "cd" * 48
+    for name in (
+        f"{h}.{os.getpid()}.0a0b0c0d",
+        f"{h}.1.0a0b0c0d",
+        f"{h}.0123456789abcdef",
+        "cache-index.txt.1",
+    ):
+        (tmp / name).write_bytes(b"partial")
+    store = DiskStore(tmp_path)
+    assert store.removed_temp_files == 4
+    assert os.listdir(tmp) == []
+
+
+def test_a_locked_temp_file_is_left_to_its_writer(tmp_path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    path = tmp / f"{'ef' * 48}.0123456789abcdef"
+    with open(path, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        assert DiskStore(tmp_path).removed_temp_files == 0
+    assert DiskStore(tmp_path).removed_temp_files == 1
+
+
+def test_group_commit_covers_only_requests_made_before_the_fsync_began() -> None:
+    g = GroupCommit()
+    first = g.request()
+    target = g.begin()
+    assert target == first and g.begin() is None  # one fsync at a time
+    late = g.request()  # made while the fsync runs: not covered by it
+    g.finish(target, ok=True)
+    assert g.covered(first) and not g.covered(late)
+    also_late = g.request()
+    target = g.begin()
+    g.finish(target, ok=False)
+    assert not g.covered(late)
+    target = g.begin()
+    g.finish(target, ok=True)
+    assert g.covered(late) and g.covered(also_late)
+
+
+def test_directory_syncer_coalesces_a_burst_into_one_more_fsync(tmp_path) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_fsync(path: str) -> None:
+        calls.append(path)
+        entered.set()
+        assert release.wait(10)
+
+    syncer = DirectorySyncer(slow_fsync)
+    first = threading.Thread(target=syncer.sync, args=(str(tmp_path),))
+    first.start()
+    assert entered.wait(10)
+    burst = [threading.Thread(target=syncer.sync, args=(str(tmp_path),)) for _ in range(8)]
+    for t in burst:
+        t.start()
+    time.sleep(0.2)  # let the burst queue up behind the running fsync
+    assert len(calls) == 1
+    release.set()
+    for t in [first, *burst]:
+        t.join(10)
+    assert calls == [str(tmp_path)] * 2 and syncer.fsyncs == 2
+
+
+def test_write_blob_syncs_the_shard_directory_after_the_rename(tmp_path) -> None:
+    store = DiskStore(tmp_path)
+    synced: list[tuple[str, bool]] = []
+    h, data = blob(3)
+
+    def record(path: str) -> None:
+        synced.append((path, (tmp_path / h[:2] / h).exists()))
+
+    store.syncer = DirectorySyncer(record)
+    store.write_blob(h, data)
+    # The new shard directory's entry in the root first, then the rename in the shard directory.
+    assert synced == [(str(tmp_path), False), (str(tmp_path / h[:2]), True)]
+    h2, data2 = next((x, d) for x, d in (blob(i) for i in range(4, 2000)) if x[:2] == h[:2])
+    synced.clear()
+    store.write_blob(h2, data2)
+    assert [p for p, _ in synced] == [str(tmp_path / h[:2])]  # the root only once per shard
+
+
+def test_a_failed_directory_fsync_fails_the_put(tmp_path) -> None:
+    store = DiskStore(tmp_path)
+
+    def broken(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    store.syncer = DirectorySyncer(broken)
+    h, data = blob(5)
+    with pytest.raises(OSError):
+        asyncio.run(store.put(h, data))
+
+
+def test_a_restarted_store_syncs_the_root_once_not_per_shard(tmp_path, monkeypatch) -> None:
+    first = DiskStore(tmp_path)
+    blobs = [blob(i) for i in range(40)]
+    for h, data in blobs:
+        first.write_blob(h, data)
+    synced: list[str] = []
+    monkeypatch.setattr("prism.store.disk.fsync_directory", synced.append)
+    second = DiskStore(tmp_path)
+    assert synced == [str(tmp_path)]  # once at start, for every shard directory found
+    synced.clear()
+    shards = {h[:2] for h, _ in blobs}
+    h, data = next(b for b in (blob(i) for i in range(1000, 5000)) if b[0][:2] in shards)
+    second.write_blob(h, data)
+    assert synced == [str(tmp_path / h[:2])]  # an existing shard: its own fsync only

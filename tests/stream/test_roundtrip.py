@@ -23,6 +23,7 @@ from prism.stream import (
     encode_bytes,
 )
 from prism.stream.names import sanitize_file_name
+from tests.hostile import NUMERALS
 
 
 def roundtrip(data: bytes, name: str = "f.bin") -> None:
@@ -149,3 +150,25 @@ def test_reencode_of_changed_file_is_refused() -> None:
 )
 def test_sanitize_file_name(name: str, want: str) -> None:
     assert sanitize_file_name(name) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(["blob_num", "length"]), numeral=NUMERALS)
+def test_sd_blob_numerals_only_raise_sd_blob_errors(key: str, numeral: str) -> None:
+    entry = '{"blob_hash": "' + "ab" * 48 + '", "iv": "' + "00" * 16 + '", "' + key + '": ' + numeral
+    other = "length" if key == "blob_num" else "blob_num"
+    raw = (
+        '{"stream_type": "lbryfile", "stream_name": "61", "suggested_file_name": "61", "key": "'
+        + "00" * 16
+        + '", "stream_hash": "'
+        + "cd" * 48
+        + '", "blobs": ['
+        + entry
+        + ', "'
+        + other
+        + '": 0}]}'
+    )
+    try:
+        SdBlob.parse(raw)
+    except SdBlobError:
+        pass
