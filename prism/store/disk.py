@@ -1,7 +1,8 @@
 """A durable blob store on a local file system: `<root>/<hash[0:2]>/<hash>`.
 
 A put writes `<root>/tmp/<hash>.<pid>.<random>`, fsyncs it and renames it into place, so a
-crash never leaves a partial blob under a blob's name. Temporary files of processes that
+crash never leaves a partial blob under a blob's name. A cache tier writes with `durable=False`
+(no fsync: the origin holds the durable copy; the rename still keeps partial files out of sight). Temporary files of processes that
 no longer run are removed when a DiskStore opens the directory.
 """
 
@@ -65,9 +66,9 @@ class DiskStore:
             raise
         return BlobRef(blob_hash, size, BlobTrace.new(timer.elapsed(), self.name), file=f, path=path)
 
-    async def put(self, blob_hash: str, data: bytes) -> None:
+    async def put(self, blob_hash: str, data: bytes, *, durable: bool = True) -> None:
         validate_hash(blob_hash)
-        await asyncio.to_thread(self.write_blob, blob_hash, data)
+        await asyncio.to_thread(self.write_blob, blob_hash, data, durable)
         self.holdings.stored(blob_hash)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
@@ -76,8 +77,11 @@ class DiskStore:
     def borrows_put_data(self) -> bool:
         return True  # written to its file before `put` returns
 
-    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
-        """Blocking write-fsync-rename of one blob (callers in the event loop use `put`)."""
+    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
+        """Blocking write-fsync-rename of one blob (callers in the event loop use `put`).
+
+        `durable=False` skips the fsync: for a cache tier, whose blobs the origin keeps durably.
+        """
         final = self.path_of(blob_hash)
         tmp = os.path.join(self.tmp_dir, f"{blob_hash}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -86,7 +90,8 @@ class DiskStore:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):

@@ -9,6 +9,10 @@ shared with reflector.go tooling; writes to it are batched off the request path.
   eviction that unlinks it meanwhile never breaks the read), O(1) policy bookkeeping.
 - When stored bytes pass the capacity, the coldest blobs are evicted until the cache is at
   `low_watermark` x capacity.
+- The file system's real free space is checked (statvfs) before each write: below `free_margin`
+  the coldest blobs are evicted to make room, and when that is not enough the blob is not cached
+  (a cache is best-effort; its byte bookkeeping does not know what else fills the disk).
+- Files are written without fsync: the origin holds the durable copy.
 - `start()` rebuilds the index from the directory (and from the snapshot written by the last
   `stop()`, or from the database for localdb). Blobs on disk that the index does not know
   are adopted, never deleted; what does not fit is evicted coldest first.
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prism.blob import MAX_BLOB_SIZE, is_valid_hash, validate_hash
+from prism.logs import RepeatFilter, log_repeated
 from prism.store.base import (
     BlobNotFound,
     BlobRef,
@@ -45,6 +50,8 @@ SNAPSHOT_NAME = "cache-index.txt"
 SNAPSHOT_MAGIC = "prism-cache-index 1"
 QUARANTINE_DIR = "quarantine"
 DEFAULT_LOW_WATERMARK = 0.95
+DEFAULT_FREE_MARGIN = 64 * 1024 * 1024
+"""Free bytes a disk cache leaves on its file system (for logs, databases, other writers)."""
 GCACHE_NAME = "gcache"
 """Trace and metric name of a disk cache indexed in memory (reflector.go's GcacheStore)."""
 LOCALDB_NAME = "db-backed"
@@ -99,6 +106,7 @@ class DiskCacheStore:
         low_watermark: float = DEFAULT_LOW_WATERMARK,
         name: str | None = None,
         component: str = "",
+        free_margin: int = DEFAULT_FREE_MARGIN,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"disk cache capacity must be positive, got {capacity}")
@@ -110,6 +118,10 @@ class DiskCacheStore:
         self.policy = policy
         self.index = index
         self.low_watermark = low_watermark
+        self.free_margin = free_margin
+        self.skipped_no_space = 0
+        """Blobs not cached because the file system had no room above `free_margin`."""
+        self._repeats = RepeatFilter(window=60.0)
         self.name = name or (LOCALDB_NAME if index is not None else GCACHE_NAME)
         self.component = component
         self.hits = 0
@@ -266,11 +278,13 @@ class DiskCacheStore:
         if self.policy.size_of(blob_hash) == size and os.path.exists(self.disk.path_of(blob_hash)):
             self.policy.touch(blob_hash)
             return
+        if not await self._room_on_disk(size):
+            return
         while True:
             pending = self._evicting.get(blob_hash)
             if pending is not None:  # its unlink must not remove the file we write
                 await asyncio.shield(pending)
-            await self.disk.put(blob_hash, data)
+            await self.disk.put(blob_hash, data, durable=False)
             if blob_hash not in self._evicting:  # (an eviction may have picked it meanwhile)
                 break
         self.policy.remove(blob_hash)
@@ -304,6 +318,25 @@ class DiskCacheStore:
         return list(self.policy.keys())
 
     # -- eviction ----------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """What the file system under the cache has free for unprivileged writers."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    async def _room_on_disk(self, size: int) -> bool:
+        """Whether `size` more bytes fit above `free_margin`, after evicting cold blobs if needed."""
+        short = size + self.free_margin - self.free_bytes()
+        if short <= 0:
+            return True
+        victims = self._select_victims(max(self.policy.bytes - short, 0))
+        await self._remove_files(victims)
+        if size + self.free_margin <= self.free_bytes():
+            return True
+        self.skipped_no_space += 1
+        message = f"disk cache {self.root}: file system nearly full, not caching new blobs"
+        log_repeated(self._repeats, log, logging.WARNING, message)
+        return False
 
     def _forget(self, blob_hash: str) -> None:
         if self.policy.remove(blob_hash) is not None:
