@@ -2,8 +2,8 @@
 
 A put writes `<root>/tmp/<hash>.<pid>.<random>`, fsyncs it and renames it into place, so a
 crash never leaves a partial blob under a blob's name. A cache tier writes with `durable=False`
-(no fsync: the origin holds the durable copy; the rename still keeps partial files out of sight). Temporary files of processes that
-no longer run are removed when a DiskStore opens the directory.
+(no fsync: the origin holds the durable copy; the rename still keeps partial files out of sight).
+Temporary files of processes that no longer run are removed when a DiskStore opens the directory.
 """
 
 from __future__ import annotations
