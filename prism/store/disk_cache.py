@@ -200,7 +200,10 @@ class DiskCacheStore:
             await self.index.stop(grace)
         else:
             entries = self.policy.export()
-            await asyncio.to_thread(write_snapshot, self.root, self.policy.name, entries)
+            try:
+                await asyncio.to_thread(write_snapshot, self.root, self.policy.name, entries)
+            except OSError as e:  # a full disk: the next start rebuilds from the directory
+                log.warning("cannot write the index snapshot of cache %s: %s", self.root, e)
 
     async def close(self) -> None:
         await self.stop()
