@@ -210,10 +210,10 @@ class S3Store:
         async def fetch(c: Any) -> bytes:
             r = await c.get_object(Bucket=self.settings.bucket, Key=key)
             async with r["Body"] as body:
-                if r.get("ContentLength", 0) > MAX_BLOB_SIZE:
+                size = int(r.get("ContentLength", 0))
+                if size > MAX_BLOB_SIZE:
                     raise UpstreamDataError(f"S3 object {key} is larger than a blob")
-                data: bytes = await body.read()
-            return data
+                return await read_body(body, size, key)
 
         data = await self._call("GET", fetch, blob_hash=blob_hash)
         await verify_received(blob_hash, data, f"S3 {self.settings.where}")
@@ -285,6 +285,23 @@ class S3Store:
         if is_transient(code, status):
             return _Transient(f"{code or status}: {err.get('Message', '')}")
         return StoreError(f"S3 {op} failed: {code or status} {err.get('Message', '')}".strip())
+
+
+async def read_body(body: Any, size: int, key: str) -> bytes:
+    """The whole body of `size` bytes, read into one preallocated buffer (no chunk list, no join)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    done = 0
+    while done < size:
+        n = await body.readinto(view[done:])
+        if n == 0:
+            raise _Transient(f"S3 object {key}: body ended after {done} of {size} bytes")
+        done += n
+    if await body.read(1):
+        raise UpstreamDataError(f"S3 object {key} is longer than its Content-Length")
+    view.release()
+    # Handed on as bytes without a copy: nothing else holds the buffer.
+    return buf  # type: ignore[return-value]
 
 
 def _describe(e: BaseException) -> str:
