@@ -24,7 +24,7 @@ from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, StoreError, Timer
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace
-from prism.store.upstream import UpstreamDataError, verify_received
+from prism.store.upstream import read_body, verify_received
 
 log = logging.getLogger("prism.store")
 
@@ -211,9 +211,7 @@ class S3Store:
             r = await c.get_object(Bucket=self.settings.bucket, Key=key)
             async with r["Body"] as body:
                 size = int(r.get("ContentLength", 0))
-                if size > MAX_BLOB_SIZE:
-                    raise UpstreamDataError(f"S3 object {key} is larger than a blob")
-                return await read_body(body, size, key)
+                return await read_body(body.raw_stream.content, size, MAX_BLOB_SIZE, f"S3 object {key}")
 
         data = await self._call("GET", fetch, blob_hash=blob_hash)
         await verify_received(blob_hash, data, f"S3 {self.settings.where}")
@@ -285,23 +283,6 @@ class S3Store:
         if is_transient(code, status):
             return _Transient(f"{code or status}: {err.get('Message', '')}")
         return StoreError(f"S3 {op} failed: {code or status} {err.get('Message', '')}".strip())
-
-
-async def read_body(body: Any, size: int, key: str) -> bytes:
-    """The whole body of `size` bytes, read into one preallocated buffer (no chunk list, no join)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    done = 0
-    while done < size:
-        n = await body.readinto(view[done:])
-        if n == 0:
-            raise _Transient(f"S3 object {key}: body ended after {done} of {size} bytes")
-        done += n
-    if await body.read(1):
-        raise UpstreamDataError(f"S3 object {key} is longer than its Content-Length")
-    view.release()
-    # Handed on as bytes without a copy: nothing else holds the buffer.
-    return buf  # type: ignore[return-value]
 
 
 def _describe(e: BaseException) -> str:
