@@ -52,6 +52,9 @@ QUARANTINE_DIR = "quarantine"
 DEFAULT_LOW_WATERMARK = 0.95
 DEFAULT_FREE_MARGIN = 64 * 1024 * 1024
 """Free bytes a disk cache leaves on its file system (for logs, databases, other writers)."""
+FREE_RECHECK_SECONDS = 1.0
+"""statvfs costs up to a millisecond on some file systems (overlayfs): between two readings, what
+the cache wrote is subtracted from the last one, and it is read again after this long."""
 GCACHE_NAME = "gcache"
 """Trace and metric name of a disk cache indexed in memory (reflector.go's GcacheStore)."""
 LOCALDB_NAME = "db-backed"
@@ -122,6 +125,8 @@ class DiskCacheStore:
         self.skipped_no_space = 0
         """Blobs not cached because the file system had no room above `free_margin`."""
         self._repeats = RepeatFilter(window=60.0)
+        self._free = (0, -FREE_RECHECK_SECONDS)
+        """(free bytes minus what was written since, when read) of the last statvfs."""
         self.name = name or (LOCALDB_NAME if index is not None else GCACHE_NAME)
         self.component = component
         self.hits = 0
@@ -327,13 +332,23 @@ class DiskCacheStore:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    def _free_estimate(self, size: int) -> int:
+        """Free bytes after writing `size` more: the last statvfs reading less what was written since."""
+        free, read_at = self._free
+        now = time.monotonic()
+        if now - read_at >= FREE_RECHECK_SECONDS or free < size + self.free_margin:
+            free, read_at = self.free_bytes(), now
+        self._free = (free - size, read_at)
+        return free
+
     async def _room_on_disk(self, size: int) -> bool:
         """Whether `size` more bytes fit above `free_margin`, after evicting cold blobs if needed."""
-        short = size + self.free_margin - self.free_bytes()
+        short = size + self.free_margin - self._free_estimate(size)
         if short <= 0:
             return True
         victims = self._select_victims(max(self.policy.bytes - short, 0))
         await self._remove_files(victims)
+        self._free = (0, -FREE_RECHECK_SECONDS)  # read again next time
         if size + self.free_margin <= self.free_bytes():
             return True
         self.skipped_no_space += 1
