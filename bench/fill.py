@@ -42,24 +42,11 @@ def _bench_http():  # type: ignore[no-untyped-def]
 
 bh = _bench_http()
 
-NGINX_PROXY_CONF = """
-worker_processes 1;
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    proxy_cache_path {cache} levels=1:2 keys_zone=blobs:16m max_size=10g inactive=1h use_temp_path=off;
+# bench/http.py's nginx setup (one worker, temp paths under the work dir) with a caching proxy
+# in place of its static server.
+NGINX_PROXY_CONF = (
+    bh.NGINX_CONF.split("    server {{")[0]
+    + """    proxy_cache_path {cache} levels=1:2 keys_zone=blobs:16m max_size=10g inactive=1h use_temp_path=off;
     upstream origin {{ server 127.0.0.1:{origin}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port} sndbuf=4m;
@@ -75,6 +62,7 @@ http {{
     }}
 }}
 """
+)
 
 LOAD = """
 import asyncio, json, sys, time
