@@ -46,7 +46,8 @@ bh = _bench_http()
 # in place of its static server.
 NGINX_PROXY_CONF = (
     bh.NGINX_CONF.split("    server {{")[0]
-    + """    proxy_cache_path {cache} levels=1:2 keys_zone=blobs:16m max_size=10g inactive=1h use_temp_path=off;
+    + """    proxy_cache_path {cache} levels=1:2 keys_zone=blobs:16m
+                     max_size=10g inactive=1h use_temp_path=off;
     upstream origin {{ server 127.0.0.1:{origin}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port} sndbuf=4m;
