@@ -210,8 +210,11 @@ class S3Store:
         async def fetch(c: Any) -> bytes:
             r = await c.get_object(Bucket=self.settings.bucket, Key=key)
             async with r["Body"] as body:
-                size = int(r.get("ContentLength", 0))
-                return await read_body(body.raw_stream.content, size, MAX_BLOB_SIZE, f"S3 object {key}")
+                length = r.get("ContentLength")
+                size = None if length is None else int(length)
+                # aiobotocore 3 exposes the aiohttp response as `raw_stream`; 2.x bodies proxy it.
+                content = getattr(body, "raw_stream", body).content
+                return await read_body(content, size, MAX_BLOB_SIZE, f"S3 object {key}")
 
         data = await self._call("GET", fetch, blob_hash=blob_hash)
         await verify_received(blob_hash, data, f"S3 {self.settings.where}")
