@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeVar
 
 from prism.blob import sha384_hex
-from prism.store import BlobRef, BlobStore, MemoryStore, StoreError
+from prism.store import BlobRef, MemoryStore, StoreError
 
 
 def make_blob(i: int, size: int = 1000) -> tuple[str, bytes]:
@@ -193,13 +193,3 @@ async def running(component: C, grace: float = 1.0) -> AsyncIterator[C]:
         yield component
     finally:
         await component.stop(grace)
-
-
-async def drain_fills(store: BlobStore) -> None:
-    """Wait for every cache write a caching layer of the chain is doing behind its answers."""
-    from prism.store.base import walk_chain
-    from prism.store.caching import CachingStore
-
-    for s in walk_chain(store):
-        if isinstance(s, CachingStore):
-            await s.drain()

@@ -22,7 +22,7 @@ from time import perf_counter_ns
 
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.logs import RepeatFilter, log_repeated
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data, walk_chain
 from prism.store.singleflight import Flights
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace
@@ -193,3 +193,10 @@ class CachingStore:
             await self.origin.close()
         finally:
             await self.cache.close()
+
+
+async def drain_fills(store: BlobStore) -> None:
+    """Wait for the cache writes every caching layer of the chain is doing behind its answers."""
+    for s in walk_chain(store):
+        if isinstance(s, CachingStore):
+            await s.drain()

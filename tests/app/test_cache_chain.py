@@ -12,12 +12,12 @@ from prism.app.cache_chain import (
     parse_disk_cache_spec,
     parse_size,
 )
-from prism.store.caching import CachingStore
+from prism.store.caching import CachingStore, drain_fills
 from prism.store.disk_cache import DiskCacheStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
 from tests.conftest import sql
-from tests.helpers import CountingStore, drain_fills, make_blob
+from tests.helpers import CountingStore, make_blob
 
 
 @pytest.mark.parametrize(

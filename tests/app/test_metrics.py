@@ -6,9 +6,9 @@ import aiohttp
 
 from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
-from prism.store.caching import CachingStore
+from prism.store.caching import CachingStore, drain_fills
 from prism.store.http import HttpStore
-from tests.helpers import CountingStore, drain_fills
+from tests.helpers import CountingStore
 from tests.http.helpers import stored_blob
 
 
