@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 COMPONENTS = ("app", "cache", "db", "dht", "http", "peer", "reflector", "store", "stream")
 
@@ -50,6 +51,13 @@ class RepeatFilter:
             del self._seen[next(iter(self._seen))]
         self._seen[message] = (now, 0)
         return 0 if last is None else last[1]
+
+
+def log_repeated(repeats: RepeatFilter, logger: logging.Logger, level: int, message: str) -> None:
+    """Log `message` unless `repeats` says it was logged within its window (then it is counted)."""
+    count = repeats.admit(message, time.monotonic())
+    if count is not None:
+        logger.log(level, "%s%s", message, f" ({count} more since)" if count else "")
 
 
 def access_line(

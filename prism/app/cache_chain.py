@@ -13,6 +13,8 @@ An empty value means "no such cache". `--mem-cache N` adds an N-blob LRU memory 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,12 +22,14 @@ from dataclasses import dataclass, field
 from prism.config import parse_mysql_dsn
 from prism.db.localdb import LocalDBIndex, MysqlLocalDB, SqliteLocalDB
 from prism.store.base import BlobStore
-from prism.store.caching import CachingStore
+from prism.store.caching import CachingStore, drain_fills
 from prism.store.disk import DiskStore
 from prism.store.disk_cache import AccessIndex, DiskCacheStore
 from prism.store.eviction import make_policy
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
+
+log = logging.getLogger("prism.cache")
 
 MANAGER_POLICY: dict[str, str] = {
     "lru": "lru",
@@ -158,6 +162,10 @@ class CacheChain:
                 await c.start()
 
     async def stop(self, grace: float = 5.0) -> None:
+        try:  # fills written behind their answers land before the indexes are saved
+            await asyncio.wait_for(drain_fills(self.store), grace)
+        except TimeoutError:
+            log.warning("cache writes still pending after %.0fs; stopping without them", grace)
         for c in reversed(self.caches):
             if isinstance(c, DiskCacheStore):
                 await c.stop(grace)

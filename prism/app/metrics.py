@@ -274,6 +274,12 @@ SERIES: tuple[Series, ...] = (
         _cache_layer(lambda x: x.misses),
     ),
     Series(
+        "cache_write_error_total",
+        "counter",
+        "Writes to a cache that failed (the blob was still served or stored)",
+        _cache_layer(lambda x: x.cache_write_errors),
+    ),
+    Series(
         "cache_evict_total",
         "counter",
         "Blobs evicted from a cache",

@@ -2,10 +2,15 @@
 
 - `has`: the cache, then the origin when the cache says no.
 - `get`: a cache hit is returned; a cache error other than "not found" is returned too
-  (never masked by going to the origin); on a miss the blob comes from the origin, is
-  checked against its hash, written to the cache (a failure there is only logged) and
-  returned. Concurrent misses of one hash make one origin call and one cache write.
-- `put`/`put_sd`/`delete`: the origin first (an error aborts), then the cache.
+  (never masked by going to the origin); on a miss the blob comes from the origin and is
+  checked against its hash. It is then answered from memory at once while it is written to the
+  cache in the background: the bytes wait in a staging area bounded in bytes (`staging_bytes`),
+  which also serves concurrent gets of the same hash; when that area is full the fill is awaited
+  before answering, as a plain write would be. Concurrent misses of one hash make one origin call
+  and one cache write.
+- `put`/`put_sd`/`delete`: the origin first (an error aborts), then the cache. A cache is
+  best-effort: a failed cache write (a full disk) fails nothing the origin accepted; it is
+  counted (`fill_errors`, metric `cache_write_error_total`) and logged once per interval.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ import logging
 from time import perf_counter_ns
 
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data
+from prism.logs import RepeatFilter, log_repeated
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data, walk_chain
 from prism.store.singleflight import Flights
 from prism.store.stats import StoreSnapshot
+from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.store.caching")
+
+DEFAULT_STAGING_BYTES = 128 * 1024 * 1024
+"""Bytes of verified blobs a caching layer may hold in memory while they are written to its cache."""
 
 
 class CorruptBlobError(StoreError):
@@ -30,7 +40,14 @@ class CorruptBlobError(StoreError):
 class CachingStore:
     """`cache` in front of `origin`; both are exposed for `find_capability` and the app."""
 
-    def __init__(self, origin: BlobStore, cache: BlobStore, component: str = "", verify: bool = True) -> None:
+    def __init__(
+        self,
+        origin: BlobStore,
+        cache: BlobStore,
+        component: str = "",
+        verify: bool = True,
+        staging_bytes: int = DEFAULT_STAGING_BYTES,
+    ) -> None:
         self.origin = origin
         self.cache = cache
         self.component = component
@@ -40,6 +57,12 @@ class CachingStore:
         self.hits = 0
         self.misses = 0
         self.fill_errors = 0
+        """Cache writes that failed (fills and puts); none of them failed the caller."""
+        self.staging_bytes = staging_bytes
+        self.staged_bytes = 0
+        self._staged: dict[str, tuple[bytes, asyncio.Future[None]]] = {}
+        """Verified blobs being written to the cache: their bytes and the write."""
+        self._repeats = RepeatFilter(window=60.0)
 
     def wrapped(self) -> tuple[BlobStore, ...]:
         return (self.origin, self.cache)
@@ -50,7 +73,12 @@ class CachingStore:
 
     def snapshot(self) -> StoreSnapshot:
         return StoreSnapshot(
-            self.name, self.component, cache_name=self.cache.name, hits=self.hits, misses=self.misses
+            self.name,
+            self.component,
+            cache_name=self.cache.name,
+            hits=self.hits,
+            misses=self.misses,
+            cache_write_errors=self.fill_errors,
         )
 
     async def has(self, blob_hash: str) -> bool:
@@ -60,6 +88,11 @@ class CachingStore:
 
     async def get(self, blob_hash: str) -> BlobRef:
         start = perf_counter_ns()
+        staged = self._staged.get(blob_hash)
+        if staged is not None:  # written to the cache right now: served from memory
+            self.hits += 1
+            trace = BlobTrace.new(perf_counter_ns() - start, self.cache.name).stack(0, self.name)
+            return BlobRef.from_bytes(blob_hash, staged[0], trace)
         try:
             ref = await self.cache.get(blob_hash)
         except BlobNotFound:
@@ -76,7 +109,8 @@ class CachingStore:
     async def _fill(self, blob_hash: str) -> BlobRef:
         ref = await self.origin.get(blob_hash)
         try:
-            data = ref.read() if ref.size <= HASH_INLINE_MAX else await asyncio.to_thread(ref.read)
+            in_memory = ref.data is not None or ref.size <= HASH_INLINE_MAX
+            data = ref.read() if in_memory else await asyncio.to_thread(ref.read)
             if self.verify:
                 if len(data) <= HASH_INLINE_MAX:
                     verify_blob(blob_hash, data)
@@ -86,35 +120,83 @@ class CachingStore:
             raise CorruptBlobError(f"origin {self.origin.name} returned a corrupt blob: {e}") from None
         finally:
             ref.close()
-        # Shielded: a caller that goes away must not leave a written but unindexed blob.
-        fill = asyncio.ensure_future(self.cache.put(blob_hash, data))
-        fill.add_done_callback(self._fill_done)
-        with contextlib.suppress(Exception):  # logged by _fill_done; the download goes on
-            await asyncio.shield(fill)
+        await self._stage(blob_hash, data)
         return BlobRef(blob_hash, len(data), ref.trace, data=data)
 
-    def _fill_done(self, fill: asyncio.Future[None]) -> None:
-        if fill.cancelled():
-            return
-        e = fill.exception()
-        if e is not None:  # a failed cache write must not fail the download
-            self.fill_errors += 1
-            log.warning("caching in %s failed: %s", self.cache.name, e)
+    def _write_behind(self, blob_hash: str, data: bytes) -> None:
+        """Start writing a verified blob to the cache; staged in memory until written."""
+        # A task, not awaited by the caller: a caller that goes away must not leave a written
+        # but unindexed blob, and the client need not wait for the disk.
+        fill = asyncio.ensure_future(self.cache.put(blob_hash, data))
+        self._staged[blob_hash] = (data, fill)
+        self.staged_bytes += len(data)
+        fill.add_done_callback(lambda f: self._fill_done(blob_hash, len(data), f))
+
+    async def _stage(self, blob_hash: str, data: bytes) -> None:
+        """Write behind when the staging area has room; else wait for the write (back-pressure)."""
+        self._write_behind(blob_hash, data)
+        if self.staged_bytes > self.staging_bytes:
+            with contextlib.suppress(Exception):  # logged by _fill_done; the download goes on
+                await asyncio.shield(self._staged[blob_hash][1])
+
+    def _fill_done(self, blob_hash: str, size: int, fill: asyncio.Future[None]) -> None:
+        staged = self._staged.get(blob_hash)
+        if staged is not None and staged[1] is fill:
+            del self._staged[blob_hash]
+            self.staged_bytes -= size
+        if not fill.cancelled() and fill.exception() is not None:
+            self._cache_failed(fill.exception())
+
+    def _cache_failed(self, e: BaseException | None) -> None:
+        """A failed cache write fails nothing: counted, and logged once per interval."""
+        self.fill_errors += 1
+        log_repeated(self._repeats, log, logging.WARNING, f"caching in {self.cache.name} failed: {e}")
+
+    async def _settle(self, blob_hash: str) -> None:
+        """Wait for a write behind of `blob_hash` to finish (before a put or delete of it)."""
+        staged = self._staged.get(blob_hash)
+        if staged is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(staged[1])
+
+    async def _cache_put(self, blob_hash: str, data: bytes, sd: bool) -> None:
+        await self._settle(blob_hash)
+        try:
+            await (self.cache.put_sd if sd else self.cache.put)(blob_hash, data)
+        except (StoreError, OSError) as e:
+            self._cache_failed(e)
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         await self.origin.put(blob_hash, data)
-        await self.cache.put(blob_hash, data)
+        await self._cache_put(blob_hash, data, sd=False)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
         await self.origin.put_sd(blob_hash, data)
-        await self.cache.put_sd(blob_hash, data)
+        await self._cache_put(blob_hash, data, sd=True)
 
     async def delete(self, blob_hash: str) -> None:
+        await self._settle(blob_hash)
         await self.origin.delete(blob_hash)
         await self.cache.delete(blob_hash)
 
+    async def drain(self) -> None:
+        """Wait until every write behind has finished (written, or failed and counted)."""
+        while self._staged:
+            _data, fill = next(iter(self._staged.values()))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(fill)
+            await asyncio.sleep(0)  # the write's done callback unstages it
+
     async def close(self) -> None:
+        await self.drain()  # pending writes finish before the cache closes
         try:
             await self.origin.close()
         finally:
             await self.cache.close()
+
+
+async def drain_fills(store: BlobStore) -> None:
+    """Wait for the cache writes every caching layer of the chain is doing behind its answers."""
+    for s in walk_chain(store):
+        if isinstance(s, CachingStore):
+            await s.drain()

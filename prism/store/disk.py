@@ -4,8 +4,10 @@ A put writes `<root>/tmp/<hash>.<random>` (locked with `flock` while it is writt
 it, renames it into place and fsyncs the shard directory (and the root, the first time a
 shard directory is used), so a crash never leaves a partial blob under a blob's name and a
 blob whose `put` returned survives power loss. Directory fsyncs of concurrent puts into one
-directory are coalesced (`DirectorySyncer`). Temporary files nobody holds locked are removed
-when a DiskStore opens the directory: a lock dies with its process, whatever its pid.
+directory are coalesced (`DirectorySyncer`). A cache tier writes with `durable=False` (no fsync
+at all: the origin holds the durable copy; the rename still keeps partial files out of sight).
+Temporary files nobody holds locked are removed when a DiskStore opens the directory: a lock
+dies with its process, whatever its pid.
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ class DiskStore:
             raise
         return BlobRef(blob_hash, size, BlobTrace.new(timer.elapsed(), self.name), file=f, path=path)
 
-    async def put(self, blob_hash: str, data: bytes) -> None:
+    async def put(self, blob_hash: str, data: bytes, *, durable: bool = True) -> None:
         validate_hash(blob_hash)
-        await asyncio.to_thread(self.write_blob, blob_hash, data)
+        await asyncio.to_thread(self.write_blob, blob_hash, data, durable)
         self.holdings.stored(blob_hash)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
@@ -88,11 +90,12 @@ class DiskStore:
     def borrows_put_data(self) -> bool:
         return True  # written to its file before `put` returns
 
-    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
+    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
         """Blocking write-fsync-rename-dirsync of one blob (callers in the event loop use `put`).
 
         When it returns, the blob survives a crash or power loss; if it raises, no partial blob
-        is visible under the blob's name.
+        is visible under the blob's name. `durable=False` skips every fsync: for a cache tier,
+        whose blobs the origin keeps durably.
         """
         final = self.path_of(blob_hash)
         tmp = os.path.join(self.tmp_dir, f"{blob_hash}.{secrets.token_hex(8)}")
@@ -101,8 +104,11 @@ class DiskStore:
             # Held until the rename: a DiskStore starting meanwhile leaves a locked temp file alone.
             fcntl.flock(fd, fcntl.LOCK_EX)
             _write_all(fd, data)
-            os.fsync(fd)
-            self._ensure_dir(os.path.dirname(final))
+            if durable:
+                os.fsync(fd)
+                self._ensure_dir(os.path.dirname(final))
+            else:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -110,7 +116,8 @@ class DiskStore:
             raise
         finally:
             os.close(fd)
-        self.syncer.sync(os.path.dirname(final))
+        if durable:
+            self.syncer.sync(os.path.dirname(final))
 
     def _ensure_dir(self, directory: str) -> None:
         """Create `directory` if needed; its own entry in the parent is synced before first use."""

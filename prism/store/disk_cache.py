@@ -31,6 +31,9 @@ that snapshot; `start()` takes the mark away (durably) before it serves anything
   rewrites it. Blobs still unverified at a clean stop are listed in the mark and stay so.
   The check is the hash, not the size the scan found: a power loss can leave a file of the
   right length full of zeros. It costs one SHA-384 per blob, once, and only after a crash.
+- The file system's real free space is checked (statvfs) before each write: below `free_margin`
+  the coldest blobs are evicted to make room, and when that is not enough the blob is not cached
+  (a cache is best-effort; its byte bookkeeping does not know what else fills the disk).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from prism.blob import (
     validate_hash,
     verify_blob,
 )
+from prism.logs import RepeatFilter, log_repeated
 from prism.store.base import (
     BlobNotFound,
     BlobRef,
@@ -81,6 +85,11 @@ CLEAN_MAGIC = b"prism-cache-clean 1"
 LOCALDB_STAMP = "localdb"
 QUARANTINE_DIR = "quarantine"
 DEFAULT_LOW_WATERMARK = 0.95
+DEFAULT_FREE_MARGIN = 64 * 1024 * 1024
+"""Free bytes a disk cache leaves on its file system (for logs, databases, other writers)."""
+FREE_RECHECK_SECONDS = 1.0
+"""statvfs costs up to a millisecond on some file systems (overlayfs): between two readings, what
+the cache wrote is subtracted from the last one, and it is read again after this long."""
 GCACHE_NAME = "gcache"
 """Trace and metric name of a disk cache indexed in memory (reflector.go's GcacheStore)."""
 LOCALDB_NAME = "db-backed"
@@ -163,6 +172,7 @@ class DiskCacheStore:
         low_watermark: float = DEFAULT_LOW_WATERMARK,
         name: str | None = None,
         component: str = "",
+        free_margin: int = DEFAULT_FREE_MARGIN,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"disk cache capacity must be positive, got {capacity}")
@@ -174,6 +184,12 @@ class DiskCacheStore:
         self.policy = policy
         self.index = index
         self.low_watermark = low_watermark
+        self.free_margin = free_margin
+        self.skipped_no_space = 0
+        """Blobs not cached because the file system had no room above `free_margin`."""
+        self._repeats = RepeatFilter(window=60.0)
+        self._free = (0, -FREE_RECHECK_SECONDS)
+        """(free bytes minus what was written since, when read) of the last statvfs."""
         self.name = name or (LOCALDB_NAME if index is not None else GCACHE_NAME)
         self.component = component
         self.hits = 0
@@ -489,11 +505,13 @@ class DiskCacheStore:
         ):
             self.policy.touch(key)
             return
+        if not await self._room_on_disk(size):
+            return
         while True:
             pending = self._evicting.get(key)
             if pending is not None:  # its unlink must not remove the file we write
                 await asyncio.shield(pending)
-            await self.disk.put(blob_hash, data)
+            await self.disk.put(blob_hash, data, durable=False)
             if key not in self._evicting:  # (an eviction may have picked it meanwhile)
                 break
         self._unverified.discard(key)
@@ -528,6 +546,35 @@ class DiskCacheStore:
         return [k.hex() for k in self.policy.keys()]
 
     # -- eviction ----------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """What the file system under the cache has free for unprivileged writers."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def _free_estimate(self, size: int) -> int:
+        """Free bytes after writing `size` more: the last statvfs reading less what was written since."""
+        free, read_at = self._free
+        now = time.monotonic()
+        if now - read_at >= FREE_RECHECK_SECONDS or free < size + self.free_margin:
+            free, read_at = self.free_bytes(), now
+        self._free = (free - size, read_at)
+        return free
+
+    async def _room_on_disk(self, size: int) -> bool:
+        """Whether `size` more bytes fit above `free_margin`, after evicting cold blobs if needed."""
+        short = size + self.free_margin - self._free_estimate(size)
+        if short <= 0:
+            return True
+        victims = self._select_victims(max(self.policy.bytes - short, 0))
+        await self._remove_files(victims)
+        self._free = (0, -FREE_RECHECK_SECONDS)  # read again next time
+        if size + self.free_margin <= self.free_bytes():
+            return True
+        self.skipped_no_space += 1
+        message = f"disk cache {self.root}: file system nearly full, not caching new blobs"
+        log_repeated(self._repeats, log, logging.WARNING, message)
+        return False
 
     def _forget(self, key: bytes) -> None:
         self._unverified.discard(key)

@@ -15,7 +15,7 @@ from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace, TraceError
-from prism.store.upstream import read_limited, verify_received
+from prism.store.upstream import read_body, verify_received
 
 log = logging.getLogger("prism.store")
 
@@ -74,9 +74,7 @@ class HttpStore(ReadOnlyStore):
                 if r.status != 200:
                     text = (await r.content.read(500)).decode("utf-8", "replace")
                     raise StoreError(f"upstream error. Status code: {r.status} ({text.strip() or r.reason})")
-                if (r.content_length or 0) > MAX_BLOB_SIZE:
-                    raise StoreError(f"upstream announced {r.content_length} bytes for one blob")
-                data = await read_limited(r.content, MAX_BLOB_SIZE, self.base)
+                data = await read_body(r.content, r.content_length, MAX_BLOB_SIZE, f"upstream {self.base}")
                 via = r.headers.get("Via", "")
         except aiohttp.ClientError as e:
             raise StoreError(f"upstream {self.base}: {e}") from e

@@ -24,7 +24,7 @@ from prism.blob import MAX_BLOB_SIZE, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, StoreError, Timer
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace
-from prism.store.upstream import UpstreamDataError, verify_received
+from prism.store.upstream import read_body, verify_received
 
 log = logging.getLogger("prism.store")
 
@@ -210,10 +210,11 @@ class S3Store:
         async def fetch(c: Any) -> bytes:
             r = await c.get_object(Bucket=self.settings.bucket, Key=key)
             async with r["Body"] as body:
-                if r.get("ContentLength", 0) > MAX_BLOB_SIZE:
-                    raise UpstreamDataError(f"S3 object {key} is larger than a blob")
-                data: bytes = await body.read()
-            return data
+                length = r.get("ContentLength")
+                size = None if length is None else int(length)
+                # aiobotocore 3 exposes the aiohttp response as `raw_stream`; 2.x bodies proxy it.
+                content = getattr(body, "raw_stream", body).content
+                return await read_body(content, size, MAX_BLOB_SIZE, f"S3 object {key}")
 
         data = await self._call("GET", fetch, blob_hash=blob_hash)
         await verify_received(blob_hash, data, f"S3 {self.settings.where}")

@@ -24,6 +24,8 @@ class StoreSnapshot:
     """For a caching layer: gets its cache answered."""
     misses: int | None = None
     """For a caching layer: gets that went to its origin."""
+    cache_write_errors: int | None = None
+    """For a caching layer: writes to its cache that failed (each logged at most once per interval)."""
     evictions: int | None = None
     in_flight: int | None = None
     """For a single-flight layer: callers doing the work."""

@@ -37,3 +37,29 @@ async def read_limited(content: aiohttp.StreamReader, limit: int, source: str) -
         if total > limit:
             raise UpstreamDataError(f"{source} sent more than {limit} bytes for one blob")
         chunks.append(chunk)
+
+
+async def read_body(content: aiohttp.StreamReader, size: int | None, limit: int, source: str) -> bytes:
+    """A whole response body of `size` bytes (its Content-Length), refusing more than `limit`.
+
+    With a known length the body goes into one preallocated buffer as it arrives (no chunk list,
+    no join); without one it is read chunk by chunk (`read_limited`).
+    """
+    if size is None:
+        return await read_limited(content, limit, source)
+    if size > limit:
+        raise UpstreamDataError(f"{source} announced {size} bytes for one blob")
+    buf = bytearray(size)
+    view = memoryview(buf)
+    done = 0
+    while done < size:
+        chunk = await content.readany()
+        if not chunk:
+            raise UpstreamDataError(f"{source} ended the body after {done} of {size} bytes")
+        if done + len(chunk) > size:
+            raise UpstreamDataError(f"{source} sent more than its Content-Length ({size})")
+        view[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    view.release()
+    # Handed on as bytes without a copy: nothing else holds the buffer, and nothing writes to it.
+    return buf  # type: ignore[return-value]

@@ -12,7 +12,7 @@ from prism.app.cache_chain import (
     parse_disk_cache_spec,
     parse_size,
 )
-from prism.store.caching import CachingStore
+from prism.store.caching import CachingStore, drain_fills
 from prism.store.disk_cache import DiskCacheStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
@@ -102,6 +102,7 @@ async def test_chain_is_stacked_like_reflector_go(tmp_path) -> None:
     assert ref.read() == data
     names = [s.origin_name for s in ref.trace.stacks]
     assert names == ["origin", "sf_origin", "caching", "caching", "caching"]
+    await drain_fills(outer)
     assert await main.cache.has(h) and await fast.cache.has(h) and await outer.cache.has(h)
     await chain.stop()
 

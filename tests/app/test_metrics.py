@@ -6,7 +6,7 @@ import aiohttp
 
 from prism.app.metrics import Metrics, MetricsServer
 from prism.http.server import HttpBlobServer
-from prism.store.caching import CachingStore
+from prism.store.caching import CachingStore, drain_fills
 from prism.store.http import HttpStore
 from tests.helpers import CountingStore
 from tests.http.helpers import stored_blob
@@ -101,6 +101,7 @@ async def test_cache_size_gauges_move_as_caches_fill_and_evict(tmp_path):
             assert labelled(empty, "reflector_cache_capacity_blobs", mem) == 2
             for h, _d in blobs[:2]:
                 (await chain.store.get(h)).close()
+            await drain_fills(chain.store)
             two = await scrape()
             assert labelled(two, "reflector_cache_size_bytes", disk) == 600_000
             assert labelled(two, "reflector_cache_size_blobs", disk) == 2
@@ -108,6 +109,7 @@ async def test_cache_size_gauges_move_as_caches_fill_and_evict(tmp_path):
             assert labelled(two, "reflector_cache_size_bytes", mem) == 600_000
             for h, _d in blobs[2:]:
                 (await chain.store.get(h)).close()
+            await drain_fills(chain.store)
             full = await scrape()
             assert labelled(full, "reflector_cache_size_bytes", disk) <= 1 << 20
             assert labelled(full, "reflector_cache_size_blobs", disk) < 5

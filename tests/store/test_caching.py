@@ -35,6 +35,7 @@ async def test_caching_miss_fills_cache_then_hits() -> None:
     with await store.get(h) as ref:
         assert ref.read() == data
         assert [s.origin_name for s in ref.trace.stacks] == ["origin", "caching"]
+    await store.drain()  # written behind the answer
     assert h in cache.blobs and origin.gets == 1 and store.misses == 1
     with await store.get(h) as ref:
         assert ref.read() == data
@@ -71,6 +72,7 @@ async def test_caching_fill_error_only_logged() -> None:
     store = CachingStore(origin, BrokenStore("cache", fail=("put",)))
     with await store.get(h) as ref:
         assert ref.read() == data
+    await store.drain()
     assert store.fill_errors == 1
 
 
@@ -181,6 +183,7 @@ async def test_hundred_concurrent_gets_reach_origin_once(tmp_path) -> None:
     origin.release.set()
     refs = await gets
     assert origin.gets == 2 and all(r.read() == data2 for r in refs)
+    await caching.drain()
     assert len(disk_cache) == 2
     await disk_cache.stop()
 
@@ -318,6 +321,8 @@ async def test_memory_cache_in_front_of_disk_cache_chain(tmp_path) -> None:
     h, data = make_blob(50, 4000)
     await origin.put(h, data)
     assert (await chain.get(h)).read() == data
+    await chain.drain()
+    await chain.origin.drain()  # type: ignore[attr-defined]
     assert await mem.has(h) and await disk_cache.has(h)
     ref = await chain.get(h)
     assert ref.data is not None and ref.file is None  # served from memory
@@ -341,7 +346,8 @@ async def test_caller_gone_mid_fill_still_completes_the_cache_write() -> None:
     origin, cache = CountingStore("origin"), HeldPutStore("cache")
     h, data = make_blob(60)
     await origin.put(h, data)
-    task = asyncio.create_task(CachingStore(origin, cache).get(h))
+    # No staging room: the caller waits for the cache write, and goes away meanwhile.
+    task = asyncio.create_task(CachingStore(origin, cache, staging_bytes=0).get(h))
     await cache.started.wait()  # the origin answered; the cache write is under way
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -349,3 +355,43 @@ async def test_caller_gone_mid_fill_still_completes_the_cache_write() -> None:
     cache.release.set()
     await cache.done.wait()
     assert h in cache.blobs  # not left half done
+
+
+async def test_miss_is_answered_before_the_cache_write_and_staged_meanwhile() -> None:
+    class HeldPutStore(CountingStore):
+        release = asyncio.Event()
+
+        async def put(self, blob_hash: str, data: bytes) -> None:
+            await self.release.wait()
+            await super().put(blob_hash, data)
+
+    origin, cache = CountingStore("origin"), HeldPutStore("cache")
+    h, data = make_blob(61)
+    await origin.put(h, data)
+    store = CachingStore(origin, cache)
+    assert (await store.get(h)).read() == data  # while the cache write is held
+    assert h not in cache.blobs and store.staged_bytes == len(data)
+    ref = await store.get(h)  # a second get is served from the staging area
+    assert ref.read() == data and origin.gets == 1 and store.hits == 1
+    cache.release.set()
+    await store.drain()
+    assert h in cache.blobs and store.staged_bytes == 0
+
+
+async def test_full_staging_area_waits_for_the_cache_write() -> None:
+    class SlowPutStore(CountingStore):
+        async def put(self, blob_hash: str, data: bytes) -> None:
+            await asyncio.sleep(0.05)
+            await super().put(blob_hash, data)
+
+    origin, cache = CountingStore("origin"), SlowPutStore("cache")
+    blobs = [make_blob(70 + i) for i in range(3)]
+    for h, data in blobs:
+        await origin.put(h, data)
+    store = CachingStore(origin, cache, staging_bytes=len(blobs[0][1]))
+    await store.get(blobs[0][0])  # fits: answered at once
+    assert blobs[0][0] not in cache.blobs
+    await store.get(blobs[1][0])  # over the bound: answered once written
+    assert blobs[1][0] in cache.blobs
+    await store.close()
+    assert all(h in cache.blobs for h, _ in blobs[:2]) and store.staged_bytes == 0
