@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Any
 
+from prism.admission import Admission
 from prism.blob import is_valid_hash
 from prism.hostport import HostPort
 from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
@@ -21,11 +23,15 @@ from prism.http.queue import RequestQueue
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore
-from prism.tcpserver import TcpBlobServer
+from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.http")
 
 MAX_PIPELINED = 16
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+"""The answer to a connection refused at the cap: fixed bytes, sent without reading the request."""
 
 _date: tuple[int, str] = (0, "")
 
@@ -55,9 +61,19 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         idle_timeout: float = 60.0,
         send_timeout: float = 60.0,
         negative_cache: NegativeCache | None = None,
+        admission: Admission[Any] | None = None,
+        max_connections: int | None = None,
     ) -> None:
         super().__init__(
-            store, host, port, protocol="http", idle_timeout=idle_timeout, send_timeout=send_timeout
+            store,
+            host,
+            port,
+            protocol="http",
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+            admission=admission,
+            max_connections=max_connections,
+            refusal=REFUSAL,
         )
         self.edge_token = edge_token
         self.protected = protected
@@ -71,9 +87,9 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, let requests in flight finish within `grace`."""
-        if self._server is None:
+        if not self.listening:
             return
-        self._server.close()
+        self._close_listener()
         for conn in list(self.connections):
             conn.close_when_idle()
         busy = [c.task for c in self.connections if c.task is not None]
@@ -83,7 +99,6 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
                 log.warning("HTTP: %d transfer(s) still running after %.1fs; aborting", len(pending), grace)
         for conn in list(self.connections):
             conn.abort()
-        self._server = None
 
     def snapshot(self) -> ServerSnapshot:
         return self.stats.snapshot(queue_waiting=self.queue.waiting, connections=len(self.connections))
@@ -151,7 +166,7 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
             await conn.send_simple(503, b"server busy, retry later\n", keep_alive, [("Retry-After", "1")])
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(AdmittedConnection, asyncio.Protocol):
     """One client connection: parses requests and answers them one at a time, in order."""
 
     def __init__(self, server: HttpBlobServer) -> None:
@@ -172,6 +187,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self.refuse_if_shed(transport):
+            return
         self.transport = transport
         self.sender = BlobSender(
             transport,
@@ -205,11 +222,15 @@ class HttpConnection(asyncio.Protocol):
             self.reading_paused = True
         if self.task is None:
             self._disarm_idle()
+            self.server.admission.busy(self)
             self.task = self.loop.create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm_idle()
+        self.server.admission.closed(self)
+        if self.transport is None:
+            return  # shed before it connected
         self.sender.connection_lost()
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
@@ -245,6 +266,7 @@ class HttpConnection(asyncio.Protocol):
             self.abort()
         finally:
             self.task = None
+            self.server.admission.idle(self, self.loop.time())
         if self._close_after_idle:
             self.close()
         else:

@@ -1,0 +1,81 @@
+"""The connection table's policy, driven with a fake clock."""
+
+from __future__ import annotations
+
+import resource
+
+from prism.admission import Admission, connection_cap
+
+
+def test_admits_below_the_cap_and_refuses_when_nothing_is_idle_long_enough() -> None:
+    table: Admission[str] = Admission(2, min_idle=0.5)
+    assert table.admit("a", 0.0).admitted
+    assert table.admit("b", 0.0).admitted
+    refused = table.admit("c", 0.1)  # a and b are fresh but only 0.1 s old
+    assert not refused.admitted and refused.shed is None
+    assert len(table) == 2 and table.refused_total == 1
+
+
+def test_sheds_the_oldest_fresh_connection_before_any_idle_one() -> None:
+    table: Admission[str] = Admission(3)
+    for name, now in (("client", 0.0), ("idle1", 1.0), ("idle2", 2.0)):
+        table.admit(name, now)
+    table.busy("client")
+    table.idle("client", 3.0)  # made a request: worth keeping over sockets that never did
+    assert table.admit("new1", 10.0).shed == "idle1"
+    assert table.admit("new2", 10.0).shed == "idle2"
+    # Only fresh ones younger than min_idle remain besides the client: the idle client goes.
+    assert table.admit("new3", 10.0).shed == "client"
+    assert "client" not in table and table.shed_total == 3
+
+
+def test_busy_connections_are_never_shed() -> None:
+    table: Admission[str] = Admission(1)
+    table.admit("a", 0.0)
+    table.busy("a")
+    assert not table.admit("b", 100.0).admitted
+    table.idle("a", 100.0)
+    assert not table.admit("b", 100.1).admitted  # just answered
+    assert table.admit("b", 101.0).shed == "a"
+
+
+def test_fresh_connections_expire_after_the_first_request_timeout() -> None:
+    table: Admission[str] = Admission(10, first_request_timeout=10.0)
+    table.admit("old", 0.0)
+    table.admit("asked", 1.0)
+    table.admit("young", 5.0)
+    table.busy("asked")
+    assert table.expired(9.9) == []
+    assert table.expired(10.0) == ["old"]
+    assert table.expired(20.0) == ["young"]  # "asked" made a request: not expired
+    assert len(table) == 1
+
+
+def test_report_is_rate_limited_and_counts_what_happened_since() -> None:
+    table: Admission[str] = Admission(1, log_window=10.0)
+    table.admit("a", 0.0)
+    table.busy("a")
+    for i in range(1000):
+        table.admit(f"x{i}", 1.0)
+    first = table.report(1.0)
+    assert first is not None and "refused 1000" in first
+    table.admit("y", 2.0)
+    assert table.report(5.0) is None  # within the window
+    later = table.report(11.0)
+    assert later is not None and "refused 1," in later
+    assert table.report(30.0) is None  # nothing new
+
+
+def test_closed_and_idle_after_close_forget_the_connection() -> None:
+    table: Admission[str] = Admission(1)
+    table.admit("a", 0.0)
+    table.closed("a")
+    table.idle("a", 1.0)  # a late callback of a closed connection
+    assert len(table) == 0
+
+
+def test_cap_leaves_headroom_for_files_and_the_database() -> None:
+    assert connection_cap(1024) == 768
+    assert connection_cap(256) == 128
+    assert connection_cap(1 << 20) == 786432
+    assert connection_cap() == connection_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
