@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
 
 from prism.admission import Admission, connection_cap
 
@@ -79,3 +81,23 @@ def test_cap_leaves_headroom_for_files_and_the_database() -> None:
     assert connection_cap(256) == 128
     assert connection_cap(1 << 20) == 786432
     assert connection_cap() == connection_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _soft_256() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def test_start_up_raises_the_soft_file_limit_to_the_hard_one_and_logs_it() -> None:
+    code = (
+        "import logging, resource; logging.basicConfig(level=logging.INFO);"
+        "from prism.app.limits import process_admission; a = process_admission();"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], a.cap)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=_soft_256, timeout=60
+    )
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    soft, cap = map(int, out.stdout.split())
+    assert soft == min(hard, 1 << 20) > 256
+    assert cap == connection_cap(soft)
+    assert f"open file limit {soft}" in out.stderr
