@@ -51,6 +51,13 @@ class RepeatFilter:
         self._seen[message] = (now, 0)
         return 0 if last is None else last[1]
 
+    def suffix(self, message: str, now: float) -> str | None:
+        """`admit` for a log line: None to stay quiet, else "" or " (N more since)" to append."""
+        repeats = self.admit(message, now)
+        if repeats is None:
+            return None
+        return f" ({repeats} more since)" if repeats else ""
+
 
 def access_line(
     client: str, action: str, blob_hash: str, status: str | int, nbytes: int, seconds: float, layer: str

@@ -197,9 +197,9 @@ class TcpListener(Generic[C]):
             log.warning("%s", line)
 
     def _log_once(self, message: str) -> None:
-        repeats = self._repeats.admit(message, asyncio.get_running_loop().time())
-        if repeats is not None:
-            log.warning("%s%s", message, f" ({repeats} more since)" if repeats else "")
+        more = self._repeats.suffix(message, asyncio.get_running_loop().time())
+        if more is not None:
+            log.warning("%s%s", message, more)
 
 
 class TcpBlobServer(TcpListener[C]):

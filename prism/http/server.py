@@ -16,7 +16,16 @@ from typing import Any
 from prism.admission import Admission
 from prism.blob import is_valid_hash
 from prism.hostport import HostPort
-from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
+from prism.http.get import (
+    BlobGetter,
+    Failed,
+    Found,
+    GetOutcome,
+    Missing,
+    ProtectedCheck,
+    Refused,
+    failure_answer,
+)
 from prism.http.h1 import HttpParseError, Request, RequestParser, http_date, plan_blob_response, render_head
 from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
@@ -130,8 +139,11 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
             found = await self.store.has(blob_hash)
         except Exception as e:
             self.stats.error(e)
-            log.warning("HTTP HEAD %s: %s", blob_hash[:16], e)
-            await conn.send_simple(500, str(e).encode(), req.keep_alive, head_only=True)
+            more = self.getter.repeats.suffix(type(e).__name__, time.monotonic())
+            if more is not None:
+                log.warning("HTTP HEAD %s: %s%s", blob_hash[:16], e, more)
+            status, body, headers = failure_answer(e)
+            await conn.send_simple(status, body, req.keep_alive, headers, head_only=True)
             return
         await conn.send_simple(204 if found else 404, b"", req.keep_alive, head_only=True)
 
@@ -158,8 +170,9 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         elif isinstance(outcome, Missing):
             await conn.send_simple(404, b"", keep_alive, [("Via", outcome.trace.to_json())])
         elif isinstance(outcome, Failed):
-            via = outcome.trace.to_json()
-            await conn.send_simple(500, str(outcome.error).encode(), keep_alive, [("Via", via)])
+            status, body, headers = failure_answer(outcome.error)
+            headers.append(("Via", outcome.trace.to_json()))
+            await conn.send_simple(status, body, keep_alive, headers)
         elif outcome is Refused.PROTECTED:
             await conn.send_simple(403, b"requested blob is protected", keep_alive)
         else:

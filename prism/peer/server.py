@@ -221,9 +221,8 @@ class _PeerConnection(AdmittedConnection, asyncio.Protocol):
             self.abort()
         except (StoreError, OSError, RuntimeError) as e:
             # The store or the file failed: only this connection ends.
-            repeats = self.server.repeats.admit(f"{type(e).__name__}: {e}", self.loop.time())
-            if repeats is not None:
-                more = f" ({repeats} more since)" if repeats else ""
+            more = self.server.repeats.suffix(f"{type(e).__name__}: {e}", self.loop.time())
+            if more is not None:
                 log.warning("closing connection from %s: %s: %s%s", self.peer, type(e).__name__, e, more)
             self.abort()
         except Exception:

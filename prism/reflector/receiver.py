@@ -168,9 +168,8 @@ class ReflectorReceiver(TcpListener["_ReceiverProtocol"]):
 
     def log_failure(self, peer: str, kind: str, detail: str) -> None:
         """One line per failure class (`kind`) per window, with the count of the ones it stands for."""
-        repeats = self.repeats.admit(kind, time.monotonic())
-        if repeats is not None:
-            more = f" ({repeats} more like it since)" if repeats else ""
+        more = self.repeats.suffix(kind, time.monotonic())
+        if more is not None:
             log.warning("upload from %s refused: %s%s", peer, detail, more)
 
     # -- decisions ------------------------------------------------------------------

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 
+import pytest
+
 from prism.admission import Admission
 from prism.reflector.receiver import ReflectorReceiver
+from prism.store.base import StoreUnavailable
 from prism.store.memory import MemoryStore
 from tests.reflector.helpers import RawClient, sdk
 from tests.reflector.test_receiver import upload_like_lbry_sdk
@@ -114,3 +118,34 @@ async def test_idle_sockets_at_the_cap_make_room_for_an_upload() -> None:
         for c in idle:
             await c.close()
         await receiver.stop()
+
+
+class _DownStore(MemoryStore):
+    """Takes nothing: its database is down."""
+
+    async def put(self, blob_hash: str, data: bytes) -> None:
+        raise StoreUnavailable(f"database MySQL root@127.0.0.1:1/reflector is unreachable ({blob_hash[:8]})")
+
+
+async def test_uploads_failing_alike_log_one_line_not_a_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = ReflectorReceiver(_DownStore(), host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        caplog.set_level(logging.INFO, logger="prism.reflector")
+        for i in range(5):
+            c = await RawClient.connect(receiver.port)
+            await c.send(b'{"version": 1}')
+            await c.answer()
+            data = os.urandom(100 + i)
+            await c.send(sdk({"blob_hash": hashlib.sha384(data).hexdigest(), "blob_size": len(data)}))
+            assert await c.answer() == b'{"send_blob":true}'
+            await c.send(data)
+            assert await c.answer() == b'{"received_blob":false}'
+            await c.close()
+    finally:
+        await receiver.stop()
+    lines = [r for r in caplog.records if r.name == "prism.reflector" and r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert not any(r.exc_info for r in caplog.records)
