@@ -3,11 +3,12 @@
 One `Admission` is shared by the peer, HTTP and receiver servers of a process (each may also have
 its own, in tests). It holds every open connection in one of three states: *fresh* (no request
 yet), *idle* (waiting on the client since some time) or *busy* (the server is working for it).
-At the cap, a new connection takes the place of the connection idle longest, fresh ones first:
-an attacker's idle socket costs it nothing to reopen, a real client's request is worth serving.
-When none is idle long enough, the new connection is refused. Fresh connections older than
-`first_request_timeout` are handed out by `expired` to be closed. Counts of what was shed and
-refused are reported at most once per `log_window` seconds, never per connection.
+At the cap, a new connection takes the place of the oldest fresh one, else of the one idle
+longest (at least `min_idle`): an attacker's idle socket costs it nothing to reopen, a real
+client's request is worth serving. When none can go, the new connection is refused. Fresh
+connections older than `first_request_timeout` are handed out by `expired` to be closed.
+Counts of what was shed and refused are reported at most once per `log_window` seconds,
+never per connection.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ K = TypeVar("K", bound=Hashable)
 FIRST_REQUEST_TIMEOUT = 10.0
 """Seconds a connection may stay open without a request."""
 MIN_IDLE = 0.5
-"""A connection idle for less is not shed: it has just arrived, or has just been answered."""
+"""A connection that made a request and is idle for less is not shed: it has just been answered."""
 LOG_WINDOW = 10.0
 HEADROOM_FRACTION = 4
 """A quarter of the descriptors is kept for blob files, the database, caches and logs..."""
@@ -84,10 +85,14 @@ class Admission(Generic[K]):
         return Decision(True, shed)
 
     def _victim(self, now: float) -> K | None:
-        for table in (self._fresh, self._idle):
-            conn = next(iter(table), None)  # the oldest of its kind
-            if conn is not None and now - table[conn] >= self.min_idle:
-                return conn
+        # Any fresh connection goes before a new one is refused, however young: under a flood of
+        # sockets that never ask anything, the oldest of them is the one least likely to be real.
+        oldest_fresh = next(iter(self._fresh), None)
+        if oldest_fresh is not None:
+            return oldest_fresh
+        oldest_idle = next(iter(self._idle), None)
+        if oldest_idle is not None and now - self._idle[oldest_idle] >= self.min_idle:
+            return oldest_idle
         return None
 
     def busy(self, conn: K) -> None:

@@ -9,13 +9,18 @@ import sys
 from prism.admission import Admission, connection_cap
 
 
-def test_admits_below_the_cap_and_refuses_when_nothing_is_idle_long_enough() -> None:
+def test_admits_below_the_cap_and_refuses_when_nothing_can_go() -> None:
     table: Admission[str] = Admission(2, min_idle=0.5)
     assert table.admit("a", 0.0).admitted
     assert table.admit("b", 0.0).admitted
-    refused = table.admit("c", 0.1)  # a and b are fresh but only 0.1 s old
+    assert table.admit("c", 0.0).shed == "a"  # fresh ones go however young
+    table.busy("b")
+    table.idle("b", 0.1)
+    table.busy("c")
+    refused = table.admit("d", 0.2)  # c is busy, b was just answered
     assert not refused.admitted and refused.shed is None
     assert len(table) == 2 and table.refused_total == 1
+    assert table.admit("d", 0.6).shed == "b"  # idle long enough now
 
 
 def test_sheds_the_oldest_fresh_connection_before_any_idle_one() -> None:
@@ -26,9 +31,11 @@ def test_sheds_the_oldest_fresh_connection_before_any_idle_one() -> None:
     table.idle("client", 3.0)  # made a request: worth keeping over sockets that never did
     assert table.admit("new1", 10.0).shed == "idle1"
     assert table.admit("new2", 10.0).shed == "idle2"
-    # Only fresh ones younger than min_idle remain besides the client: the idle client goes.
-    assert table.admit("new3", 10.0).shed == "client"
-    assert "client" not in table and table.shed_total == 3
+    assert table.admit("new3", 10.0).shed == "new1"
+    table.busy("new2")
+    table.busy("new3")
+    assert table.admit("new4", 10.0).shed == "client"  # no fresh one left: the longest idle goes
+    assert "client" not in table and table.shed_total == 4
 
 
 def test_busy_connections_are_never_shed() -> None:

@@ -109,6 +109,13 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         for conn in list(self.connections):
             conn.abort()
 
+    def log_unexpected(self, doing: str, error: Exception) -> None:
+        """An error no code path expects: one line per class and window (the traceback at DEBUG)."""
+        more = self.getter.repeats.suffix(f"unexpected {type(error).__name__}", time.monotonic())
+        if more is not None:
+            log.error("HTTP: unexpected error %s: %s: %s%s", doing, type(error).__name__, error, more)
+        log.debug("HTTP: unexpected error %s", doing, exc_info=error)
+
     def snapshot(self) -> ServerSnapshot:
         return self.stats.snapshot(queue_waiting=self.queue.waiting, connections=len(self.connections))
 
@@ -216,7 +223,12 @@ class HttpConnection(AdmittedConnection, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             requests = self.parser.feed(data)
-        except HttpParseError as e:
+        except Exception as exc:
+            # A parse error is the codec's HttpParseError; anything else is a codec bug that a
+            # flood must not turn into a traceback per request: answered the same, logged once.
+            e = exc if isinstance(exc, HttpParseError) else HttpParseError(400, "bad request")
+            if e is not exc:
+                self.server.log_unexpected("parsing a request", exc)
             self.server.stats.error(e)
             if self.task is None and self.transport is not None:
                 body = f"{e}\n".encode()
@@ -274,8 +286,8 @@ class HttpConnection(AdmittedConnection, asyncio.Protocol):
             self.abort()
         except asyncio.CancelledError:
             self.abort()
-        except Exception:
-            log.exception("HTTP: unexpected error serving a request")
+        except Exception as e:
+            self.server.log_unexpected("serving a request", e)
             self.abort()
         finally:
             self.task = None

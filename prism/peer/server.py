@@ -184,6 +184,9 @@ class _PeerConnection(AdmittedConnection, asyncio.Protocol):
         except PeerProtocolError as e:
             self._bad_input(e)
             return
+        except Exception as e:  # a codec bug: one line per class, not a traceback per request
+            self._unexpected(e)
+            return
         if request is not None:
             self.busy_since = now = self.loop.time()
             self.server.admission.busy(self)
@@ -225,9 +228,8 @@ class _PeerConnection(AdmittedConnection, asyncio.Protocol):
             if more is not None:
                 log.warning("closing connection from %s: %s: %s%s", self.peer, type(e).__name__, e, more)
             self.abort()
-        except Exception:
-            log.exception("closing connection from %s after an unexpected error", self.peer)
-            self.abort()
+        except Exception as e:
+            self._unexpected(e)
         finally:
             self.task = None
             self.waiting_since = self.loop.time()
@@ -297,7 +299,20 @@ class _PeerConnection(AdmittedConnection, asyncio.Protocol):
 
     def _bad_input(self, error: PeerProtocolError) -> None:
         self.server.stats.error(ErrorType.INVALID_PEER_DATA)
-        log.info("closing connection from %s: %s", self.peer, error.reason)
+        more = self.server.repeats.suffix("bad input", self.loop.time())  # a flood logs once a window
+        if more is not None:
+            log.info("closing connection from %s: %s%s", self.peer, error.reason, more)
+        self.abort()
+
+    def _unexpected(self, error: Exception) -> None:
+        """An error no code path expects: one line per class and window (the traceback at DEBUG)."""
+        more = self.server.repeats.suffix(f"unexpected {type(error).__name__}", self.loop.time())
+        if more is not None:
+            kind = type(error).__name__
+            log.error(
+                "closing connection from %s after an unexpected error: %s: %s%s", self.peer, kind, error, more
+            )
+        log.debug("unexpected error on the connection from %s", self.peer, exc_info=error)
         self.abort()
 
     def _check_eof(self) -> None:
