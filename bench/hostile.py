@@ -40,11 +40,12 @@ import time
 from dataclasses import dataclass, field
 
 # The repository, not bench/ (whose http.py would shadow the standard library's for aiohttp).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from prism.app.send import send_file
-from prism.store.http import HttpStore
-from prism.store.peer import PeerStore
+from prism.app.send import send_file  # noqa: E402 (after the path fix above)
+from prism.store.http import HttpStore  # noqa: E402
+from prism.store.peer import PeerStore  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_NOFILE = 1024
@@ -116,6 +117,12 @@ class Sampler(threading.Thread):
         self.peak_rss = self.peak_files = 0
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def run(self) -> None:
         while self.running:
             try:
@@ -133,7 +140,7 @@ class Sampler(threading.Thread):
 
 
 def _attacker_limits() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -318,6 +325,7 @@ def run_phase(
 ):  # type: ignore[no-untyped-def]
     offset = log_size(log)
     sampler.reset()
+    cpu_before, started = sampler.cpu_seconds(), time.monotonic()
     target = {"http": ports.http, "peer": ports.peer, "receiver": ports.receiver}
     attacker = mp.get_context("spawn").Process(target=attack, args=(phase, target, seconds + 1))
     attacker.start()
@@ -327,6 +335,7 @@ def run_phase(
     if attacker.is_alive():
         attacker.kill()
     rss, files = sampler.reset()
+    cpu = (sampler.cpu_seconds() - cpu_before) / (time.monotonic() - started) * 100
     text = log_since(log, offset)
     lines = text.count("\n")
     tracebacks = text.count("Traceback")
@@ -335,7 +344,7 @@ def run_phase(
     print(
         f"phase {phase}: fetches={len(lat)} p50={p50:.1f}ms p99={p99:.1f}ms max={worst:.1f}ms"
         f" uploads={out.uploads} failures={len(out.failures)} peak_rss={rss / 2**20:.0f}MB"
-        f" open_files={files} log_lines={lines} tracebacks={tracebacks}",
+        f" open_files={files} server_cpu={cpu:.0f}% log_lines={lines} tracebacks={tracebacks}",
         flush=True,
     )
     for failure in out.failures[:5]:

@@ -3,10 +3,11 @@
 One `Admission` is shared by the peer, HTTP and receiver servers of a process (each may also have
 its own, in tests). It holds every open connection in one of three states: *fresh* (no request
 yet), *idle* (waiting on the client since some time) or *busy* (the server is working for it).
-At the cap, a new connection takes the place of the oldest fresh one, else of the one idle
-longest (at least `min_idle`): an attacker's idle socket costs it nothing to reopen, a real
-client's request is worth serving. When none can go, the new connection is refused. Fresh
-connections older than `first_request_timeout` are handed out by `expired` to be closed.
+At the cap, a new connection takes the place of the oldest fresh one (at least `min_fresh`
+old), else of the one idle longest (at least `min_idle`): an attacker's idle socket costs it
+nothing to reopen, a real client's request is worth serving. When none can go, the new
+connection is refused. Fresh connections older than `first_request_timeout` are handed out by
+`expired` to be closed.
 Counts of what was shed and refused are reported at most once per `log_window` seconds,
 never per connection.
 """
@@ -22,6 +23,8 @@ K = TypeVar("K", bound=Hashable)
 
 FIRST_REQUEST_TIMEOUT = 10.0
 """Seconds a connection may stay open without a request."""
+MIN_FRESH = 0.2
+"""A new connection is not shed for this long: a real client's first request arrives within it."""
 MIN_IDLE = 0.5
 """A connection that made a request and is idle for less is not shed: it has just been answered."""
 LOG_WINDOW = 10.0
@@ -47,11 +50,13 @@ class Admission(Generic[K]):
         cap: int,
         *,
         first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
+        min_fresh: float = MIN_FRESH,
         min_idle: float = MIN_IDLE,
         log_window: float = LOG_WINDOW,
     ) -> None:
         self.cap = cap
         self.first_request_timeout = first_request_timeout
+        self.min_fresh = min_fresh
         self.min_idle = min_idle
         self.log_window = log_window
         # Insertion order is time order: the oldest entry of each dict is its first.
@@ -85,10 +90,8 @@ class Admission(Generic[K]):
         return Decision(True, shed)
 
     def _victim(self, now: float) -> K | None:
-        # Any fresh connection goes before a new one is refused, however young: under a flood of
-        # sockets that never ask anything, the oldest of them is the one least likely to be real.
         oldest_fresh = next(iter(self._fresh), None)
-        if oldest_fresh is not None:
+        if oldest_fresh is not None and now - self._fresh[oldest_fresh] >= self.min_fresh:
             return oldest_fresh
         oldest_idle = next(iter(self._idle), None)
         if oldest_idle is not None and now - self._idle[oldest_idle] >= self.min_idle:

@@ -10,16 +10,17 @@ from prism.admission import Admission, connection_cap
 
 
 def test_admits_below_the_cap_and_refuses_when_nothing_can_go() -> None:
-    table: Admission[str] = Admission(2, min_idle=0.5)
+    table: Admission[str] = Admission(2, min_fresh=0.2, min_idle=0.5)
     assert table.admit("a", 0.0).admitted
     assert table.admit("b", 0.0).admitted
-    assert table.admit("c", 0.0).shed == "a"  # fresh ones go however young
+    assert not table.admit("c", 0.1).admitted  # a real client's request may be on its way
+    assert table.admit("c", 0.2).shed == "a"
     table.busy("b")
     table.idle("b", 0.1)
     table.busy("c")
     refused = table.admit("d", 0.2)  # c is busy, b was just answered
     assert not refused.admitted and refused.shed is None
-    assert len(table) == 2 and table.refused_total == 1
+    assert len(table) == 2 and table.refused_total == 2
     assert table.admit("d", 0.6).shed == "b"  # idle long enough now
 
 
@@ -31,10 +32,9 @@ def test_sheds_the_oldest_fresh_connection_before_any_idle_one() -> None:
     table.idle("client", 3.0)  # made a request: worth keeping over sockets that never did
     assert table.admit("new1", 10.0).shed == "idle1"
     assert table.admit("new2", 10.0).shed == "idle2"
-    assert table.admit("new3", 10.0).shed == "new1"
-    table.busy("new2")
-    table.busy("new3")
-    assert table.admit("new4", 10.0).shed == "client"  # no fresh one left: the longest idle goes
+    # new1 and new2 are fresh but too young to go: the client idle longest goes.
+    assert table.admit("new3", 10.0).shed == "client"
+    assert table.admit("new4", 10.5).shed == "new1"
     assert "client" not in table and table.shed_total == 4
 
 

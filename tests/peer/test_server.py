@@ -180,7 +180,7 @@ async def test_connection_cap(hello_store) -> None:
     """At the cap a socket that never asked anything makes room; answered clients are kept (issue 18)."""
     async with running_server(hello_store, max_connections=3) as server:
         conns = [await RawConnection.open(server.port) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # older than MIN_FRESH
         extra = await RawConnection.open(server.port)
         assert await conns[0].expect_closed() == b""  # the oldest silent socket went
         for c in [*conns[1:], extra]:  # the others work, and have now made a request each
