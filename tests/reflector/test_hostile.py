@@ -11,8 +11,9 @@ import time
 import pytest
 
 from prism.admission import Admission
-from prism.reflector.receiver import ReflectorReceiver
+from prism.reflector.receiver import TRIM_DELAY, ReflectorReceiver
 from prism.store.base import StoreUnavailable
+from prism.store.disk import DiskStore
 from prism.store.memory import MemoryStore
 from tests.reflector.helpers import RawClient, sdk
 from tests.reflector.test_receiver import upload_like_lbry_sdk
@@ -149,3 +150,34 @@ async def test_uploads_failing_alike_log_one_line_not_a_traceback_each(
     lines = [r for r in caplog.records if r.name == "prism.reflector" and r.levelno >= logging.WARNING]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_memory_goes_back_down_after_a_burst_of_uploads(tmp_path) -> None:
+    """24 concurrent 2 MiB uploads take pooled buffers; afterwards the pool shrinks and the heap is trimmed."""
+    receiver = ReflectorReceiver(DiskStore(tmp_path / "blobs"), host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        blob = os.urandom(2097152)
+
+        async def upload(i: int) -> None:
+            data = i.to_bytes(4, "big") + blob[4:]
+            c = await RawClient.connect(receiver.port)
+            await c.send(b'{"version": 1}')
+            await c.answer()
+            await c.send(sdk({"blob_hash": hashlib.sha384(data).hexdigest(), "blob_size": len(data)}))
+            await c.answer()
+            for at in range(0, len(data), 262144):
+                await c.send(data[at : at + 262144])
+            assert await c.answer(wait=30) == b'{"received_blob":true}'
+            await c.close()
+
+        before = _rss()
+        await asyncio.gather(*(upload(i) for i in range(24)))
+        peak = _rss()
+        assert receiver.pool.in_use == 0 and receiver.pool.pooled == 1  # shrunk once the burst ended
+        assert receiver._trim is not None  # the heap is handed back shortly
+        await asyncio.sleep(TRIM_DELAY + 1.0)  # real time: malloc_trim runs on a timer of its own
+        assert receiver._trim is None
+        assert _rss() - before < max(16 * 2**20, (peak - before) // 2), (before, peak, _rss())
+    finally:
+        await receiver.stop()
