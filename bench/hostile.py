@@ -145,7 +145,10 @@ def _attacker_limits() -> None:
 
 
 async def _hold(port: int, opening: bytes, drip: bytes = b"", stop: float = 0.0) -> None:
-    """Open, send `opening`, then (optionally) a `drip` byte a second; reopen when closed."""
+    """Open, send `opening`, then (optionally) a `drip` byte a second; reopen when closed.
+
+    Kept cheap (no timer per read) so the attacker's own CPU disturbs the measurement little.
+    """
     while time.time() < stop:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -153,18 +156,21 @@ async def _hold(port: int, opening: bytes, drip: bytes = b"", stop: float = 0.0)
             await asyncio.sleep(0.5)
             continue
         try:
-            if opening:
-                writer.write(opening)
-            while time.time() < stop:
-                try:
-                    data = await asyncio.wait_for(reader.read(65536), 1.0)
-                    if not data:
-                        break
-                except TimeoutError:
-                    pass
+            async with asyncio.timeout(max(0.0, stop - time.time())):
+                if opening:
+                    writer.write(opening)
                 if drip:
-                    writer.write(drip)
-        except OSError:
+                    while True:
+                        try:
+                            async with asyncio.timeout(1.0):
+                                if not await reader.read(65536):
+                                    break
+                        except TimeoutError:
+                            writer.write(drip)
+                else:
+                    while await reader.read(65536):
+                        pass
+        except (OSError, TimeoutError):
             pass
         finally:
             writer.close()

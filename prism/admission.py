@@ -3,9 +3,10 @@
 One `Admission` is shared by the peer, HTTP and receiver servers of a process (each may also have
 its own, in tests). It holds every open connection in one of three states: *fresh* (no request
 yet), *idle* (waiting on the client since some time) or *busy* (the server is working for it).
-At the cap, a new connection takes the place of the oldest fresh one (at least `min_fresh`
-old), else of the one idle longest (at least `min_idle`): an attacker's idle socket costs it
-nothing to reopen, a real client's request is worth serving. When none can go, the new
+At the cap, a new connection takes the place of the one that has waited longest on its client:
+without a request for at least `min_fresh`, or idle after one for at least `min_idle` (an
+attacker's idle socket costs it nothing to reopen; a real client's request is worth serving,
+and its first one is on its way). Busy connections never go. When none can go, the new
 connection is refused. Fresh connections older than `first_request_timeout` are handed out by
 `expired` to be closed.
 Counts of what was shed and refused are reported at most once per `log_window` seconds,
@@ -90,13 +91,17 @@ class Admission(Generic[K]):
         return Decision(True, shed)
 
     def _victim(self, now: float) -> K | None:
-        oldest_fresh = next(iter(self._fresh), None)
-        if oldest_fresh is not None and now - self._fresh[oldest_fresh] >= self.min_fresh:
-            return oldest_fresh
-        oldest_idle = next(iter(self._idle), None)
-        if oldest_idle is not None and now - self._idle[oldest_idle] >= self.min_idle:
-            return oldest_idle
-        return None
+        # The connection that has waited longest on its client goes: the oldest of each kind is
+        # the first of its dict, so this is two lookups whatever the table's size.
+        fresh = next(iter(self._fresh), None)
+        if fresh is not None and now - self._fresh[fresh] < self.min_fresh:
+            fresh = None
+        idle = next(iter(self._idle), None)
+        if idle is not None and now - self._idle[idle] < self.min_idle:
+            idle = None
+        if fresh is None or idle is None:
+            return fresh if fresh is not None else idle
+        return fresh if self._fresh[fresh] <= self._idle[idle] else idle
 
     def busy(self, conn: K) -> None:
         """The server works for `conn` (a request is being answered): it is never shed."""

@@ -24,12 +24,12 @@ def test_admits_below_the_cap_and_refuses_when_nothing_can_go() -> None:
     assert table.admit("d", 0.6).shed == "b"  # idle long enough now
 
 
-def test_sheds_the_oldest_fresh_connection_before_any_idle_one() -> None:
+def test_sheds_the_connection_that_waited_longest_on_its_client() -> None:
     table: Admission[str] = Admission(3)
     for name, now in (("client", 0.0), ("idle1", 1.0), ("idle2", 2.0)):
         table.admit(name, now)
     table.busy("client")
-    table.idle("client", 3.0)  # made a request: worth keeping over sockets that never did
+    table.idle("client", 3.0)  # answered at 3.0: it waited less than the silent sockets
     assert table.admit("new1", 10.0).shed == "idle1"
     assert table.admit("new2", 10.0).shed == "idle2"
     # new1 and new2 are fresh but too young to go: the client idle longest goes.
@@ -108,3 +108,12 @@ def test_start_up_raises_the_soft_file_limit_to_the_hard_one_and_logs_it() -> No
     assert soft == min(hard, 1 << 20) > 256
     assert cap == connection_cap(soft)
     assert f"open file limit {soft}" in out.stderr
+
+
+def test_a_young_silent_socket_outlives_connections_stalled_longer() -> None:
+    """A real client's new connection (its request not yet read) stays; stalled uploads go first."""
+    table: Admission[str] = Admission(2, min_fresh=0.2, min_idle=0.5)
+    table.admit("stalled", 0.0)
+    table.idle("stalled", 0.1)  # offered a blob, sent one byte
+    table.admit("client", 1.0)
+    assert table.admit("attacker", 1.3).shed == "stalled"
