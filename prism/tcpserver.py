@@ -149,6 +149,7 @@ class TcpListener(Generic[C]):
         loop = asyncio.get_running_loop()
         assert self._factory is not None
         protocol = self._factory()
+        conn.setblocking(False)  # accept() hands out a blocking socket; a refusal must not wait
         decision = self.admission.admit(protocol, loop.time())
         if decision.shed is not None:
             decision.shed.shed()
@@ -159,7 +160,6 @@ class TcpListener(Generic[C]):
                     conn.send(self.refusal)
             conn.close()
             return
-        conn.setblocking(False)
         task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, conn))
         self._pending.add(task)
         task.add_done_callback(lambda t: self._connected(t, protocol))

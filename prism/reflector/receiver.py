@@ -448,9 +448,11 @@ class _ReceiverProtocol(AdmittedConnection, asyncio.BufferedProtocol):
         except asyncio.CancelledError:
             self._lose_buffer()  # a store's thread may still be reading it: never reuse it
             raise
-        except Exception:
+        except Exception as e:  # e.g. the database went down while answering an offer
             receiver.stats.errors += 1
-            log.exception("reflector connection from %s failed", self.peer)
+            kind = type(e).__name__
+            receiver.log_failure(self.peer, f"unexpected {kind}", f"{kind}: {e}")
+            log.debug("reflector connection from %s failed", self.peer, exc_info=e)
         finally:
             self.codec.close()
             self._release_buffer()
@@ -476,7 +478,9 @@ class _ReceiverProtocol(AdmittedConnection, asyncio.BufferedProtocol):
         self.receiver.admission.idle(self, self.loop.time())
         self._write(self.codec.send_version(event.version))
         while (offer := await self._next_offer()) is not None:
+            self.receiver.admission.busy(self)  # asking the store: not the client's wait
             send, needed = await self.receiver.answer_offer(offer)
+            self.receiver.admission.idle(self, self.loop.time())
             self._write(self.codec.send_offer_answer(send, needed))
             if send:
                 await self._receive_and_store(offer)

@@ -181,3 +181,30 @@ async def test_memory_goes_back_down_after_a_burst_of_uploads(tmp_path) -> None:
         assert _rss() - before < max(16 * 2**20, (peak - before) // 2), (before, peak, _rss())
     finally:
         await receiver.stop()
+
+
+class _DownDatabase(MemoryStore):
+    """Cannot say whether it has a blob: its database is down."""
+
+    async def has(self, blob_hash: str) -> bool:
+        raise StoreUnavailable("database MySQL root@127.0.0.1:1/reflector is unreachable")
+
+
+async def test_offers_failing_on_a_down_database_log_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = ReflectorReceiver(_DownDatabase(), host="127.0.0.1", port=0)
+    await receiver.start()
+    try:
+        caplog.set_level(logging.INFO, logger="prism.reflector")
+        for _ in range(5):
+            c = await RawClient.connect(receiver.port)
+            await c.send(b'{"version": 1}')
+            await c.answer()
+            await c.send(sdk({"blob_hash": "ab" * 48, "blob_size": 10}))
+            assert await c.closed()
+            await c.close()
+    finally:
+        await receiver.stop()
+    lines = [r for r in caplog.records if r.name == "prism.reflector" and r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "StoreUnavailable" in lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.INFO)
