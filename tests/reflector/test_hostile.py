@@ -24,13 +24,19 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def _offer_and_stall(port: int) -> RawClient:
-    """Offer a 2 MiB blob, send one byte of it, and keep the connection open."""
+async def _offer(port: int, blob_hash: str, size: int) -> RawClient:
+    """Handshake and offer a blob; the client, its offer answered `send_blob: true`."""
     c = await RawClient.connect(port)
     await c.send(b'{"version": 1}')
     await c.answer()
-    await c.send(sdk({"blob_hash": hashlib.sha384(os.urandom(8)).hexdigest(), "blob_size": 2097152}))
+    await c.send(sdk({"blob_hash": blob_hash, "blob_size": size}))
     assert await c.answer() == b'{"send_blob":true}'
+    return c
+
+
+async def _offer_and_stall(port: int) -> RawClient:
+    """Offer a 2 MiB blob, send one byte of it, and keep the connection open."""
+    c = await _offer(port, hashlib.sha384(os.urandom(8)).hexdigest(), 2097152)
     await c.send(b"x")
     return c
 
@@ -61,11 +67,7 @@ async def test_a_large_upload_uses_the_pool_and_gives_the_buffer_back() -> None:
     data = os.urandom(2097152)
     blob_hash = hashlib.sha384(data).hexdigest()
     try:
-        c = await RawClient.connect(receiver.port)
-        await c.send(b'{"version": 1}')
-        await c.answer()
-        await c.send(sdk({"blob_hash": blob_hash, "blob_size": len(data)}))
-        await c.answer()
+        c = await _offer(receiver.port, blob_hash, len(data))
         for i in range(0, len(data), 100_000):  # arrives in pieces: small buffer first, then the pool
             await c.send(data[i : i + 100_000])
         assert await c.answer() == b'{"received_blob":true}'
@@ -136,12 +138,8 @@ async def test_uploads_failing_alike_log_one_line_not_a_traceback_each(
     try:
         caplog.set_level(logging.INFO, logger="prism.reflector")
         for i in range(5):
-            c = await RawClient.connect(receiver.port)
-            await c.send(b'{"version": 1}')
-            await c.answer()
             data = os.urandom(100 + i)
-            await c.send(sdk({"blob_hash": hashlib.sha384(data).hexdigest(), "blob_size": len(data)}))
-            assert await c.answer() == b'{"send_blob":true}'
+            c = await _offer(receiver.port, hashlib.sha384(data).hexdigest(), len(data))
             await c.send(data)
             assert await c.answer() == b'{"received_blob":false}'
             await c.close()
@@ -161,11 +159,7 @@ async def test_memory_goes_back_down_after_a_burst_of_uploads(tmp_path) -> None:
 
         async def upload(i: int) -> None:
             data = i.to_bytes(4, "big") + blob[4:]
-            c = await RawClient.connect(receiver.port)
-            await c.send(b'{"version": 1}')
-            await c.answer()
-            await c.send(sdk({"blob_hash": hashlib.sha384(data).hexdigest(), "blob_size": len(data)}))
-            await c.answer()
+            c = await _offer(receiver.port, hashlib.sha384(data).hexdigest(), len(data))
             for at in range(0, len(data), 262144):
                 await c.send(data[at : at + 262144])
             assert await c.answer(wait=30) == b'{"received_blob":true}'
