@@ -145,18 +145,6 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def run(self) -> None:
-        while self.running:
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-                files = len(os.listdir(f"/proc/{self.pid}/fd"))
-            except (OSError, StopIteration):
-                return
-            self.peak_rss = max(self.peak_rss, rss)
-            self.peak_files = max(self.peak_files, files)
-            time.sleep(0.05)
-
 
 # -- attacks (each phase in its own process) --------------------------------------------------
 
