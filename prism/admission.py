@@ -122,11 +122,11 @@ class Admission(Generic[K]):
         self._idle.pop(conn, None)
         self._busy.discard(conn)
 
-    def expired(self, now: float) -> list[K]:
-        """Fresh connections older than `first_request_timeout`, removed from the table: close them."""
-        out = []
+    def expired(self, now: float, limit: int | None = None) -> list[K]:
+        """Fresh connections older than `first_request_timeout` (at most `limit`), removed: close them."""
+        out: list[K] = []
         for conn, since in self._fresh.items():
-            if now - since < self.first_request_timeout:
+            if now - since < self.first_request_timeout or len(out) == limit:
                 break
             out.append(conn)
         for conn in out:

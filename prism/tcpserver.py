@@ -29,7 +29,9 @@ log = logging.getLogger("prism.app")
 
 ACCEPT_BATCH = 64
 """Connections accepted per wake-up of the listening socket, so other work keeps its turn."""
-SWEEP_INTERVAL = 1.0
+SWEEP_INTERVAL = 0.25
+SWEEP_BATCH = 64
+"""Connections closed per sweep at most: a burst accepted together expires over several turns."""
 EMFILE_PAUSE = 0.1
 """Seconds accepting pauses after running out of descriptors."""
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -186,7 +188,7 @@ class TcpListener(Generic[C]):
     def _sweep(self) -> None:
         """Close connections that sent no request in time; report; again in a second."""
         loop = asyncio.get_running_loop()
-        for conn in self.admission.expired(loop.time()):
+        for conn in self.admission.expired(loop.time(), SWEEP_BATCH):
             conn.shed()
         self._report()
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._sock is not None else None

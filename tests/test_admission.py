@@ -56,7 +56,9 @@ def test_fresh_connections_expire_after_the_first_request_timeout() -> None:
     table.busy("asked")
     assert table.expired(9.9) == []
     assert table.expired(10.0) == ["old"]
-    assert table.expired(20.0) == ["young"]  # "asked" made a request: not expired
+    table.admit("young2", 5.0)
+    assert table.expired(20.0, limit=1) == ["young"]  # "asked" made a request: not expired
+    assert table.expired(20.0) == ["young2"]
     assert len(table) == 1
 
 
