@@ -24,7 +24,7 @@ K = TypeVar("K", bound=Hashable)
 
 FIRST_REQUEST_TIMEOUT = 10.0
 """Seconds a connection may stay open without a request."""
-MIN_FRESH = 0.2
+MIN_FRESH = 0.1
 """A new connection is not shed for this long: a real client's first request arrives within it."""
 MIN_IDLE = 0.5
 """A connection that made a request and is idle for less is not shed: it has just been answered."""
