@@ -52,6 +52,13 @@ class RepeatFilter:
         self._seen[message] = (now, 0)
         return 0 if last is None else last[1]
 
+    def suffix(self, message: str, now: float) -> str | None:
+        """`admit` for a log line: None to stay quiet, else "" or " (N more since)" to append."""
+        repeats = self.admit(message, now)
+        if repeats is None:
+            return None
+        return f" ({repeats} more since)" if repeats else ""
+
 
 def log_repeated(repeats: RepeatFilter, logger: logging.Logger, level: int, message: str) -> None:
     """Log `message` unless `repeats` says it was logged within its window (then it is counted)."""

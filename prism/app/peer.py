@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
+from prism.app.limits import process_admission
 from prism.app.s3origin import OriginConfigError, check_s3, main_database, names_a_bucket, s3_store
 from prism.app.supervisor import Call, Supervisor
 from prism.config import Config
@@ -69,7 +70,8 @@ async def run_peer_server(
     when a port cannot be bound, or when the bucket or the database cannot be used.
     """
     store = origin.store
-    server = PeerServer(store, host, port, max_connections=max_connections, idle_timeout=idle_timeout)
+    admission = process_admission(max_connections)
+    server = PeerServer(store, host, port, admission=admission, idle_timeout=idle_timeout)
 
     async def started() -> None:
         log.info("serving blobs from %s", origin.where)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prism.app.blocklist import DEFAULT_HUBS, DEFAULT_INTERVAL, DEFAULT_LIST_URL, BlocklistUpdater
 from prism.app.cache_chain import CacheChain, DiskCacheSpecError, build_cache_chain, parse_disk_cache_spec
 from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
+from prism.app.limits import process_admission
 from prism.app.metrics import Metrics, MetricsServer
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.protected import ProtectedList
@@ -411,6 +412,7 @@ def build_servers(
 ) -> Servers:
     """Step C: the servers (none listens yet)."""
     outer = stores.outer
+    admission = process_admission()
     receiver = None
     if not opts.disable_uploads:
         receiver = ReflectorReceiver(
@@ -419,6 +421,7 @@ def build_servers(
             host=opts.host,
             port=opts.receiver_port,
             timeout=RECEIVER_TIMEOUT,
+            admission=admission,
         )
         if opts.disable_blocklist:
             receiver.blocklister = None  # wants = "not stored yet", as reflector.go without a blocklist
@@ -430,7 +433,7 @@ def build_servers(
     queue_size = opts.request_queue_size
     return Servers(
         receiver=receiver,
-        peer=PeerServer(peer_store, opts.host, opts.tcp_peer_port, max_connections=10000, idle_timeout=60.0),
+        peer=PeerServer(peer_store, opts.host, opts.tcp_peer_port, admission=admission, idle_timeout=60.0),
         http3=Http3BlobServer(
             SingleFlightStore(outer, component="sf-http3"),
             opts.host,
@@ -448,6 +451,7 @@ def build_servers(
             edge_token=opts.upstream_edge_token,
             protected=protected.is_protected,
             queue=RequestQueue(queue_size),
+            admission=admission,
         ),
         metrics=MetricsServer(metrics, opts.host, opts.metrics_port),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prism.app.dht import AnnouncingNode, DhtAnnounceOptions
+from prism.app.limits import process_admission
 from prism.app.supervisor import Call, Supervisor
 from prism.peer.server import PeerServer
 from prism.reflector.receiver import ReflectorReceiver
@@ -34,8 +35,11 @@ async def run_test_servers(
     Raises StartupError (naming the flag) when a port cannot be bound.
     """
     store = HoldingsMemoryStore()
-    receiver = ReflectorReceiver(store, host=host, port=receiver_port, timeout=read_timeout)
-    peer = PeerServer(store, host=host, port=peer_port)
+    admission = process_admission()
+    receiver = ReflectorReceiver(
+        store, host=host, port=receiver_port, timeout=read_timeout, admission=admission
+    )
+    peer = PeerServer(store, host=host, port=peer_port, admission=admission)
 
     async def announce() -> None:
         if ready is not None:

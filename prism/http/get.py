@@ -16,7 +16,7 @@ from prism.http.negcache import NegativeCache
 from prism.http.queue import QueueFull, RequestQueue
 from prism.logs import RepeatFilter, access_line
 from prism.stats import ErrorType, ServerStats
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreUnavailable, Timer
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.http")
@@ -116,9 +116,8 @@ class BlobGetter:
             outcome = Missing(BlobTrace.new(timer.elapsed(), self.name))
         except Exception as e:
             self.stats.error(e)
-            repeats = self.repeats.admit(str(e), time.monotonic())
-            if repeats is not None:
-                more = f" ({repeats} more since)" if repeats else ""
+            more = self.repeats.suffix(type(e).__name__, time.monotonic())  # one line per class
+            if more is not None:
                 log.warning("%s GET %s: %s%s", self.name, blob_hash[:16], e, more)
             outcome = Failed(e, BlobTrace.new(timer.elapsed(), self.name))
         else:
@@ -126,6 +125,17 @@ class BlobGetter:
                 await respond(Found(ref))
             return
         await respond(outcome)
+
+
+RETRY_AFTER = "5"
+"""Seconds a client is told to wait while a service the store depends on is down."""
+
+
+def failure_answer(error: BaseException) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Status, body and headers for a failed lookup: generic words; the detail stays in the log."""
+    if isinstance(error, StoreUnavailable):
+        return 503, b"service temporarily unavailable, retry later\n", [("Retry-After", RETRY_AFTER)]
+    return 500, b"internal error\n", []
 
 
 _REFUSED_STATUS = {Refused.PROTECTED: 403, Refused.BUSY: 503}

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+from prism.memory import MALLOC_TRIM
 
 LIBRARY = os.environ.get("PRISM_QUIC", "qh3")
 """Which QUIC library is in use: "qh3" (the default) or "aioquic"."""
@@ -116,19 +116,6 @@ _VERSION_2 = 0x6B3343CF
 
 TRIM_AFTER_CLOSES = 256
 """Connections closed since memory was last handed back before the listener does it again."""
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's malloc_trim(0), or None elsewhere."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return lambda: trim(0)
-
-
-MALLOC_TRIM = _malloc_trim()
 
 
 def tune_udp_socket(sock: Any) -> None:

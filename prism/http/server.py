@@ -11,21 +11,36 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Any
 
+from prism.admission import Admission
 from prism.blob import is_valid_hash
 from prism.hostport import HostPort
-from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
+from prism.http.get import (
+    BlobGetter,
+    Failed,
+    Found,
+    GetOutcome,
+    Missing,
+    ProtectedCheck,
+    Refused,
+    failure_answer,
+)
 from prism.http.h1 import HttpParseError, Request, RequestParser, http_date, plan_blob_response, render_head
 from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobStore
-from prism.tcpserver import TcpBlobServer
+from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.http")
 
 MAX_PIPELINED = 16
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+"""The answer to a connection refused at the cap: fixed bytes, sent without reading the request."""
 
 _date: tuple[int, str] = (0, "")
 
@@ -55,9 +70,19 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         idle_timeout: float = 60.0,
         send_timeout: float = 60.0,
         negative_cache: NegativeCache | None = None,
+        admission: Admission[Any] | None = None,
+        max_connections: int | None = None,
     ) -> None:
         super().__init__(
-            store, host, port, protocol="http", idle_timeout=idle_timeout, send_timeout=send_timeout
+            store,
+            host,
+            port,
+            protocol="http",
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+            admission=admission,
+            max_connections=max_connections,
+            refusal=REFUSAL,
         )
         self.edge_token = edge_token
         self.protected = protected
@@ -71,9 +96,9 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, let requests in flight finish within `grace`."""
-        if self._server is None:
+        if not self.listening:
             return
-        self._server.close()
+        self._close_listener()
         for conn in list(self.connections):
             conn.close_when_idle()
         busy = [c.task for c in self.connections if c.task is not None]
@@ -83,7 +108,13 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
                 log.warning("HTTP: %d transfer(s) still running after %.1fs; aborting", len(pending), grace)
         for conn in list(self.connections):
             conn.abort()
-        self._server = None
+
+    def log_unexpected(self, doing: str, error: Exception) -> None:
+        """An error no code path expects: one line per class and window (the traceback at DEBUG)."""
+        more = self.getter.repeats.suffix(f"unexpected {type(error).__name__}", time.monotonic())
+        if more is not None:
+            log.error("HTTP: unexpected error %s: %s: %s%s", doing, type(error).__name__, error, more)
+        log.debug("HTTP: unexpected error %s", doing, exc_info=error)
 
     def snapshot(self) -> ServerSnapshot:
         return self.stats.snapshot(queue_waiting=self.queue.waiting, connections=len(self.connections))
@@ -115,8 +146,11 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
             found = await self.store.has(blob_hash)
         except Exception as e:
             self.stats.error(e)
-            log.warning("HTTP HEAD %s: %s", blob_hash[:16], e)
-            await conn.send_simple(500, str(e).encode(), req.keep_alive, head_only=True)
+            more = self.getter.repeats.suffix(type(e).__name__, time.monotonic())
+            if more is not None:
+                log.warning("HTTP HEAD %s: %s%s", blob_hash[:16], e, more)
+            status, body, headers = failure_answer(e)
+            await conn.send_simple(status, body, req.keep_alive, headers, head_only=True)
             return
         await conn.send_simple(204 if found else 404, b"", req.keep_alive, head_only=True)
 
@@ -143,15 +177,16 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         elif isinstance(outcome, Missing):
             await conn.send_simple(404, b"", keep_alive, [("Via", outcome.trace.to_json())])
         elif isinstance(outcome, Failed):
-            via = outcome.trace.to_json()
-            await conn.send_simple(500, str(outcome.error).encode(), keep_alive, [("Via", via)])
+            status, body, headers = failure_answer(outcome.error)
+            headers.append(("Via", outcome.trace.to_json()))
+            await conn.send_simple(status, body, keep_alive, headers)
         elif outcome is Refused.PROTECTED:
             await conn.send_simple(403, b"requested blob is protected", keep_alive)
         else:
             await conn.send_simple(503, b"server busy, retry later\n", keep_alive, [("Retry-After", "1")])
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(AdmittedConnection, asyncio.Protocol):
     """One client connection: parses requests and answers them one at a time, in order."""
 
     def __init__(self, server: HttpBlobServer) -> None:
@@ -172,6 +207,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self.refuse_if_shed(transport):
+            return
         self.transport = transport
         self.sender = BlobSender(
             transport,
@@ -186,7 +223,12 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             requests = self.parser.feed(data)
-        except HttpParseError as e:
+        except Exception as exc:
+            # A parse error is the codec's HttpParseError; anything else is a codec bug that a
+            # flood must not turn into a traceback per request: answered the same, logged once.
+            e = exc if isinstance(exc, HttpParseError) else HttpParseError(400, "bad request")
+            if e is not exc:
+                self.server.log_unexpected("parsing a request", exc)
             self.server.stats.error(e)
             if self.task is None and self.transport is not None:
                 body = f"{e}\n".encode()
@@ -205,11 +247,15 @@ class HttpConnection(asyncio.Protocol):
             self.reading_paused = True
         if self.task is None:
             self._disarm_idle()
+            self.server.admission.busy(self)
             self.task = self.loop.create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._disarm_idle()
+        self.server.admission.closed(self)
+        if self.transport is None:
+            return  # shed before it connected
         self.sender.connection_lost()
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
@@ -240,11 +286,12 @@ class HttpConnection(asyncio.Protocol):
             self.abort()
         except asyncio.CancelledError:
             self.abort()
-        except Exception:
-            log.exception("HTTP: unexpected error serving a request")
+        except Exception as e:
+            self.server.log_unexpected("serving a request", e)
             self.abort()
         finally:
             self.task = None
+            self.server.admission.idle(self, self.loop.time())
         if self._close_after_idle:
             self.close()
         else:

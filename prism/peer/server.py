@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from typing import Any
 
+from prism.admission import Admission
 from prism.logs import RepeatFilter, access_line
 from prism.peer.protocol import (
     BLOB_NOT_FOUND,
@@ -30,7 +31,7 @@ from prism.peer.protocol import (
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
 from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
-from prism.tcpserver import TcpBlobServer
+from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.peer")
 access_log = logging.getLogger("prism.peer.access")
@@ -51,17 +52,23 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
         host: str = "0.0.0.0",
         port: int = DEFAULT_PORT,
         *,
-        max_connections: int = 1000,
+        max_connections: int | None = None,
+        admission: Admission[Any] | None = None,
         idle_timeout: float = 60.0,
         send_timeout: float = 60.0,
         send_buffer_size: int | None = SEND_BUFFER,
     ) -> None:
         super().__init__(
-            store, host, port, protocol="tcp", idle_timeout=idle_timeout, send_timeout=send_timeout
+            store,
+            host,
+            port,
+            protocol="tcp",
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+            admission=admission,
+            max_connections=max_connections,
         )
-        self.max_connections = max_connections
         self.send_buffer_size = send_buffer_size
-        self._last_refusal_log = 0.0
         self.repeats = RepeatFilter()
         """A store failure that every connection meets alike (an upstream down) is logged once."""
         self._all_closed: asyncio.Event | None = None
@@ -76,8 +83,8 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let answers in progress finish for up to `grace` s, close the rest."""
-        if self._server is not None:
-            self._server.close()
+        was_listening = self.listening
+        self._close_listener()
         for conn in list(self.connections):
             conn.close_when_idle()
         if self.connections:
@@ -89,25 +96,11 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
             conn.abort()
         # Give aborted connections one turn of the loop to run their connection_lost.
         await asyncio.sleep(0)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        if was_listening:
             log.info("peer server on port %d stopped", self.port)
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        self.stats.refused += 1
-        now = time.monotonic()
-        if now - self._last_refusal_log > 10:
-            self._last_refusal_log = now
-            log.warning(
-                "refusing connection from %s: %d connections open (max_connections)",
-                _peer_name(transport),
-                len(self.connections),
-            )
-        transport.abort()
 
-
-class _PeerConnection(asyncio.Protocol):
+class _PeerConnection(AdmittedConnection, asyncio.Protocol):
     """One client connection: parser, serving task, idle/send watchdog."""
 
     def __init__(self, server: PeerServer) -> None:
@@ -130,8 +123,7 @@ class _PeerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         server = self.server
-        if len(server.connections) >= server.max_connections:
-            server._refuse(transport)
+        if self.refuse_if_shed(transport):
             return
         self.transport = transport
         self.peer = _peer_name(transport)
@@ -163,6 +155,7 @@ class _PeerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
         server.connections.discard(self)
+        server.admission.closed(self)
         if not server.connections and server._all_closed is not None:
             server._all_closed.set()
         if self.timer is not None:
@@ -191,8 +184,12 @@ class _PeerConnection(asyncio.Protocol):
         except PeerProtocolError as e:
             self._bad_input(e)
             return
+        except Exception as e:  # a codec bug: one line per class, not a traceback per request
+            self._unexpected(e)
+            return
         if request is not None:
             self.busy_since = now = self.loop.time()
+            self.server.admission.busy(self)
             self.task = self.loop.create_task(self._serve(request))
             send_deadline = now + self.server.send_timeout
             if self.timer is not None and send_deadline < self.timer.when():
@@ -227,17 +224,16 @@ class _PeerConnection(asyncio.Protocol):
             self.abort()
         except (StoreError, OSError, RuntimeError) as e:
             # The store or the file failed: only this connection ends.
-            repeats = self.server.repeats.admit(f"{type(e).__name__}: {e}", self.loop.time())
-            if repeats is not None:
-                more = f" ({repeats} more since)" if repeats else ""
+            more = self.server.repeats.suffix(f"{type(e).__name__}: {e}", self.loop.time())
+            if more is not None:
                 log.warning("closing connection from %s: %s: %s%s", self.peer, type(e).__name__, e, more)
             self.abort()
-        except Exception:
-            log.exception("closing connection from %s after an unexpected error", self.peer)
-            self.abort()
+        except Exception as e:
+            self._unexpected(e)
         finally:
             self.task = None
             self.waiting_since = self.loop.time()
+            self.server.admission.idle(self, self.waiting_since)
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 if self.closing or self.eof:
@@ -303,7 +299,20 @@ class _PeerConnection(asyncio.Protocol):
 
     def _bad_input(self, error: PeerProtocolError) -> None:
         self.server.stats.error(ErrorType.INVALID_PEER_DATA)
-        log.info("closing connection from %s: %s", self.peer, error.reason)
+        more = self.server.repeats.suffix("bad input", self.loop.time())  # a flood logs once a window
+        if more is not None:
+            log.info("closing connection from %s: %s%s", self.peer, error.reason, more)
+        self.abort()
+
+    def _unexpected(self, error: Exception) -> None:
+        """An error no code path expects: one line per class and window (the traceback at DEBUG)."""
+        more = self.server.repeats.suffix(f"unexpected {type(error).__name__}", self.loop.time())
+        if more is not None:
+            kind = type(error).__name__
+            log.error(
+                "closing connection from %s after an unexpected error: %s: %s%s", self.peer, kind, error, more
+            )
+        log.debug("unexpected error on the connection from %s", self.peer, exc_info=error)
         self.abort()
 
     def _check_eof(self) -> None:

@@ -1,9 +1,13 @@
 """The reflector receiver: accepts blob uploads over TCP (reflector.md §4.3).
 
 Each connection is an asyncio BufferedProtocol. JSON requests go through the sans-IO
-`ReceiverConnection`; blob bodies are read by the kernel straight into a reused 2 MiB buffer
-and hashed as they arrive, so a blob costs one recv copy, one SHA-384 pass and the store's
-write. A blob reaches the store only after all its bytes arrived and their hash matched.
+`ReceiverConnection`; blob bodies are hashed as they arrive. Memory for a body is committed as
+its bytes arrive: the first `_GROW_LIMIT` bytes go (through one scratch buffer shared by every
+connection) into a small buffer of the connection's own; past that, the kernel reads straight
+into a full-size buffer of the receiver's one bounded `BufferPool` (a global byte budget), so a
+client that offers 2 MiB and sends one byte holds one byte, not 2 MiB. A read that makes no
+progress for `read_timeout` seconds ends the upload; `timeout` bounds a whole blob. A blob
+reaches the store only after all its bytes arrived and their hash matched.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
+from prism.admission import Admission
 from prism.blob import MAX_BLOB_SIZE
-from prism.hostport import HostPort, bind_socket
-from prism.logs import access_line
+from prism.logs import RepeatFilter, access_line
+from prism.memory import MALLOC_TRIM, BufferPool
 from prism.reflector.protocol import (
     BlobComplete,
     BlobData,
@@ -40,6 +46,7 @@ from prism.store.base import (
 )
 from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
+from prism.tcpserver import AdmittedConnection, TcpListener
 
 log = logging.getLogger("prism.reflector")
 access_log = logging.getLogger("prism.reflector.access")
@@ -47,13 +54,28 @@ access_log = logging.getLogger("prism.reflector.access")
 
 DEFAULT_PORT = 5566
 DEFAULT_TIMEOUT = 180.0
+"""Seconds a whole blob may take (reflector.go's 3 minutes)."""
+DEFAULT_READ_TIMEOUT = 30.0
+"""Seconds a read may make no progress before the upload is dead."""
 DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_RECEIVE_BUDGET = 128 * 1024 * 1024
+"""Bytes of full-size body buffers out at once; an upload that needs one beyond it is refused."""
 _SCRATCH_SIZE = 65536
-_POOLED_BUFFERS = 16
+_GROW_LIMIT = 65536
+"""Body bytes kept in a connection's own small buffer before it takes a full-size one."""
+TRIM_DELAY = 2.0
+"""Seconds after the pool dropped buffers before freed heap is handed back (once per burst)."""
 
 
 class UploadRefused(Exception):
-    """A connection-ending upload problem, with the reason that gets logged."""
+    """A connection-ending upload problem, with the reason that gets logged.
+
+    `kind` names its class for the log (one line per kind and window); `message` is the detail.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(slots=True)
@@ -65,7 +87,7 @@ class ReceiverStats:
     errors: int = 0
 
 
-class ReflectorReceiver:
+class ReflectorReceiver(TcpListener["_ReceiverProtocol"]):
     """TCP server of the reflector protocol. Writes to `store`; asks `underlying or store` what it wants."""
 
     def __init__(
@@ -76,22 +98,27 @@ class ReflectorReceiver:
         host: str = "0.0.0.0",
         port: int = DEFAULT_PORT,
         timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        admission: Admission[Any] | None = None,
+        receive_budget: int = DEFAULT_RECEIVE_BUDGET,
     ) -> None:
+        super().__init__(host, port, admission=admission, max_connections=max_connections)
         self.store = store
         self.underlying = underlying if underlying is not None else store
-        self.host = host
-        self._requested_port = port
         self.timeout = timeout
-        self.max_connections = max_connections
+        self.read_timeout = read_timeout
         # type-abstract: mypy refuses a Protocol as type[T] (python/mypy#4717); isinstance on it is fine.
         self.blocklister = find_capability(self.underlying, Blocklister)  # type: ignore[type-abstract]
         self.needed_checker = find_capability(self.underlying, NeededBlobChecker)  # type: ignore[type-abstract]
         self.stats = ReceiverStats()
-        self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._protocols: set[_ReceiverProtocol] = set()
-        self._buffers: list[bytearray] = []
+        self.pool = BufferPool(MAX_BLOB_SIZE, budget=receive_budget)
+        self.scratch = bytearray(_SCRATCH_SIZE)
+        """Where every connection's requests and small bodies are read: each delivery is consumed at once."""
+        self.repeats = RepeatFilter(window=60.0)
+        """Upload failures are logged once per class and window, not once per upload."""
+        self._trim: asyncio.TimerHandle | None = None
         # A store that only borrows `put` data gets a view of the reused receive buffer;
         # any other store gets bytes of its own, since it might keep them.
         self.zero_copy = put_borrows_data(store)
@@ -100,49 +127,50 @@ class ReflectorReceiver:
         """A copy of the counters, for metrics."""
         return replace(self.stats)
 
-    @property
-    def port(self) -> int:
-        """The bound port (the requested one until `start`)."""
-        if self._server is not None and self._server.sockets:
-            port: int = self._server.sockets[0].getsockname()[1]
-            return port
-        return self._requested_port
-
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        sock = bind_socket(self.host, self._requested_port)
-        try:
-            self._server = await loop.create_server(lambda: _ReceiverProtocol(self), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        log.info("reflector receiver listening on %s", HostPort(self.host, self.port))
+        await self._listen(lambda: _ReceiverProtocol(self))
+        log.info("reflector receiver listening on %s", self.address)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, give running uploads `grace` seconds, then cut them off."""
-        if self._server is None:
+        if not self.listening:
             return
-        self._server.close()
+        self._close_listener()
         handlers = set(self._handlers)
         if handlers:
             _done, pending = await asyncio.wait(handlers, timeout=grace)
-            for proto in list(self._protocols):
+            for proto in list(self.connections):
                 proto.abort()
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         log.info("reflector receiver stopped")
 
     # -- buffers --------------------------------------------------------------------
 
-    def _take_buffer(self) -> bytearray:
-        return self._buffers.pop() if self._buffers else bytearray(MAX_BLOB_SIZE)
+    def give_buffer(self, buf: bytearray | None) -> None:
+        """Return a pooled buffer (None: lost to a store thread); trim the heap once a burst is over."""
+        if self.pool.give(buf) and self._trim is None and MALLOC_TRIM is not None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._start_trim)
 
-    def _give_buffer(self, buf: bytearray) -> None:
-        if len(self._buffers) < _POOLED_BUFFERS:
-            self._buffers.append(buf)
+    def _start_trim(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_memory_back())
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _give_memory_back(self) -> None:
+        if MALLOC_TRIM is not None:
+            await asyncio.to_thread(MALLOC_TRIM)
+        self._trim = None
+
+    def log_failure(self, peer: str, kind: str, detail: str) -> None:
+        """One line per failure class (`kind`) per window, with the count of the ones it stands for."""
+        more = self.repeats.suffix(kind, time.monotonic())
+        if more is not None:
+            log.warning("upload from %s refused: %s%s", peer, detail, more)
 
     # -- decisions ------------------------------------------------------------------
 
@@ -211,60 +239,73 @@ class ReflectorReceiver:
             stats.blobs_received += 1
 
 
-class _ReceiverProtocol(asyncio.BufferedProtocol):
+class _ReceiverProtocol(AdmittedConnection, asyncio.BufferedProtocol):
     """One connection: bytes in through `get_buffer`, the handler coroutine does the rest."""
 
     def __init__(self, receiver: ReflectorReceiver) -> None:
         self.receiver = receiver
+        self.loop = asyncio.get_running_loop()
         self.codec = ReceiverConnection()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self._scratch = bytearray(_SCRATCH_SIZE)
-        self._body: memoryview | None = None  # where body bytes go while receiving a blob
+        self._handshaken = False
+        self._progress_at = 0.0
+        # While a body is received: its size, bytes so far, and where they go: `_grow` (the
+        # connection's own small buffer, filled from the shared scratch) until `_body` (a view
+        # of a pooled full-size buffer the kernel reads into) takes over.
+        self._receiving = False
+        self._body_size = 0
         self._body_filled = 0
+        self._grow = bytearray()
+        self._body: memoryview | None = None
+        self._over_budget = False
         self._hasher: hashlib._Hash | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._task: asyncio.Task[None] | None = None
-        self._buffer: bytearray | None = None  # the blob buffer, taken from the pool at the first body
+        self._buffer: bytearray | None = None  # a pooled full-size buffer, while a large body needs it
 
     # -- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self.refuse_if_shed(transport):
+            return
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         receiver = self.receiver
-        if len(receiver._protocols) >= receiver.max_connections:
-            log.warning(
-                "refusing connection from %s: %d connections open", self.peer, len(receiver._protocols)
-            )
-            transport.abort()
-            return
         transport.pause_reading()
-        receiver._protocols.add(self)
+        receiver.connections.add(self)
         receiver.stats.connections += 1
-        self._task = asyncio.get_running_loop().create_task(self._handle())
+        self._task = self.loop.create_task(self._handle())
         receiver._handlers.add(self._task)
         self._task.add_done_callback(receiver._handlers.discard)
 
     def get_buffer(self, sizehint: int) -> memoryview | bytearray:
         if self._body is not None:
             return self._body[self._body_filled :]
-        return self._scratch
+        if self._receiving:  # never read past the body: what follows is the next request
+            return memoryview(self.receiver.scratch)[: self._body_size - self._body_filled]
+        return self.receiver.scratch
 
     def buffer_updated(self, nbytes: int) -> None:
-        body = self._body
-        if body is not None:
-            start = self._body_filled
-            self._body_filled = start + nbytes
-            assert self._hasher is not None
-            self._hasher.update(body[start : self._body_filled])
-            if self._body_filled < len(body):
+        if self._handshaken:
+            self._progress_at = now = self.loop.time()
+            self.receiver.admission.idle(self, now)
+        if self._receiving:
+            body = self._body
+            if body is not None:
+                start = self._body_filled
+                self._body_filled = start + nbytes
+                assert self._hasher is not None
+                self._hasher.update(body[start : self._body_filled])
+            else:
+                self._absorb(memoryview(self.receiver.scratch)[:nbytes])
+            if self._body_filled < self._body_size and not self._over_budget:
                 return
         else:
-            self.codec.receive_data(memoryview(self._scratch)[:nbytes])
+            self.codec.receive_data(memoryview(self.receiver.scratch)[:nbytes])
         assert self.transport is not None
         self.transport.pause_reading()
         self._wake()
@@ -276,7 +317,8 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self.receiver._protocols.discard(self)
+        self.receiver.connections.discard(self)
+        self.receiver.admission.closed(self)
         self._wake()
 
     def abort(self) -> None:
@@ -289,18 +331,29 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
 
     # -- reading ----------------------------------------------------------------------
 
-    async def _wait_for_bytes(self, what: str) -> None:
-        """Resume reading until the next delivery: EOFError at end of stream, UploadRefused on timeout."""
+    async def _wait_for_bytes(self, deadline: float | None = None) -> None:
+        """Resume reading until the next delivery: EOFError at end of stream, UploadRefused on timeout.
+
+        Times out when no byte arrived for `read_timeout` seconds, or at `deadline` (loop time).
+        """
         if self._eof:
             raise EOFError
         assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = self.loop
+        waiter = self._waiter = loop.create_future()
+        self._progress_at = loop.time()
         self.transport.resume_reading()
+        read_timeout = self.receiver.read_timeout
         try:
-            async with asyncio.timeout(self.receiver.timeout):
-                await self._waiter
-        except TimeoutError:
-            raise UploadRefused(f"timed out after {self.receiver.timeout:g} s waiting for {what}") from None
+            while not waiter.done():
+                limit = self._progress_at + read_timeout
+                if deadline is not None and deadline < limit:
+                    limit = deadline
+                if limit <= loop.time():
+                    if deadline is not None and limit == deadline:
+                        raise UploadRefused(f"timed out after {self.receiver.timeout:g} s in all", "timeout")
+                    raise UploadRefused(f"timed out after {read_timeout:g} s without a byte", "timeout")
+                await asyncio.wait((waiter,), timeout=limit - loop.time())
         finally:
             self._waiter = None
             if not self.transport.is_closing():
@@ -311,39 +364,68 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             event = self.codec.next_event()
             if not isinstance(event, NeedData):
                 return event
-            await self._wait_for_bytes("a request")
+            await self._wait_for_bytes()
 
-    async def _receive_body(self, offer: BlobOffer, buf: bytearray) -> memoryview:
-        """Exactly `offer.size` bytes into `buf`, hashed on the way; the view of them."""
-        view = memoryview(buf)[: offer.size]
-        hasher = hashlib.sha384()
-        filled = 0
-        # Bytes that arrived with the offer (a client that did not wait) come first.
-        while filled < offer.size:
-            event = self.codec.next_event()
-            if not isinstance(event, BlobData):
-                break
-            view[filled : filled + len(event.data)] = event.data
-            hasher.update(event.data)
-            filled += len(event.data)
-        if filled < offer.size:
-            self._hasher = hasher
-            self._body = view
-            self._body_filled = filled
-            try:
-                started = time.monotonic()
-                while self._body_filled < offer.size:
-                    try:
-                        await self._wait_for_bytes(f"blob bytes ({self._body_filled} of {offer.size} read)")
-                    except EOFError:
-                        raise UploadRefused(
-                            f"connection closed after {self._body_filled} of {offer.size} blob bytes"
-                        ) from None
-                self.codec.body_bytes_received(offer.size - filled)
-                log.debug("received %d bytes in %.3f s", offer.size, time.monotonic() - started)
-            finally:
-                self._body = None
-                self._hasher = None
+    def _absorb(self, data: memoryview | bytes) -> None:
+        """Body bytes that did not arrive in place: hash them and keep them."""
+        assert self._hasher is not None
+        self._hasher.update(data)
+        n = len(data)
+        if self._body is not None:
+            self._body[self._body_filled : self._body_filled + n] = data
+        else:
+            self._grow += data
+            if len(self._grow) >= _GROW_LIMIT and self._body_size > len(self._grow):
+                self._take_full_buffer()
+        self._body_filled += n
+
+    def _take_full_buffer(self) -> None:
+        """The body is large and arriving: from now on the kernel reads it into a pooled buffer."""
+        buf = self._buffer if self._buffer is not None else self.receiver.pool.take()
+        if buf is None:
+            self._over_budget = True
+            return
+        self._buffer = buf
+        filled = len(self._grow)
+        buf[:filled] = self._grow
+        self._grow = bytearray()
+        self._body = memoryview(buf)[: self._body_size]
+
+    async def _receive_body(self, offer: BlobOffer) -> memoryview:
+        """Exactly `offer.size` bytes, hashed on the way; the view of them."""
+        self._hasher = hasher = hashlib.sha384()
+        self._receiving = True
+        self._body_size = offer.size
+        self._body_filled = 0
+        self._over_budget = False
+        try:
+            # Bytes that arrived with the offer (a client that did not wait) come first.
+            while self._body_filled < offer.size:
+                event = self.codec.next_event()
+                if not isinstance(event, BlobData):
+                    break
+                self._absorb(event.data)
+            early = self._body_filled
+            deadline = self.loop.time() + self.receiver.timeout
+            while self._body_filled < offer.size and not self._over_budget:
+                try:
+                    await self._wait_for_bytes(deadline)
+                except UploadRefused as e:
+                    read = f"{self._body_filled} of {offer.size} blob bytes read"
+                    raise UploadRefused(f"{e} ({read})", e.kind) from None
+                except EOFError:
+                    raise UploadRefused(
+                        f"connection closed after {self._body_filled} of {offer.size} blob bytes", "closed"
+                    ) from None
+            if self._over_budget:
+                budget = self.receiver.pool.budget >> 20
+                raise UploadRefused(f"receive memory budget ({budget} MiB) in use", "memory")
+            self.codec.body_bytes_received(offer.size - early)
+            view = self._body if self._body is not None else memoryview(self._grow)
+        finally:
+            self._receiving = False
+            self._body = None
+            self._hasher = None
         if hasher.hexdigest() != offer.blob_hash:
             raise _HashMismatch(
                 "hash of received blob data does not match hash from send request"
@@ -365,30 +447,50 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
         except EOFError:
             if self.codec.state is not ReceiverState.HANDSHAKE or self.codec.buffered:
                 receiver.stats.errors += 1
-                log.warning("%s: connection closed mid-request", self.peer)
-        except (ReflectorProtocolError, UploadRefused, _HashMismatch) as e:
+                receiver.log_failure(self.peer, "closed", "connection closed mid-request")
+        except ReflectorProtocolError as e:
             receiver.stats.errors += 1
-            log.warning("upload from %s refused: %s", self.peer, e)
+            receiver.log_failure(self.peer, "protocol", str(e))
+        except (UploadRefused, _HashMismatch) as e:
+            receiver.stats.errors += 1
+            kind = e.kind if isinstance(e, UploadRefused) else "hash"
+            receiver.log_failure(self.peer, kind, str(e))
         except asyncio.CancelledError:
-            self._buffer = None  # a store's thread may still be reading it: never reuse it
+            self._lose_buffer()  # a store's thread may still be reading it: never reuse it
             raise
-        except Exception:
+        except Exception as e:  # e.g. the database went down while answering an offer
             receiver.stats.errors += 1
-            log.exception("reflector connection from %s failed", self.peer)
+            kind = type(e).__name__
+            receiver.log_failure(self.peer, f"unexpected {kind}", f"{kind}: {e}")
+            log.debug("reflector connection from %s failed", self.peer, exc_info=e)
         finally:
             self.codec.close()
-            if self._buffer is not None:
-                receiver._give_buffer(self._buffer)
+            self._release_buffer()
             if self.transport is not None:
                 with contextlib.suppress(Exception):
                     self.transport.close()
 
+    def _release_buffer(self) -> None:
+        self._grow = bytearray()
+        if self._buffer is not None:
+            self.receiver.give_buffer(self._buffer)
+            self._buffer = None
+
+    def _lose_buffer(self) -> None:
+        if self._buffer is not None:
+            self.receiver.give_buffer(None)
+            self._buffer = None
+
     async def _converse(self) -> None:
         event = await self._next_event()
         assert isinstance(event, Handshake)
+        self._handshaken = True
+        self.receiver.admission.idle(self, self.loop.time())
         self._write(self.codec.send_version(event.version))
         while (offer := await self._next_offer()) is not None:
+            self.receiver.admission.busy(self)  # asking the store: not the client's wait
             send, needed = await self.receiver.answer_offer(offer)
+            self.receiver.admission.idle(self, self.loop.time())
             self._write(self.codec.send_offer_answer(send, needed))
             if send:
                 await self._receive_and_store(offer)
@@ -399,7 +501,7 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             event = await self._next_event()
         except EOFError:
             if self.codec.buffered:
-                raise UploadRefused("connection closed in the middle of a request") from None
+                raise UploadRefused("connection closed in the middle of a request", "closed") from None
             return None
         except UploadRefused:
             if self.codec.buffered:
@@ -412,15 +514,14 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
     async def _receive_and_store(self, offer: BlobOffer) -> None:
         receiver = self.receiver
         timer = Timer()
-        if self._buffer is None:
-            self._buffer = receiver._take_buffer()
         try:
-            view = await self._receive_body(offer, self._buffer)
+            view = await self._receive_body(offer)
         except (UploadRefused, _HashMismatch):
             self._write(self.codec.send_received(False))
             raise
         event = self.codec.next_event()
         assert isinstance(event, BlobComplete)
+        receiver.admission.busy(self)
         try:
             await receiver.store_blob(offer, view)
         except UploadRefused:
@@ -428,7 +529,12 @@ class _ReceiverProtocol(asyncio.BufferedProtocol):
             raise
         except Exception as e:
             self._write(self.codec.send_received(False))
-            raise UploadRefused(f"storing {'sd ' if offer.is_sd else ''}blob failed: {e}") from e
+            what = f"{'sd ' if offer.is_sd else ''}blob"
+            raise UploadRefused(f"storing {what} failed: {e}", f"store {type(e).__name__}") from e
+        finally:
+            del view
+            self._release_buffer()  # back to the pool between blobs: an idle connection holds none
+        receiver.admission.idle(self, self.loop.time())
         self._write(self.codec.send_received(True))
         receiver.count(offer)
         action = "reflector PUT-SD" if offer.is_sd else "reflector PUT"

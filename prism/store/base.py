@@ -17,6 +17,10 @@ class StoreError(Exception):
     """Base class of store failures other than a missing blob."""
 
 
+class StoreUnavailable(StoreError):
+    """A service the store depends on (its database) is known to be down: clients should retry later."""
+
+
 class BlobNotFound(StoreError):
     """The blob is not in this store. The message matches reflector.go's `blob not found`."""
 

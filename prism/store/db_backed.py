@@ -8,8 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from prism.db.base import BlobDatabase, stream_blobs
-from prism.db.errors import DatabaseError
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, put_borrows_data
+from prism.db.errors import DatabaseError, DatabaseUnavailable
+from prism.store.base import (
+    BlobNotFound,
+    BlobRef,
+    BlobStore,
+    StoreError,
+    StoreUnavailable,
+    Timer,
+    put_borrows_data,
+)
 from prism.stream.errors import SdBlobError
 from prism.stream.sd import SdBlob
 
@@ -18,6 +26,10 @@ log = logging.getLogger("prism.store")
 
 class DatabaseStoreError(StoreError):
     """The tracking database failed (down, refused the login, timed out, or rejected a query)."""
+
+
+class DatabaseDownError(DatabaseStoreError, StoreUnavailable):
+    """The tracking database cannot be reached (or timed out): retry later."""
 
 
 class InvalidSdBlobError(StoreError):
@@ -29,7 +41,12 @@ async def _db_errors() -> AsyncIterator[None]:
     try:
         yield
     except DatabaseError as e:
-        raise DatabaseStoreError(str(e)) from e
+        raise _store_error(e) from e
+
+
+def _store_error(e: DatabaseError) -> DatabaseStoreError:
+    """The store's error for a database error: DatabaseDownError (503, retry later) while it is down."""
+    return DatabaseDownError(str(e)) if isinstance(e, DatabaseUnavailable) else DatabaseStoreError(str(e))
 
 
 class DBBackedStore:
@@ -63,7 +80,7 @@ class DBBackedStore:
         try:  # not `_db_errors()`: this is the hot path, and a context manager costs
             return await self.db.has_blob(blob_hash, touch=False)
         except DatabaseError as e:
-            raise DatabaseStoreError(str(e)) from e
+            raise _store_error(e) from e
 
     async def has_many(self, hashes: list[str]) -> set[str]:
         """The stored subset of `hashes`, in one query per 10000."""
