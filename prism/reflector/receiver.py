@@ -224,7 +224,7 @@ class ReflectorReceiver(TcpListener["_ReceiverProtocol"]):
                 SdBlob.parse(view)
             except SdBlobError as e:
                 raise UploadRefused(
-                    f"sd blob {offer.blob_hash[:16]}... is not a valid sd blob: {e}"
+                    f"sd blob {offer.blob_hash[:16]}... is not a valid sd blob: {e}", "invalid sd blob"
                 ) from None
             await self.store.put_sd(offer.blob_hash, data)  # type: ignore[arg-type]
         else:
