@@ -1,12 +1,16 @@
 """`prism send` and `prism sendblob`: encode a file into a stream and reflect it.
 
-The sd blob lists every content blob's hash, so it exists only after a first pass over the
-whole file. `send` makes that pass (nothing is kept but the sd blob), saves the sd blob in
-the `--sd-cache` directory before any upload, uploads the sd blob, and then produces only the
-content blobs the reflector asks for: blob i is chunk i of the file encrypted again with the
-stream key and blob i's IV, checked against the hash the sd blob lists. A second `send` of the
-same file reuses the cached sd blob (same key and IVs, same blobs), so an interrupted upload
-resumes with what the reflector still lacks. Memory stays at a few blob-sized buffers.
+The sd blob lists every content blob's hash, so it exists only after a pass over the whole
+file. `send` makes that one pass and spools each encrypted content blob to a private directory
+(inside `--sd-cache` when given, else a temporary one; unsynced, removed after the send), saves
+the sd blob in the `--sd-cache` directory before any upload, uploads the sd blob, and then reads
+from the spool only the content blobs the reflector asks for. Nothing is encrypted or hashed
+twice: the spool holds what this run's pass produced and hashed. A second `send` of the same
+file reuses the cached sd blob (same key and IVs, so the same blobs, checked against it during
+the pass), so an interrupted upload resumes with what the reflector still lacks. Memory stays at
+a few blob-sized buffers; the spool costs disk space the size of the file.
+
+`publish` still re-encrypts on demand (`BlobProducer`): it keeps no spool.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +61,14 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _check_sd_cache(sd_cache: str | None) -> None:
+    if sd_cache:
+        try:
+            ensure_directory(sd_cache, "--sd-cache")
+        except DirectoryError as e:
+            raise SendError(str(e)) from None
+
+
 @dataclass
 class PreparedStream:
     sd_hash: str
@@ -63,18 +77,15 @@ class PreparedStream:
     source_hash: str
 
 
-def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
-    """The stream's sd blob and the file's hash, from one encoding pass over the file.
+def prepare_stream(path: str, sd_cache: str | None = None, spool: str | None = None) -> PreparedStream:
+    """The stream's sd blob and the file's hash, from one encoding pass over the file; with
+    `spool`, every content blob is also written there, named by its hash.
 
     With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
     it, so a file that changed since is an error rather than a stream that does not match.
     """
     cache_file = sd_cache_path(sd_cache, path) if sd_cache else None
-    if sd_cache:
-        try:
-            ensure_directory(sd_cache, "--sd-cache")
-        except DirectoryError as e:
-            raise SendError(str(e)) from None
+    _check_sd_cache(sd_cache)
     cached: bytes | None = None
     if cache_file and os.path.exists(cache_file):
         with open(cache_file, "rb") as f:
@@ -88,8 +99,9 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
         encoder = StreamEncoder(path)
     try:
         with open(path, "rb", buffering=0) as f:
-            for _blob in encoder.encode(f):
-                pass
+            for blob in encoder.encode(f):
+                if spool is not None:
+                    _spool_blob(spool, blob.hash, blob.data)
     except SourceChangedError as e:
         raise SendError(
             f"{e} (cached sd blob {cache_file}: delete it to send the file as a new stream)"
@@ -101,6 +113,45 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
         except OSError as e:
             raise SendError(f"--sd-cache: cannot save the sd blob as {cache_file}: {e.strerror}") from None
     return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
+
+
+def _spool_blob(spool: str, blob_hash: str, data: memoryview) -> None:
+    """No fsync: the spool lives only as long as this send."""
+    fd = os.open(os.path.join(spool, blob_hash), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = data
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+class SpooledBlobs:
+    """The content blobs the encoding pass wrote to the spool directory, read back on demand."""
+
+    def __init__(self, spool: str, sd: SdBlob) -> None:
+        self.spool = spool
+        self._sizes = {b.blob_hash: b.length for b in sd.content_blobs}
+
+    def blob(self, blob_hash: str) -> bytes:
+        size = self._sizes[blob_hash]
+        with open(os.path.join(self.spool, blob_hash), "rb", buffering=0) as f:
+            data = f.read(size + 1)
+        if len(data) != size:
+            raise SourceChangedError(f"spooled blob {blob_hash[:16]} has {len(data)} bytes, not {size}")
+        return data
+
+    async def get(self, blob_hash: str) -> bytes:
+        return await asyncio.to_thread(self.blob, blob_hash)
+
+
+def make_spool(sd_cache: str | None) -> str:
+    """A private directory for one send's blobs: inside `--sd-cache` if given (the same disk as
+    the cache the user chose), else the system's temporary directory."""
+    try:
+        return tempfile.mkdtemp(prefix=".prism-send-spool-", dir=sd_cache)
+    except OSError as e:
+        raise SendError(f"cannot make a spool directory for the blobs: {e.strerror}") from None
 
 
 class BlobProducer:
@@ -156,17 +207,19 @@ async def send_file(
     host, port = parse_address(address)
     if not os.path.isfile(path):
         raise SendError(f"{path}: not a readable file")
-    stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
-    producer = BlobProducer(path, stream.sd)
+    _check_sd_cache(sd_cache)
+    spool = make_spool(sd_cache)
     try:
+        stream = await asyncio.to_thread(prepare_stream, path, sd_cache, spool)
+        blobs = SpooledBlobs(spool, stream.sd)
         hashes = stream.sd.content_hashes
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
-            result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
+            result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, blobs.get, hashes)
             missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
-        producer.close()
+        await asyncio.to_thread(shutil.rmtree, spool, True)
     if missing:
         raise SendError(
             f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "
