@@ -28,8 +28,13 @@ _HEX = frozenset("0123456789abcdef")
 class DiskStore:
     """Blobs as files under `root`, sharded by the first `prefix_length` hex characters."""
 
-    def __init__(self, root: str | os.PathLike[str], prefix_length: int = 2, name: str = "disk") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], prefix_length: int = 2, name: str = "disk", fsync: bool = True
+    ) -> None:
         self.name = name
+        self.fsync = fsync
+        """False for a directory that is only a cache whose readers check every blob's hash
+        (getstream's resume directory): a put is then write + rename, without the fsync."""
         self.root = os.path.abspath(os.fspath(root))
         self.prefix_length = prefix_length
         self.tmp_dir = os.path.join(self.root, TMP_DIR)
@@ -86,7 +91,8 @@ class DiskStore:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):

@@ -118,3 +118,18 @@ def test_sigkill_mid_put_leaves_no_partial_blob(tmp_path) -> None:
     assert store.removed_temp_files == 1
     assert os.listdir(root / "tmp") == []
     assert not asyncio.run(store.has(h))
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_a_cache_directory_skips_the_fsync(tmp_path, monkeypatch, fsync):
+    """getstream's resume directory (fsync=False) writes and renames without syncing each blob."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store = DiskStore(tmp_path, fsync=fsync)
+    data = b"blob bytes"
+    blob_hash = sha384_hex(data)
+    await store.put(blob_hash, data)
+    assert len(synced) == (1 if fsync else 0)
+    with open(store.path_of(blob_hash), "rb") as f:
+        assert f.read() == data
