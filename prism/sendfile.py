@@ -44,6 +44,7 @@ class BlobSender:
         "_lost",
         "_paused",
         "_waiter",
+        "_writable",
         "cork",
         "fd",
         "loop",
@@ -70,6 +71,7 @@ class BlobSender:
         self._lost = False
         self._waiter: asyncio.Future[None] | None = None
         self._body_done: asyncio.Future[None] | None = None
+        self._writable: Callable[[], None] | None = None  # watching the socket's writable edges
         self._can_own_writer = hasattr(select, "epoll")  # else the body goes through the transport
         if self.sock is not None:
             self.fd = self.sock.fileno()
@@ -98,8 +100,7 @@ class BlobSender:
         """The socket is about to close: a body in progress stops (its writer is removed now,
         before the descriptor can be reused) and its sender raises ConnectionResetError."""
         self._lost = True
-        if self._body_done is not None:
-            _WritableEdges.of(self.loop).unwatch(self.fd)
+        self._stop_watching()
         self._wake(ConnectionResetError("connection lost"))
         _settle(self._body_done, ConnectionResetError("connection lost"))
 
@@ -195,15 +196,22 @@ class BlobSender:
             if finished:
                 done.set_result(None)
 
-        edges = _WritableEdges.of(self.loop)
-        edges.watch(self.fd, writable)
+        _WritableEdges.of(self.loop).watch(self.fd, writable)
+        self._writable = writable
         try:
             await done
         finally:
             self._body_done = None
             if timer is not None:
                 timer.cancel()
-            edges.unwatch(self.fd)
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        """Once, and before the socket closes: after that its descriptor may belong to another
+        connection, whose own registration must survive."""
+        if self._writable is not None:
+            _WritableEdges.of(self.loop).unwatch(self.fd, self._writable)
+            self._writable = None
 
     async def _flushed(self) -> None:
         """Wait until the transport's own buffer is empty (a zero high-water mark makes it
@@ -257,8 +265,9 @@ class _WritableEdges:
         except FileExistsError:  # left from a body that ended without unwatch (defensive)
             self.epoll.modify(fd, select.EPOLLOUT | select.EPOLLET)
 
-    def unwatch(self, fd: int) -> None:
-        if self.callbacks.pop(fd, None) is not None:
+    def unwatch(self, fd: int, callback: Callable[[], None]) -> None:
+        if self.callbacks.get(fd) is callback:
+            del self.callbacks[fd]
             with contextlib.suppress(OSError, ValueError):  # already closed: epoll forgot it
                 self.epoll.unregister(fd)
 
