@@ -1,8 +1,9 @@
 """`prism send` and `prism sendblob`: encode a file into a stream and reflect it.
 
 The sd blob lists every content blob's hash, so it exists only after a pass over the whole
-file. `send` makes that one pass and spools each encrypted content blob to a private directory
-(inside `--sd-cache` when given, else a temporary one; unsynced, removed after the send), saves
+file. `send` makes that one pass and spools the encrypted content blobs, one after the other, to
+one unnamed temporary file (in `--sd-cache` when given, else the system's temporary directory;
+unsynced, gone when the send ends or dies: O_TMPFILE), saves
 the sd blob in the `--sd-cache` directory before any upload, uploads the sd blob, and then reads
 from the spool only the content blobs the reflector asks for. Nothing is encrypted or hashed
 twice: the spool holds what this run's pass produced and hashed. A second `send` of the same
@@ -19,11 +20,11 @@ import asyncio
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, megabytes
@@ -77,9 +78,9 @@ class PreparedStream:
     source_hash: str
 
 
-def prepare_stream(path: str, sd_cache: str | None = None, spool: str | None = None) -> PreparedStream:
+def prepare_stream(path: str, sd_cache: str | None = None, spool: int | None = None) -> PreparedStream:
     """The stream's sd blob and the file's hash, from one encoding pass over the file; with
-    `spool`, every content blob is also written there, named by its hash.
+    `spool` (a file descriptor), the content blobs are also appended to that file in order.
 
     With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
     it, so a file that changed since is an error rather than a stream that does not match.
@@ -101,7 +102,7 @@ def prepare_stream(path: str, sd_cache: str | None = None, spool: str | None = N
         with open(path, "rb", buffering=0) as f:
             for blob in encoder.encode(f):
                 if spool is not None:
-                    _spool_blob(spool, blob.hash, blob.data)
+                    _write_all(spool, blob.data)
     except SourceChangedError as e:
         raise SendError(
             f"{e} (cached sd blob {cache_file}: delete it to send the file as a new stream)"
@@ -115,43 +116,47 @@ def prepare_stream(path: str, sd_cache: str | None = None, spool: str | None = N
     return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
 
 
-def _spool_blob(spool: str, blob_hash: str, data: memoryview) -> None:
-    """No fsync: the spool lives only as long as this send."""
-    fd = os.open(os.path.join(spool, blob_hash), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = data
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 class SpooledBlobs:
-    """The content blobs the encoding pass wrote to the spool directory, read back on demand."""
+    """The content blobs the encoding pass appended to the spool file, read back on demand.
 
-    def __init__(self, spool: str, sd: SdBlob) -> None:
+    One file rather than a file per blob: no create and unlink per blob, and nothing is left
+    behind by a send that is killed. Measured on 200 MB (2 cores, shared): the encoding pass
+    costs about 2.6 CPU s/GB, writing the spool 0.2-1.5 (page-cache writes vary with
+    writeback), reading it back about 0.05; re-encrypting and re-hashing, as before, cost 2.2.
+    """
+
+    def __init__(self, spool: int, sd: SdBlob) -> None:
         self.spool = spool
-        self._sizes = {b.blob_hash: b.length for b in sd.content_blobs}
+        self._where: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for b in sd.content_blobs:
+            assert b.blob_hash is not None  # only the terminator has none
+            self._where[b.blob_hash] = (offset, b.length)
+            offset += b.length
 
     def blob(self, blob_hash: str) -> bytes:
-        size = self._sizes[blob_hash]
-        with open(os.path.join(self.spool, blob_hash), "rb", buffering=0) as f:
-            data = f.read(size + 1)
+        offset, size = self._where[blob_hash]
+        data = os.pread(self.spool, size, offset)
         if len(data) != size:
-            raise SourceChangedError(f"spooled blob {blob_hash[:16]} has {len(data)} bytes, not {size}")
+            raise SourceChangedError(f"the spool file ended inside blob {blob_hash[:16]}")
         return data
 
     async def get(self, blob_hash: str) -> bytes:
         return await asyncio.to_thread(self.blob, blob_hash)
 
 
-def make_spool(sd_cache: str | None) -> str:
-    """A private directory for one send's blobs: inside `--sd-cache` if given (the same disk as
-    the cache the user chose), else the system's temporary directory."""
+def open_spool(sd_cache: str | None) -> BinaryIO:
+    """An unnamed file for one send's blobs: in `--sd-cache` if given (the disk the user chose
+    for send's state), else the system's temporary directory."""
     try:
-        return tempfile.mkdtemp(prefix=".prism-send-spool-", dir=sd_cache)
+        return tempfile.TemporaryFile(dir=sd_cache, buffering=0)
     except OSError as e:
-        raise SendError(f"cannot make a spool directory for the blobs: {e.strerror}") from None
+        raise SendError(f"cannot make a spool file for the blobs: {e.strerror}") from None
 
 
 class BlobProducer:
@@ -208,10 +213,10 @@ async def send_file(
     if not os.path.isfile(path):
         raise SendError(f"{path}: not a readable file")
     _check_sd_cache(sd_cache)
-    spool = make_spool(sd_cache)
+    spool = open_spool(sd_cache)
     try:
-        stream = await asyncio.to_thread(prepare_stream, path, sd_cache, spool)
-        blobs = SpooledBlobs(spool, stream.sd)
+        stream = await asyncio.to_thread(prepare_stream, path, sd_cache, spool.fileno())
+        blobs = SpooledBlobs(spool.fileno(), stream.sd)
         hashes = stream.sd.content_hashes
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
@@ -219,7 +224,7 @@ async def send_file(
             result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, blobs.get, hashes)
             missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
-        await asyncio.to_thread(shutil.rmtree, spool, True)
+        spool.close()
     if missing:
         raise SendError(
             f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "
