@@ -40,7 +40,6 @@ class BlobSender:
     __slots__ = (
         "_body_done",
         "_can_own_writer",
-        "_limits",
         "_lost",
         "_paused",
         "_waiter",
@@ -72,7 +71,7 @@ class BlobSender:
         self._waiter: asyncio.Future[None] | None = None
         self._body_done: asyncio.Future[None] | None = None
         self._writable: Callable[[], None] | None = None  # watching the socket's writable edges
-        self._can_own_writer = hasattr(select, "epoll")  # else the body goes through the transport
+        self._can_own_writer = _HAS_EPOLL
         if self.sock is not None:
             self.fd = self.sock.fileno()
             if send_buffer:
@@ -80,8 +79,6 @@ class BlobSender:
                     self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         if write_buffer_high is not None:
             transport.set_write_buffer_limits(high=write_buffer_high)
-        low, high = transport.get_write_buffer_limits()
-        self._limits = (high, low)
 
     # --- forwarded from the Protocol ---------------------------------------------------------
 
@@ -217,7 +214,7 @@ class BlobSender:
         """Wait until the transport's own buffer is empty (a zero high-water mark makes it
         pause the protocol now and resume it once the last byte is out)."""
         transport = self.transport
-        high, low = self._limits
+        low, high = transport.get_write_buffer_limits()
         transport.set_write_buffer_limits(high=0, low=0)
         try:
             await self.drain()
@@ -228,6 +225,10 @@ class BlobSender:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+
+
+_HAS_EPOLL = hasattr(select, "epoll")
+"""Without it (not Linux), a blob on disk goes through the transport (pread + write)."""
 
 
 class _WritableEdges:
