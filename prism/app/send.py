@@ -1,17 +1,21 @@
 """`prism send` and `prism sendblob`: encode a file into a stream and reflect it.
 
 The sd blob lists every content blob's hash, so it exists only after a pass over the whole
-file. `send` makes that one pass and spools the encrypted content blobs, one after the other, to
-one unnamed temporary file (in `--sd-cache` when given, else the system's temporary directory;
-unsynced, gone when the send ends or dies: O_TMPFILE), saves
-the sd blob in the `--sd-cache` directory before any upload, uploads the sd blob, and then reads
-from the spool only the content blobs the reflector asks for. Nothing is encrypted or hashed
-twice: the spool holds what this run's pass produced and hashed. A second `send` of the same
-file reuses the cached sd blob (same key and IVs, so the same blobs, checked against it during
-the pass), so an interrupted upload resumes with what the reflector still lacks. Memory stays at
-a few blob-sized buffers; the spool costs disk space the size of the file.
+file. `send` makes that one pass (encrypting and hashing every blob, and the source hash),
+saves the sd blob in the `--sd-cache` directory before any upload, uploads the sd blob, and
+then produces only the content blobs the reflector asks for: blob i is chunk i of the file
+encrypted again with the stream key and blob i's IV, *not hashed again*. A second `send` of the
+same file reuses the cached sd blob (same key and IVs, so the same blobs, checked against it
+during the pass), so an interrupted upload resumes with what the reflector still lacks. Memory
+stays at a few blob-sized buffers.
 
-`publish` still re-encrypts on demand (`BlobProducer`): it keeps no spool.
+Why encrypt twice rather than keep the pass's blobs: measured on 200 MB (2 shared cores),
+spooling the encrypted blobs to a file cost 1.1-1.8 CPU s/GB (page-cache writes), re-reading
+and re-encrypting costs 0.85 (AES-CBC runs at several GB/s with AES-NI; SHA-384 is the
+expensive part, and it is done once), and a spool would need disk space the size of the file.
+The file's size and mtime are checked before each blob instead of its hash: a file changed
+since the pass is an error here, and a change that keeps both would be refused by the
+reflector, which checks every blob's hash.
 """
 
 from __future__ import annotations
@@ -20,11 +24,9 @@ import asyncio
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, megabytes
@@ -76,11 +78,12 @@ class PreparedStream:
     sd_bytes: bytes
     sd: SdBlob
     source_hash: str
+    source_stat: tuple[int, int] | None = None
+    """The file's (size, mtime_ns) when the pass read it."""
 
 
-def prepare_stream(path: str, sd_cache: str | None = None, spool: int | None = None) -> PreparedStream:
-    """The stream's sd blob and the file's hash, from one encoding pass over the file; with
-    `spool` (a file descriptor), the content blobs are also appended to that file in order.
+def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
+    """The stream's sd blob and the file's hash, from one encoding pass over the file.
 
     With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
     it, so a file that changed since is an error rather than a stream that does not match.
@@ -100,10 +103,14 @@ def prepare_stream(path: str, sd_cache: str | None = None, spool: int | None = N
         encoder = StreamEncoder(path)
     try:
         with open(path, "rb", buffering=0) as f:
-            for blob in encoder.encode(f):
-                if spool is not None:
-                    _write_all(spool, blob.data)
+            before = _identity(f.fileno())
+            for _blob in encoder.encode(f):
+                pass
+            if _identity(f.fileno()) != before:
+                raise SourceChangedError(f"{path} changed while it was being encoded")
     except SourceChangedError as e:
+        if cached is None:
+            raise SendError(str(e)) from e
         raise SendError(
             f"{e} (cached sd blob {cache_file}: delete it to send the file as a new stream)"
         ) from e
@@ -113,58 +120,25 @@ def prepare_stream(path: str, sd_cache: str | None = None, spool: int | None = N
             _write_atomically(cache_file, sd_bytes)
         except OSError as e:
             raise SendError(f"--sd-cache: cannot save the sd blob as {cache_file}: {e.strerror}") from None
-    return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash)
+    return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash, before)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
-
-
-class SpooledBlobs:
-    """The content blobs the encoding pass appended to the spool file, read back on demand.
-
-    One file rather than a file per blob: no create and unlink per blob, and nothing is left
-    behind by a send that is killed. Measured on 200 MB (2 cores, shared): the encoding pass
-    costs about 2.6 CPU s/GB, writing the spool 0.2-1.5 (page-cache writes vary with
-    writeback), reading it back about 0.05; re-encrypting and re-hashing, as before, cost 2.2.
-    """
-
-    def __init__(self, spool: int, sd: SdBlob) -> None:
-        self.spool = spool
-        self._where: dict[str, tuple[int, int]] = {}
-        offset = 0
-        for b in sd.content_blobs:
-            assert b.blob_hash is not None  # only the terminator has none
-            self._where[b.blob_hash] = (offset, b.length)
-            offset += b.length
-
-    def blob(self, blob_hash: str) -> bytes:
-        offset, size = self._where[blob_hash]
-        data = os.pread(self.spool, size, offset)
-        if len(data) != size:
-            raise SourceChangedError(f"the spool file ended inside blob {blob_hash[:16]}")
-        return data
-
-    async def get(self, blob_hash: str) -> bytes:
-        return await asyncio.to_thread(self.blob, blob_hash)
-
-
-def open_spool(sd_cache: str | None) -> BinaryIO:
-    """An unnamed file for one send's blobs: in `--sd-cache` if given (the disk the user chose
-    for send's state), else the system's temporary directory."""
-    try:
-        return tempfile.TemporaryFile(dir=sd_cache, buffering=0)
-    except OSError as e:
-        raise SendError(f"cannot make a spool file for the blobs: {e.strerror}") from None
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
 
 
 class BlobProducer:
-    """Re-encrypts chunk i of the file on demand, through one reused cipher and buffer."""
+    """Re-encrypts chunk i of the file on demand, through one reused cipher and buffer.
 
-    def __init__(self, path: str, sd: SdBlob) -> None:
+    With `unchanged_since` (the file's size and mtime at the encoding pass) a blob is checked by
+    that identity instead of by hashing it again (`send`); without, by its hash (`publish`).
+    """
+
+    def __init__(self, path: str, sd: SdBlob, unchanged_since: tuple[int, int] | None = None) -> None:
         self.path = path
         self.sd = sd
+        self.unchanged_since = unchanged_since
         self._by_hash = {b.blob_hash: b for b in sd.content_blobs}
         self._cipher = BlobCipher(sd.key_bytes)
         self._buf = bytearray(MAX_CHUNK_SIZE + BLOCK)
@@ -176,11 +150,16 @@ class BlobProducer:
 
     def blob(self, blob_hash: str) -> bytes:
         info = self._by_hash[blob_hash]
+        fd = self._file.fileno()
         with self._lock:
             view = memoryview(self._buf)
-            n = os.preadv(self._file.fileno(), [view[:MAX_CHUNK_SIZE]], info.blob_num * MAX_CHUNK_SIZE)
+            n = os.preadv(fd, [view[:MAX_CHUNK_SIZE]], info.blob_num * MAX_CHUNK_SIZE)
             data = bytes(self._cipher.encrypt_padded(info.iv_bytes, self._buf, n))
-        if len(data) != info.length or hashlib.sha384(data).hexdigest() != blob_hash:
+        if self.unchanged_since is not None:
+            same = len(data) == info.length and _identity(fd) == self.unchanged_since
+        else:
+            same = len(data) == info.length and hashlib.sha384(data).hexdigest() == blob_hash
+        if not same:
             raise SourceChangedError(
                 f"blob {info.blob_num} of {self.path} no longer matches the sd blob: the file changed"
             )
@@ -212,19 +191,17 @@ async def send_file(
     host, port = parse_address(address)
     if not os.path.isfile(path):
         raise SendError(f"{path}: not a readable file")
-    _check_sd_cache(sd_cache)
-    spool = open_spool(sd_cache)
+    stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
+    producer = BlobProducer(path, stream.sd, stream.source_stat)
     try:
-        stream = await asyncio.to_thread(prepare_stream, path, sd_cache, spool.fileno())
-        blobs = SpooledBlobs(spool.fileno(), stream.sd)
         hashes = stream.sd.content_hashes
         async with ReflectorClient(
             host, port, version=version, timeout=io_timeout, on_progress=progress
         ) as client:
-            result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, blobs.get, hashes)
+            result = await client.upload_stream(stream.sd_hash, stream.sd_bytes, producer.get, hashes)
             missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
-        spool.close()
+        producer.close()
     if missing:
         raise SendError(
             f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "
