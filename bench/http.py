@@ -1,12 +1,13 @@
 """HTTP blob serving: prism's HTTP server against nginx (sendfile on, one worker). HTTP/3: bench/http3.py.
 
-Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64]
+Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64,1000]
 
 Both servers serve the same 2 MiB blob files from one directory (the page cache is warm);
-the load generator (wrk, keep-alive, 64 connections) runs in its own process. Server CPU is
-read from /proc for the server's processes only. Prints MB/s, p50/p99 latency and CPU
-seconds per GB for each, and last `http_vs_nginx_ratio=<nginx CPU/GB ÷ prism CPU/GB>`
-(>= 0.7 is the target).
+the load generator (wrk, keep-alive, 64 then 1,000 connections) runs in its own process. Server
+CPU is read from /proc for the server's processes only. Prints MB/s, p50/p99 latency and CPU
+seconds per GB for each, and per connection count a ratio `<nginx CPU/GB ÷ prism CPU/GB>`:
+`http_vs_nginx_ratio=` for 64 connections (target >= 0.9) and `http_1000_vs_nginx_ratio=` for
+1,000 (target >= 0.8). The file limit is raised so 1,000 connections fit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -199,15 +201,57 @@ def report(name: str, r: dict[str, float], cpu: float) -> float:
     return cpu_per_gb
 
 
+Target = tuple[int, list[str], list[int]]  # port, paths, server pids
+
+
+def compare(args: argparse.Namespace, work: str, connections: int, nginx: Target, prism: Target) -> None:
+    """Alternating rounds of nginx and prism at `connections`; prints the ratio of the cheapest."""
+
+    def measure(target: Target) -> tuple[dict[str, float], float]:
+        port, paths, pids = target
+        c0 = cpu_seconds(pids)
+        res = run_wrk(port, paths, args.seconds, connections, work)
+        return res, cpu_seconds(pids) - c0
+
+    print(f"\n{connections} connections")
+    run_wrk(nginx[0], nginx[1][:4], 1, connections, work)  # warm-up
+    run_wrk(prism[0], prism[1][:4], 1, connections, work)
+    nruns, pruns = [], []
+    for i in range(args.rounds):
+        nres, ncpu = measure(nginx)
+        pres, pcpu = measure(prism)
+        nruns.append((report(f"nginx      r{i + 1}", nres, ncpu), nres, ncpu))
+        pruns.append((report(f"prism HTTP r{i + 1}", pres, pcpu), pres, pcpu))
+    nmed = sorted(r[0] for r in nruns)[len(nruns) // 2]
+    pmed = sorted(r[0] for r in pruns)[len(pruns) // 2]
+    print(f"median CPU/GB: nginx {nmed:.3f}, prism {pmed:.3f} (ratio {nmed / pmed:.2f})")
+    print("cheapest rounds:")
+    nbest, pbest = min(nruns, key=lambda r: r[0]), min(pruns, key=lambda r: r[0])
+    ncpg = report("nginx", nbest[1], nbest[2])
+    pcpg = report("prism HTTP", pbest[1], pbest[2])
+    name = "http_vs_nginx_ratio" if connections == 64 else f"http_{connections}_vs_nginx_ratio"
+    print(f"{name}={ncpg / pcpg:.2f}")
+
+
+def raise_file_limit(connections: int) -> None:
+    """Each connection costs a descriptor in wrk and in the server (children inherit the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, 2 * connections + 256)
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blobs", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--connections", default="64,1000", help="comma-separated connection counts")
     ap.add_argument("--rounds", type=int, default=4, help="alternating nginx/prism rounds")
     args = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("bench/http.py needs wrk and nginx: apt-get install -y wrk nginx")
+    raise_file_limit(max(int(c) for c in args.connections.split(",")))
 
     work = tempfile.mkdtemp(prefix="prism-bench-http-")
     os.chmod(work, 0o755)  # nginx's worker runs as an unprivileged user
@@ -243,30 +287,8 @@ def main() -> None:
         )
         assert prism.stdout is not None and prism.stdout.readline().strip() == "ready"
         ppaths = [f"/blob?hash={h}" for h in hashes]
-        run_wrk(nport, npaths[:4], 1, args.connections, work)  # warm-up
-        run_wrk(pport, ppaths[:4], 1, args.connections, work)
-
-        def measure(port: int, paths: list[str], pids: list[int]) -> tuple[dict[str, float], float]:
-            c0 = cpu_seconds(pids)
-            res = run_wrk(port, paths, args.seconds, args.connections, work)
-            return res, cpu_seconds(pids) - c0
-
-        nruns, pruns = [], []
-        print()
-        for i in range(args.rounds):
-            nres, ncpu = measure(nport, npaths, npids)
-            pres, pcpu = measure(pport, ppaths, [prism.pid])
-            nruns.append((report(f"nginx      r{i + 1}", nres, ncpu), nres, ncpu))
-            pruns.append((report(f"prism HTTP r{i + 1}", pres, pcpu), pres, pcpu))
-
-        nmed = sorted(r[0] for r in nruns)[len(nruns) // 2]
-        pmed = sorted(r[0] for r in pruns)[len(pruns) // 2]
-        print(f"\nmedian CPU/GB: nginx {nmed:.3f}, prism {pmed:.3f} (ratio {nmed / pmed:.2f})")
-        print("cheapest rounds:")
-        nbest, pbest = min(nruns, key=lambda r: r[0]), min(pruns, key=lambda r: r[0])
-        ncpg = report("nginx", nbest[1], nbest[2])
-        pcpg = report("prism HTTP", pbest[1], pbest[2])
-        print(f"http_vs_nginx_ratio={ncpg / pcpg:.2f}")
+        for connections in [int(c) for c in args.connections.split(",")]:
+            compare(args, work, connections, (nport, npaths, npids), (pport, ppaths, [prism.pid]))
     finally:
         if prism is not None:
             if prism.stdin:

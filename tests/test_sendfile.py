@@ -61,3 +61,96 @@ async def test_a_file_shorter_than_its_ref_is_an_error(tmp_path):
     ref = BlobRef("h", 200, file=open(path, "rb"))
     with pytest.raises(OSError, match="file ended after 100 of 200 bytes"):
         await _send(ref, 0, 200)
+
+
+async def _pair(send_timeout: float | None = 5) -> tuple[asyncio.Transport, _Proto, socket.socket]:
+    """A served socket (with its BlobSender) and the raw client end, both with small buffers so
+    a 3 MB body cannot go out in one call."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    transport, proto = await loop.create_connection(lambda: _Proto(), sock=a)
+    for s in (a, b):  # after the BlobSender asked for its large buffer
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    proto.sender.send_timeout = send_timeout
+    b.setblocking(False)
+    return transport, proto, b
+
+
+async def _read_all(sock: socket.socket, until: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    while len(got) < until:
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def _blob_file(tmp_path, size: int = 3_000_000) -> tuple[bytes, BlobRef]:
+    data = bytes(range(256)) * (size // 256)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    return data, BlobRef("h", len(data), file=open(path, "rb"))
+
+
+async def test_a_slow_reader_gets_the_body_without_loop_sendfile(tmp_path, monkeypatch):
+    """The rest of a partial send goes out from the writable callback, never loop.sendfile."""
+    loop = asyncio.get_running_loop()
+
+    async def no_loop_sendfile(*args, **kwargs):
+        raise AssertionError("loop.sendfile must not be used")
+
+    monkeypatch.setattr(loop, "sendfile", no_loop_sendfile)
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    file = ref.file
+    with client, ref:
+        reading = asyncio.ensure_future(_read_all(client, 5 + len(data) * 2))
+        await proto.sender.send(b"HEAD\n", ref, 0, len(data))
+        await proto.sender.send(b"HEAD\n", ref, 0, len(data))  # the writer was given back
+        transport.close()
+        assert await asyncio.wait_for(reading, 10) == (b"HEAD\n" + data) * 2
+    assert file is not None and file.closed
+
+
+async def test_header_waiting_in_the_transport_goes_first(tmp_path):
+    """Bytes the transport still holds go out before the header and the sendfile body."""
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    earlier = b"E" * 1_000_000
+    with client, ref:
+        transport.write(earlier)  # the socket is full: most of it waits in the transport
+        assert transport.get_write_buffer_size() > 0
+        reading = asyncio.ensure_future(_read_all(client, len(earlier) + 5 + len(data)))
+        await proto.sender.send(b"HEAD\n", ref, 0, len(data))
+        transport.close()
+        assert await asyncio.wait_for(reading, 10) == earlier + b"HEAD\n" + data
+
+
+async def test_the_peer_going_away_mid_body_ends_the_send(tmp_path):
+    errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    with ref:
+        sending = asyncio.ensure_future(proto.sender.send(b"HEAD\n", ref, 0, len(data)))
+        await _read_all(client, 100_000)
+        client.close()
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(sending, 10)
+    await asyncio.sleep(0.05)
+    assert transport.is_closing()
+    assert errors == []
+
+
+async def test_a_reader_that_stops_reading_times_the_send_out(tmp_path):
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair(send_timeout=0.3)
+    with client, ref:
+        sending = asyncio.ensure_future(proto.sender.send(b"HEAD\n", ref, 0, len(data)))
+        await _read_all(client, 10_000)  # then nothing more
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sending, 10)
+        transport.abort()

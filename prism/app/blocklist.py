@@ -15,11 +15,12 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prism.hub.client import HubClient
-from prism.hub.protocol import HubError
 from prism.store.base import Blocklister
+
+if TYPE_CHECKING:
+    from prism.hub.client import HubClient
 
 log = logging.getLogger("prism.blocklist")
 
@@ -144,6 +145,10 @@ class BlocklistUpdater:
         if outpoints is None:
             self.failed_runs += 1
             return self.last
+        # Here, not at the top: `prism.cli` imports this module for its defaults, and the hub
+        # client (with the claim schema) would add about 0.1 CPU s to every command's start.
+        from prism.hub.protocol import HubError
+
         result = RunResult(outpoints=len(outpoints))
         try:
             await self._block_all(outpoints, result)
@@ -182,6 +187,8 @@ class BlocklistUpdater:
             return parse_blocked_list(await r.json(content_type=None))
 
     async def _block_all(self, outpoints: list[str], result: RunResult) -> None:
+        from prism.hub.client import HubClient
+
         client = HubClient(self.hubs, shuffle=self.shuffle)
         try:
             for outpoint in outpoints:
@@ -198,6 +205,8 @@ class BlocklistUpdater:
     async def _block_one(
         self, client: HubClient, outpoint: str, txid: str, nout: int, result: RunResult
     ) -> None:
+        from prism.hub.protocol import HubError
+
         if not client.address:
             await client.connect()  # HubError when no hub answers: the run ends
         try:

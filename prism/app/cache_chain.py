@@ -139,7 +139,7 @@ def make_local_db_index(cache_dir: str, local_db_conn: str = "", flush_interval:
 def make_disk_cache(spec: DiskCacheSpec, local_db_conn: str = "", component: str = "nvme") -> DiskCacheStore:
     """A (not yet started) disk cache for a parsed spec; creates the directory."""
     os.makedirs(spec.path, exist_ok=True)
-    disk = DiskStore(spec.path)
+    disk = DiskStore(spec.path, durable=False)  # a cache tier: the origin keeps blobs durably
     policy = make_policy(spec.policy, spec.size, item_size_hint=1 << 20)
     index = make_local_db_index(spec.path, local_db_conn) if spec.manager == "localdb" else None
     return DiskCacheStore(disk, spec.size, policy, index=index, component=component)

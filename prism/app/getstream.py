@@ -379,7 +379,9 @@ async def get_stream(
         ensure_directory(out_dir, "--out")
     except DirectoryError as e:
         raise GetStreamError(str(e)) from None
-    cache = DiskStore(blob_dir or default_blob_dir())
+    # The blob directory is a cache: each blob is checked against its hash when read back
+    # (`_BlobSource._cached`), so a blob a crash left damaged is fetched again; no fsync per blob.
+    cache = DiskStore(blob_dir or default_blob_dir(), durable=False)
     async with _dht_finder(sources) as finder:
         pool = PeerPool(peer_timeout, max(1, parallel), finder, peer_count)
         for host, port in fixed:

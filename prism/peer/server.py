@@ -2,7 +2,7 @@
 
 Per connection (reflector.md §4.2): requests are parsed by the sans-IO `RequestParser`; each
 answer is a compact JSON header in reflector.go's form followed by the blob bytes. Blobs held
-in a file are sent with `loop.sendfile` (zero copy, straight from the open file of the
+in a file are sent with `os.sendfile` (zero copy, straight from the open file of the
 BlobRef); blobs in memory are written directly. Connections are kept alive; a connection that
 sends nothing for `idle_timeout` seconds, or whose answer does not drain within
 `send_timeout`, is closed. Bad input closes only that connection, with the reason logged.

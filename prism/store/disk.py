@@ -4,7 +4,7 @@ A put writes `<root>/tmp/<hash>.<random>` (locked with `flock` while it is writt
 it, renames it into place and fsyncs the shard directory (and the root, the first time a
 shard directory is used), so a crash never leaves a partial blob under a blob's name and a
 blob whose `put` returned survives power loss. Directory fsyncs of concurrent puts into one
-directory are coalesced (`DirectorySyncer`). A cache tier writes with `durable=False` (no fsync
+directory are coalesced (`DirectorySyncer`). A cache tier is a `DiskStore(durable=False)` (no fsync
 at all: the origin holds the durable copy; the rename still keeps partial files out of sight).
 Temporary files nobody holds locked are removed when a DiskStore opens the directory: a lock
 dies with its process, whatever its pid.
@@ -36,8 +36,13 @@ _HEX = frozenset("0123456789abcdef")
 class DiskStore:
     """Blobs as files under `root`, sharded by the first `prefix_length` hex characters."""
 
-    def __init__(self, root: str | os.PathLike[str], prefix_length: int = 2, name: str = "disk") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], prefix_length: int = 2, name: str = "disk", durable: bool = True
+    ) -> None:
         self.name = name
+        self.durable = durable
+        """False for a cache tier (a disk cache, getstream's resume directory), whose blobs are kept
+        durably elsewhere or checked when read: a put is then write + rename, with no fsync."""
         self.root = os.path.abspath(os.fspath(root))
         self.prefix_length = prefix_length
         self.tmp_dir = os.path.join(self.root, TMP_DIR)
@@ -48,7 +53,7 @@ class DiskStore:
         # Shard directories whose entry in the root is known durable: those found at start, after
         # one fsync of the root (a crash may have come right after one was created).
         self._durable_dirs: set[str] = set(shard_dirs(self.root, prefix_length))
-        if self._durable_dirs:
+        if self._durable_dirs and durable:
             self.syncer.sync(self.root)
 
     def watch_holdings(self, listener: HoldingsListener) -> None:
@@ -79,9 +84,9 @@ class DiskStore:
             raise
         return BlobRef(blob_hash, size, BlobTrace.new(timer.elapsed(), self.name), file=f, path=path)
 
-    async def put(self, blob_hash: str, data: bytes, *, durable: bool = True) -> None:
+    async def put(self, blob_hash: str, data: bytes) -> None:
         validate_hash(blob_hash)
-        await asyncio.to_thread(self.write_blob, blob_hash, data, durable)
+        await asyncio.to_thread(self.write_blob, blob_hash, data)
         self.holdings.stored(blob_hash)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
@@ -90,12 +95,11 @@ class DiskStore:
     def borrows_put_data(self) -> bool:
         return True  # written to its file before `put` returns
 
-    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
+    def write_blob(self, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
         """Blocking write-fsync-rename-dirsync of one blob (callers in the event loop use `put`).
 
         When it returns, the blob survives a crash or power loss; if it raises, no partial blob
-        is visible under the blob's name. `durable=False` skips every fsync: for a cache tier,
-        whose blobs the origin keeps durably.
+        is visible under the blob's name. A store made with `durable=False` skips every fsync.
         """
         final = self.path_of(blob_hash)
         tmp = os.path.join(self.tmp_dir, f"{blob_hash}.{secrets.token_hex(8)}")
@@ -104,7 +108,7 @@ class DiskStore:
             # Held until the rename: a DiskStore starting meanwhile leaves a locked temp file alone.
             fcntl.flock(fd, fcntl.LOCK_EX)
             _write_all(fd, data)
-            if durable:
+            if self.durable:
                 os.fsync(fd)
                 self._ensure_dir(os.path.dirname(final))
             else:
@@ -116,7 +120,7 @@ class DiskStore:
             raise
         finally:
             os.close(fd)
-        if durable:
+        if self.durable:
             self.syncer.sync(os.path.dirname(final))
 
     def _ensure_dir(self, directory: str) -> None:

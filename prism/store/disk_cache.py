@@ -511,7 +511,7 @@ class DiskCacheStore:
             pending = self._evicting.get(key)
             if pending is not None:  # its unlink must not remove the file we write
                 await asyncio.shield(pending)
-            await self.disk.put(blob_hash, data, durable=False)
+            await self.disk.put(blob_hash, data)
             if key not in self._evicting:  # (an eviction may have picked it meanwhile)
                 break
         self._unverified.discard(key)

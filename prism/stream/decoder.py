@@ -1,9 +1,18 @@
-"""Verifying and decrypting a stream's content blobs back into the original file."""
+"""Verifying and decrypting a stream's content blobs back into the original file.
+
+Where decoding spends its time (200 MB, 2 cores): SHA-384 about 2.2 s/GB, writing the file
+0.6-6 s/GB (page-cache allocation and writeback, the most variable), AES-CBC decryption about
+0.2 s/GB (AES-NI), reading the blobs 0.1 s/GB. `decode` therefore hashes each blob on a worker
+thread while this one decrypts it, and writes blob i on another while blob i+1 is hashed and
+decrypted (hashlib, the cipher and file writes release the GIL), through two alternating output
+buffers. Nothing is written before its blob's hash is checked.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from prism.blob import BlobSizeError, HashMismatchError
@@ -35,10 +44,35 @@ class StreamDecoder:
         return self._cipher.decrypt(info.iv_bytes, data)
 
     def decode(self, get_blob: Callable[[BlobInfo], bytes | bytearray | memoryview], out: BinaryIO) -> int:
-        """Write the whole file to `out`, fetching each blob with `get_blob`; returns bytes written."""
+        """Write the whole file to `out`, fetching each blob with `get_blob`; returns bytes written.
+
+        The view `get_blob` returns may be reused once the next call comes (it is hashed and
+        decrypted before that); only the plaintext outlives it, in its own buffer.
+        """
+        ciphers = (self._cipher, BlobCipher(self.sd.key_bytes))
         written = 0
-        for info in self.sd.content_blobs:
-            plain = self.decrypt(info, get_blob(info))
-            out.write(plain)
-            written += len(plain)
+        pending: Future[int | None] | None = None
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="stream-write") as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="stream-hash") as hasher,
+        ):
+            try:
+                for i, info in enumerate(self.sd.content_blobs):
+                    data = get_blob(info)
+                    checked = hasher.submit(self.verify, info, data)
+                    # The other buffer may still be being written; this one was written out
+                    # before the previous write was queued.
+                    try:
+                        plain = ciphers[i % 2].decrypt(info.iv_bytes, data)
+                    finally:
+                        checked.result()  # a wrong blob is reported as such, not as bad padding
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(out.write, plain)
+                    written += len(plain)
+                if pending is not None:
+                    pending.result()
+            finally:
+                if pending is not None:
+                    pending.cancel()
         return written

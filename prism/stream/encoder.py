@@ -1,10 +1,11 @@
 """Splitting a file into encrypted content blobs and an sd blob, in a streaming way.
 
 Memory stays at a few blob-sized buffers whatever the file size: input is read with
-`readinto` into two alternating buffers, encrypted into one reused output buffer, and each
-blob is handed to the caller as a memoryview that is valid until the next blob is produced.
-The source hash (SHA-384 of the plaintext, which `send` prints) runs on a worker thread,
-overlapping the cipher: hashlib releases the GIL for large buffers.
+`readinto` into two alternating buffers, encrypted into two alternating output buffers, and
+each blob is handed to the caller as a memoryview that is valid until the next blob is
+produced. The two SHA-384s (of each blob's ciphertext, and of the whole plaintext, the source
+hash `send` prints) run on worker threads, overlapping the cipher and each other: hashlib
+releases the GIL for large buffers.
 """
 
 from __future__ import annotations
@@ -91,43 +92,63 @@ class StreamEncoder:
         return iv
 
     def encode(self, reader: ReadsInto) -> Iterator[EncodedBlob]:
-        """Yield the content blobs in order; the sd blob is ready once the iterator is exhausted."""
-        cipher = BlobCipher(self.key)
+        """Yield the content blobs in order; the sd blob is ready once the iterator is exhausted.
+
+        A pipeline over two cores (hashlib and the cipher release the GIL): this thread reads and
+        encrypts blob i while one worker hashes blob i-1's ciphertext and another hashes the
+        plaintext into the source hash; blob i-1 is yielded once its hash is known. Buffers
+        alternate in pairs (plaintext and ciphertext), so memory stays at four blob buffers.
+        """
+        ciphers = (BlobCipher(self.key), BlobCipher(self.key))
         bufs = (bytearray(MAX_CHUNK_SIZE + BLOCK), bytearray(MAX_CHUNK_SIZE + BLOCK))
-        pending: list[Future[None] | None] = [None, None]
+        reading: list[Future[None] | None] = [None, None]
         source = hashlib.sha384()
-        pool = ThreadPoolExecutor(1, thread_name_prefix="source-hash") if self.compute_source_hash else None
+        source_pool = ThreadPoolExecutor(1, "source-hash") if self.compute_source_hash else None
+        hash_pool = ThreadPoolExecutor(1, "blob-hash")
         infos: list[BlobInfo] = []
+        waiting: tuple[int, bytes, memoryview, Future[str]] | None = None  # num, iv, ciphertext, hash
         try:
             num = 0
             while True:
                 slot = num % 2
                 buf = bufs[slot]
-                if (fut := pending[slot]) is not None:
-                    fut.result()  # the hasher must be done with this buffer before we refill it
+                if (fut := reading[slot]) is not None:
+                    fut.result()  # the source hasher must be done with this buffer before we refill it
                 n = _read_full(reader, memoryview(buf)[:MAX_CHUNK_SIZE])
                 if n == 0:
                     break
-                if pool is not None:
-                    pending[slot] = pool.submit(source.update, memoryview(buf)[:n])
+                if source_pool is not None:
+                    reading[slot] = source_pool.submit(source.update, memoryview(buf)[:n])
                 iv = self._next_iv()
-                ciphertext = cipher.encrypt_padded(iv, buf, n)
-                blob_hash = hashlib.sha384(ciphertext).hexdigest()
-                info = BlobInfo(num, len(ciphertext), iv.hex(), blob_hash)
-                if self._expected is not None:
-                    self._check_expected(info)
-                infos.append(info)
-                yield EncodedBlob(num, blob_hash, ciphertext)
+                # Blob i-2's ciphertext, in this cipher's buffer, was consumed before we resumed.
+                ciphertext = ciphers[slot].encrypt_padded(iv, buf, n)
+                hashed = hash_pool.submit(_sha384_hex, ciphertext)
+                if waiting is not None:
+                    yield self._finished_blob(infos, *waiting)
+                waiting = (num, iv, ciphertext, hashed)
                 num += 1
-            for fut in pending:
+            if waiting is not None:
+                yield self._finished_blob(infos, *waiting)
+            for fut in reading:
                 if fut is not None:
                     fut.result()
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            if source_pool is not None:
+                source_pool.shutdown(wait=True)
+            hash_pool.shutdown(wait=True)
         infos.append(BlobInfo(len(infos), 0, self._next_iv().hex(), None))
         self._finish(tuple(infos))
         self._source_hash = source.hexdigest() if self.compute_source_hash else None
+
+    def _finished_blob(
+        self, infos: list[BlobInfo], num: int, iv: bytes, ciphertext: memoryview, hashed: Future[str]
+    ) -> EncodedBlob:
+        blob_hash = hashed.result()
+        info = BlobInfo(num, len(ciphertext), iv.hex(), blob_hash)
+        if self._expected is not None:
+            self._check_expected(info)
+        infos.append(info)
+        return EncodedBlob(num, blob_hash, ciphertext)
 
     def _check_expected(self, info: BlobInfo) -> None:
         assert self._expected is not None
@@ -174,6 +195,10 @@ class ReadsInto(Protocol):
     """A binary file opened for reading (`typing.BinaryIO` does not declare `readinto`)."""
 
     def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def _sha384_hex(data: memoryview) -> str:
+    return hashlib.sha384(data).hexdigest()
 
 
 def _read_full(reader: ReadsInto, view: memoryview) -> int:

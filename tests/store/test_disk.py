@@ -239,3 +239,18 @@ def test_a_restarted_store_syncs_the_root_once_not_per_shard(tmp_path, monkeypat
     h, data = next(b for b in (blob(i) for i in range(1000, 5000)) if b[0][:2] in shards)
     second.write_blob(h, data)
     assert synced == [str(tmp_path / h[:2])]  # an existing shard: its own fsync only
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_cache_directory_skips_the_fsync(tmp_path, monkeypatch, durable):
+    """getstream's resume directory (durable=False) writes and renames without syncing each blob."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store = DiskStore(tmp_path, durable=durable)
+    data = b"blob bytes"
+    blob_hash = sha384_hex(data)
+    await store.put(blob_hash, data)
+    assert bool(synced) == durable  # the file and its directory, or nothing
+    with open(store.path_of(blob_hash), "rb") as f:
+        assert f.read() == data
