@@ -55,6 +55,12 @@ _TIMEOUT = 0
 _MAYBE_PING = 1
 STALE_AFTER = 60.0
 """A contact silent this long may be challenged by a newcomer for its place in a full bucket."""
+GOOD_FOR = 900.0
+"""A node that answered us this recently needs no ping to prove it is alive (BEP 5's "good" node, which
+lbry-sdk's ping queue also skips). Without this rule two nodes whose full buckets have no room for each
+other ping each other forever, each ping being an unknown requester's request."""
+MAX_REFUSED = 4096
+"""Responders remembered as refused by a full bucket, at most."""
 
 
 class DhtBusyError(Exception):
@@ -135,6 +141,8 @@ class NodeCore:
         self._seq = 0
         self._maybe_ping: dict[Addr, bytes] = {}
         self._replacing: set[bytes] = set()
+        self._refused: dict[Addr, tuple[bytes, float]] = {}
+        """Responders that answered us but found no room in the routing table: (node id, when)."""
         self._next_housekeeping = now + config.housekeeping_interval
         self._id_part = id_part(node_id) + b"i3e"
         self._handlers = {
@@ -277,6 +285,8 @@ class NodeCore:
         known = self.routing.get(msg.node_id)
         if known is not None:
             known.last_seen = now
+        elif self._recently_refused((ip, port), msg.node_id, now):
+            pass  # it answered us lately, and its bucket had no room: a ping would prove nothing new
         elif len(self._maybe_ping) < self.config.max_maybe_ping and (ip, port) not in self._maybe_ping:
             # like lbry-sdk: a requester joins the table only after it answers a ping of ours
             self._maybe_ping[(ip, port)] = msg.node_id
@@ -371,9 +381,23 @@ class NodeCore:
         if p.replacement is not None:
             self._replacing.discard(p.expect_id)
         if msg.node_id != self.node_id and not self.routing.add(contact, now):
+            self._remember_refused(contact, now)
             self._challenge_stale(contact, now)
         if not p.internal:
             self._events.append(RpcOutcome(msg.rpc_id, response=msg, responder=contact))
+
+    def _recently_refused(self, addr: Addr, node_id: bytes, now: float) -> bool:
+        seen = self._refused.get(addr)
+        return seen is not None and seen[0] == node_id and now - seen[1] < GOOD_FOR
+
+    def _remember_refused(self, contact: Contact, now: float) -> None:
+        refused = self._refused
+        if len(refused) >= MAX_REFUSED:
+            for addr in [a for a, (_, t) in refused.items() if now - t >= GOOD_FOR]:
+                del refused[addr]
+            if len(refused) >= MAX_REFUSED:
+                refused.clear()
+        refused[contact.addr] = (contact.node_id, now)
 
     def _challenge_stale(self, newcomer: Contact, now: float) -> None:
         """A full bucket that may not split: ping its oldest contact that has been silent for
