@@ -61,6 +61,10 @@ lbry-sdk's ping queue also skips). Without this rule two nodes whose full bucket
 other ping each other forever, each ping being an unknown requester's request."""
 MAX_REFUSED = 4096
 """Responders remembered as refused by a full bucket, at most."""
+SILENT_AFTER = 2
+"""Timeouts in a row after which a node counts as gone for lookups (routing.BAD_FAILURES for contacts)."""
+SILENT_FOR = 300.0
+"""How long such a node is left out of lookups after its last timeout (unless it answers meanwhile)."""
 
 
 class DhtBusyError(Exception):
@@ -106,6 +110,39 @@ class _Pending:
     """For a ping to a stale contact of a full bucket: who takes its place if it stays silent."""
 
 
+class SilentNodes:
+    """Node ids whose last SILENT_AFTER requests timed out, within SILENT_FOR seconds: lookups do not ask
+    them, so a node that left the network (but is still in others' tables) does not hold every lookup up
+    for a timeout. lbry-sdk's iterative finder skips such "bad" peers too. Old entries go at `expire`."""
+
+    def __init__(self, size: int = MAX_REFUSED) -> None:
+        self.size = size
+        self._fails: dict[bytes, tuple[int, float]] = {}
+
+    def __contains__(self, node_id: object) -> bool:
+        fails = self._fails.get(node_id)  # type: ignore[call-overload]
+        return fails is not None and fails[0] >= SILENT_AFTER
+
+    def __len__(self) -> int:
+        return len(self._fails)
+
+    def timed_out(self, node_id: bytes, now: float) -> None:
+        if len(self._fails) >= self.size:
+            self.expire(now)
+            if len(self._fails) >= self.size:
+                self._fails.clear()
+        count = self._fails.get(node_id, (0, 0.0))[0]
+        self._fails[node_id] = (count + 1, now)
+
+    def answered(self, node_id: bytes) -> None:
+        self._fails.pop(node_id, None)
+
+    def expire(self, now: float) -> None:
+        fails = self._fails
+        for nid in [nid for nid, (_, t) in fails.items() if now - t >= SILENT_FOR]:
+            del fails[nid]
+
+
 @dataclass(slots=True)
 class CoreStats:
     received: int = 0
@@ -142,6 +179,7 @@ class NodeCore:
         self._maybe_ping: dict[Addr, bytes] = {}
         self._replacing: set[bytes] = set()
         self._refused: dict[Addr, tuple[bytes, float]] = {}
+        self.silent = SilentNodes()
         """Responders that answered us but found no room in the routing table: (node id, when)."""
         self._next_housekeeping = now + config.housekeeping_interval
         self._id_part = id_part(node_id) + b"i3e"
@@ -216,6 +254,7 @@ class NodeCore:
                 self.stats.timeouts += 1
                 failed = p.expect_id if p.expect_id is not None else self.routing.id_at(p.addr)
                 if failed is not None:
+                    self.silent.timed_out(failed, now)
                     self.routing.fail(failed)
                     if p.replacement is not None:
                         self._replacing.discard(failed)
@@ -233,6 +272,7 @@ class NodeCore:
                     self.send_request(payload, PING, ping_args(), now, expect_id=node_id, internal=True)
         if now >= self._next_housekeeping:
             self.peers.expire(now)
+            self.silent.expire(now)
             self._next_housekeeping = now + self.config.housekeeping_interval
 
     def send_request(
@@ -373,6 +413,8 @@ class NodeCore:
             return
         del self._pending[msg.rpc_id]
         self.stats.responses += 1
+        if self.silent:
+            self.silent.answered(msg.node_id)
         contact = Contact(msg.node_id, ip, port)
         if p.method == FIND_VALUE and isinstance(msg.result, dict):
             v = msg.result.get(b"protocolVersion")

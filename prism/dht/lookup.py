@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from prism.dht.messages import FindValueResult
 from prism.dht.routing import Contact, id_int
@@ -21,8 +21,10 @@ class IterativeLookup:
     """Drive with `next_probes()`, then `on_response` / `on_failure` per probe, until `done`.
 
     Keeps at most `alpha` probes in flight, always to the closest candidates not yet asked, among the `k`
-    closest known. Finishes when a find_value probe returns peers, or when the k closest candidates that did
-    not fail have all answered (nothing closer is left to ask).
+    closest known. Finishes when a find_value probe returns peers, or as soon as the k closest candidates
+    that did not fail have all answered (nothing closer is left to ask; probes still in flight to farther
+    nodes cannot change the result, so they are not waited for). Contacts in `bad` (known to have stopped
+    answering) are never asked.
     """
 
     def __init__(
@@ -34,12 +36,14 @@ class IterativeLookup:
         find_value: bool = False,
         k: int = 8,
         alpha: int = 5,
+        bad: Container[bytes] = (),
     ) -> None:
         self.own_id = own_id
         self.target = target
         self.find_value = find_value
         self.k = k
         self.alpha = alpha
+        self.bad = bad
         self._t = id_int(target)
         self._known: dict[bytes, Contact] = {}
         self._asked: set[bytes] = set()
@@ -52,9 +56,11 @@ class IterativeLookup:
         self.add_candidates(initial)
 
     def add_candidates(self, contacts: Iterable[Contact]) -> None:
+        known, own, bad = self._known, self.own_id, self.bad
         for c in contacts:
-            if c.node_id != self.own_id and c.node_id not in self._known:
-                self._known[c.node_id] = c
+            nid = c.node_id
+            if nid not in known and nid != own and nid not in bad:
+                known[nid] = c
 
     def _candidates(self) -> list[Contact]:
         """The k closest known contacts that have not failed, nearest first."""
@@ -112,9 +118,8 @@ class IterativeLookup:
     def done(self) -> bool:
         if self.found:
             return True
-        if self._in_flight:
-            return False
-        return all(c.node_id in self._asked for c in self._candidates())
+        answered = self._answered
+        return all(c.node_id in answered for c in self._candidates())
 
     def result(self) -> list[Contact]:
         """Up to k contacts that answered, nearest to the target first."""

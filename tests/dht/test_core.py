@@ -347,3 +347,23 @@ def test_requester_refused_by_a_full_bucket_is_not_pinged_again_while_good():
     core.take_datagrams()
     ask(core, newcomer.node_id, m.PING, m.ping_args(), addr=newcomer.addr, now=100.7 + 900.0)
     assert core.maybe_ping_count == 1
+
+
+def test_node_that_timed_out_twice_is_silent_for_lookups_until_it_answers_or_time_passes():
+    core = make_core()
+    gone = os.urandom(48)
+    for t in (0.0, 10.0):
+        assert gone not in core.silent
+        core.send_request(B, m.PING, m.ping_args(), t, expect_id=gone)
+        core.handle_timer(t + 5.0)
+    assert gone in core.silent
+    core.handle_timer(15.0 + 300.0)  # housekeeping forgets it SILENT_FOR seconds after its last timeout
+    assert gone not in core.silent
+    for t in (400.0, 410.0):
+        core.send_request(B, m.PING, m.ping_args(), t, expect_id=gone)
+        core.handle_timer(t + 5.0)
+    assert gone in core.silent
+    rpc = core.send_request(B, m.PING, m.ping_args(), 420.0, expect_id=gone)
+    core.take_datagrams()
+    core.datagram_received(m.encode_response(rpc, gone, b"pong"), B, 420.1)
+    assert gone not in core.silent
