@@ -143,7 +143,7 @@ def run_child(role: str, coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run, under cProfile when --profile was given."""
     if not PROFILE_DIR:
         return asyncio.run(coro)
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)  # CPU time: waits for the scheduler are not our cost
     try:
         return prof.runcall(asyncio.run, coro)
     finally:

@@ -26,9 +26,6 @@ class BencodeError(DhtCodecError):
     """Bytes that are not a bencoded value of the accepted shape, or a value that cannot be encoded."""
 
 
-_DIGITS = frozenset(b"0123456789")
-
-
 def _decode_int(data: bytes, i: int) -> tuple[int, int]:
     # i points just past the leading 'i'
     end = data.find(b"e", i)
@@ -37,7 +34,7 @@ def _decode_int(data: bytes, i: int) -> tuple[int, int]:
     raw = data[i:end]
     neg = raw[:1] == b"-"
     digits = raw[1:] if neg else raw
-    if not digits or not _DIGITS.issuperset(digits):
+    if not digits.isdigit():  # bytes.isdigit: ASCII 0-9 only, False when empty
         raise BencodeError("malformed integer")
     if (digits[0] == 0x30 and len(digits) > 1) or (neg and digits == b"0"):
         raise BencodeError("non-canonical integer")
@@ -51,7 +48,7 @@ def _decode_bytes(data: bytes, i: int) -> tuple[bytes, int]:
     if colon < 0:
         raise BencodeError("malformed string length")
     raw = data[i:colon]
-    if not raw or not _DIGITS.issuperset(raw) or (raw[0] == 0x30 and len(raw) > 1):
+    if not raw.isdigit() or (raw[0] == 0x30 and len(raw) > 1):
         raise BencodeError("malformed string length")
     start = colon + 1
     end = start + int(raw)

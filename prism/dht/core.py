@@ -300,9 +300,18 @@ class NodeCore:
         return rpc_id
 
     def contacts_from(self, triples: list[tuple[bytes, str, int]]) -> list[Contact]:
-        """The contacts of an answer we may use: not ourselves, addresses the policy allows."""
-        ok, own = self.policy.addr_ok, self.node_id
-        return [Contact(i, ip, p) for i, ip, p in triples if i != own and ok(ip, p)]
+        """The contacts of an answer we may use: not ourselves, addresses the policy allows. A contact of
+        our routing table at the same address is handed out as is (answers repeat the same few contacts,
+        and building each anew was a busy announcer's cost)."""
+        ok, own, table = self.policy.addr_ok, self.node_id, self.routing.get
+        out = []
+        for i, ip, p in triples:
+            c = table(i)
+            if c is not None and c.port == p and c.ip == ip:
+                out.append(c)
+            elif i != own and ok(ip, p):
+                out.append(Contact(i, ip, p))
+        return out
 
     def cancel(self, rpc_id: bytes) -> None:
         """Forget a pending request (its answer, if any, will be ignored)."""

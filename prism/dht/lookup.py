@@ -50,6 +50,8 @@ class IterativeLookup:
         self._in_flight: set[bytes] = set()
         self._failed: set[bytes] = set()
         self._answered: dict[bytes, Contact] = {}
+        self._nearest: list[Contact] | None = None
+        """The k closest known contacts that did not fail (None: to be sorted again)."""
         self.peers: list[tuple[str, int, bytes]] = []
         self.value_holders: list[Contact] = []
         self.found = False
@@ -61,12 +63,16 @@ class IterativeLookup:
             nid = c.node_id
             if nid not in known and nid != own and nid not in bad:
                 known[nid] = c
+                self._nearest = None
 
     def _candidates(self) -> list[Contact]:
         """The k closest known contacts that have not failed, nearest first."""
-        alive = [c for nid, c in self._known.items() if nid not in self._failed]
-        alive.sort(key=lambda c: c.int_id ^ self._t)
-        return alive[: self.k]
+        if self._nearest is None:
+            failed, t = self._failed, self._t
+            alive = [c for nid, c in self._known.items() if nid not in failed]
+            alive.sort(key=lambda c: c.int_id ^ t)
+            self._nearest = alive[: self.k]
+        return self._nearest
 
     def next_probes(self) -> list[Contact]:
         """Contacts to ask now (marked in flight)."""
@@ -96,6 +102,7 @@ class IterativeLookup:
         if responder.node_id != asked.node_id:
             # the address answered with another id: treat the asked id as gone, the responder as asked
             self._failed.add(asked.node_id)
+            self._nearest = None
             self._asked.add(responder.node_id)
             self._known.setdefault(responder.node_id, responder)
         self._answered[responder.node_id] = responder
@@ -109,6 +116,7 @@ class IterativeLookup:
     def on_failure(self, asked: Contact) -> None:
         self._in_flight.discard(asked.node_id)
         self._failed.add(asked.node_id)
+        self._nearest = None
 
     @property
     def in_flight(self) -> int:
