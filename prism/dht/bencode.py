@@ -71,12 +71,15 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
     if c == 0x6C:  # l
         i += 1
         items: list[Any] = []
+        n = len(data)
         while True:
-            if i >= len(data):
+            if i >= n:
                 raise BencodeError("unterminated list")
-            if data[i] == 0x65:  # e
+            c = data[i]
+            if c == 0x65:  # e
                 return items, i + 1
-            item, i = _decode(data, i, depth + 1)
+            # strings inline: contact triples and compact peers are lists of them (the hot path)
+            item, i = _decode_bytes(data, i) if 0x30 <= c <= 0x39 else _decode(data, i, depth + 1)
             items.append(item)
     if c == 0x64:  # d
         i += 1
@@ -96,7 +99,10 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
                 raise BencodeError("dictionary key is neither an integer nor a string")
             if key in out:
                 raise BencodeError("duplicate dictionary key")
-            out[key], i = _decode(data, i, depth + 1)
+            if i < len(data) and 0x30 <= data[i] <= 0x39:
+                out[key], i = _decode_bytes(data, i)
+            else:
+                out[key], i = _decode(data, i, depth + 1)
     raise BencodeError(f"unexpected byte 0x{c:02x}")
 
 
