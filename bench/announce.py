@@ -6,7 +6,8 @@ The network: `--nodes` prism DHT nodes spread over `--node-procs` processes (the
 The announcer is one more process: a `DhtNode` whose `Announcer` gets every hash at once (rate not the
 limit: only `--concurrency` announcements run at once). Each announcement is an iterative findNode and a
 store on the k closest nodes. Printed: announces per second, CPU seconds of the announcing process per
-1,000 announces, stores per announce, the backlog (hashes due and not yet announced) over time, and, as the
+1,000 announces (and of all the DHT node processes together), stores per announce, the datagrams the
+announcer received per announce, the backlog (hashes due and not yet announced) over time, and, as the
 reference measured in the same run, the same announcer one announcement at a time (lbry-sdk's way: about
 2/s on the real network; reflector.go announces a fixed 10/s). Then a node in this process, one that did not
 announce, looks up a sample of 200 announced hashes by iterative findValue: each must return the announcer's
