@@ -6,7 +6,8 @@ The network: `--nodes` prism DHT nodes spread over `--node-procs` processes (the
 The announcer is one more process: a `DhtNode` whose `Announcer` gets every hash at once (rate not the
 limit: only `--concurrency` announcements run at once). Each announcement is an iterative findNode and a
 store on the k closest nodes. Printed: announces per second, CPU seconds of the announcing process per
-1,000 announces, stores per announce, the backlog (hashes due and not yet announced) over time, and, as the
+1,000 announces (and of all the DHT node processes together), stores per announce, the datagrams the
+announcer received per announce, the backlog (hashes due and not yet announced) over time, and, as the
 reference measured in the same run, the same announcer one announcement at a time (lbry-sdk's way: about
 2/s on the real network; reflector.go announces a fixed 10/s). Then a node in this process, one that did not
 announce, looks up a sample of 200 announced hashes by iterative findValue: each must return the announcer's
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import dataclasses
 import json
 import os
 import random
@@ -26,6 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from prism.dht import messages as m
 from prism.dht.config import DhtConfig
 from prism.dht.node import DhtNode
@@ -34,6 +40,7 @@ TARGET_PER_S = 200
 PEER_PORT = 3333
 SAMPLE = 200
 THIS_FILE = os.path.abspath(__file__)
+T = TypeVar("T")
 
 
 def bench_config(rate: float = 1e6, concurrency: int = 16) -> DhtConfig:
@@ -102,6 +109,7 @@ async def announce(seed: str, hashes: int, concurrency: int, sample_every: float
         "backlog": backlog,
         "sample": [k.hex() for k in random.sample(done, min(SAMPLE, len(done)))],
         "address": list(node.address),
+        "datagrams": dataclasses.asdict(node.core.stats) if node.core is not None else {},
     }
     await node.stop(0.1)
     return result
@@ -110,10 +118,37 @@ async def announce(seed: str, hashes: int, concurrency: int, sample_every: float
 # --- orchestration ----------------------------------------------------------------------------------------
 
 
+PROFILE_DIR = ""
+"""--profile DIR: every child process writes its cProfile stats there (ROLE-PID.prof)."""
+
+
 def spawn(*args: str) -> subprocess.Popen[str]:
+    extra = ["--profile", PROFILE_DIR] if PROFILE_DIR else []
     return subprocess.Popen(
-        [sys.executable, THIS_FILE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, THIS_FILE, *args, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these (running) processes, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def run_child(role: str, coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, under cProfile when --profile was given."""
+    if not PROFILE_DIR:
+        return asyncio.run(coro)
+    prof = cProfile.Profile(time.process_time)  # CPU time: waits for the scheduler are not our cost
+    try:
+        return prof.runcall(asyncio.run, coro)
+    finally:
+        prof.dump_stats(os.path.join(PROFILE_DIR, f"{role}-{os.getpid()}.prof"))
 
 
 def start_network(nodes: int, procs: int) -> tuple[list[subprocess.Popen[str]], str]:
@@ -169,10 +204,18 @@ def report(main: dict[str, object], ref: dict[str, object], found: int, args: ar
     print(f"{'hashes announced':34}{main['announced']:>20,}{ref['announced']:>22,}")
     print(f"{'announces per second':34}{per_s(main):>20,.1f}{per_s(ref):>22,.1f}")
     print(f"{'announcer CPU s per 1,000':34}{cpu_per_k(main):>20.2f}{cpu_per_k(ref):>22.2f}")
+    nodes_per_k = float(main["node_cpu"]) / max(1, int(main["announced"])) * 1000  # type: ignore[arg-type, call-overload]
+    print(f"{'DHT nodes CPU s per 1,000 (all)':34}{nodes_per_k:>20.2f}{'':>22}")
     ceiling = (1000 / cpu_per_k(main), 1000 / cpu_per_k(ref))
     print(f"{'ceiling: 1 announcer core (per s)':34}{ceiling[0]:>20,.0f}{ceiling[1]:>22,.0f}")
     print(f"{'stores per announce':34}{stores(main):>20.2f}{stores(ref):>22.2f}")
     print(f"{'announcements no node accepted':34}{main['failed']:>20,}{ref['failed']:>22,}")
+    dgrams = main["datagrams"]
+    assert isinstance(dgrams, dict)
+    n = max(1, int(main["announced"]) + int(main["failed"]))  # type: ignore[call-overload]
+    print(
+        "announcer datagrams per announce: " + ", ".join(f"{k} {v / n:.1f}" for k, v in dgrams.items() if v)
+    )
     print("backlog over time (s: hashes due, not yet announced):")
     points = main["backlog"]
     assert isinstance(points, list)
@@ -198,18 +241,25 @@ def main() -> None:
     ap.add_argument("--serve-nodes", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--seed", help=argparse.SUPPRESS)
     ap.add_argument("--announcer", metavar="SEED", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", metavar="DIR", default="", help="write each process's cProfile stats to DIR")
     args = ap.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = os.path.abspath(args.profile) if args.profile else ""
     if args.serve_nodes:
-        asyncio.run(serve_nodes(args.serve_nodes, args.seed))
+        run_child("nodes", serve_nodes(args.serve_nodes, args.seed))
         return
     if args.announcer:
-        res = asyncio.run(announce(args.announcer, args.hashes, args.concurrency, args.sample_every))
+        res = run_child(
+            "announcer", announce(args.announcer, args.hashes, args.concurrency, args.sample_every)
+        )
         print(json.dumps(res), flush=True)
         return
     procs, seed = start_network(args.nodes, args.node_procs)
     try:
         time.sleep(3.0)  # let the tables fill
+        node_cpu = cpu_seconds([p.pid for p in procs])
         res = run_announcer(seed, args.hashes, args.concurrency, args.sample_every)
+        res["node_cpu"] = cpu_seconds([p.pid for p in procs]) - node_cpu
         # after the main run: its stopped node then slows the reference's lookups, not the other way round
         ref = run_announcer(seed, args.reference_hashes, 1, 1.0)
         address = res["address"]

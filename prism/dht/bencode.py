@@ -26,9 +26,6 @@ class BencodeError(DhtCodecError):
     """Bytes that are not a bencoded value of the accepted shape, or a value that cannot be encoded."""
 
 
-_DIGITS = frozenset(b"0123456789")
-
-
 def _decode_int(data: bytes, i: int) -> tuple[int, int]:
     # i points just past the leading 'i'
     end = data.find(b"e", i)
@@ -37,7 +34,7 @@ def _decode_int(data: bytes, i: int) -> tuple[int, int]:
     raw = data[i:end]
     neg = raw[:1] == b"-"
     digits = raw[1:] if neg else raw
-    if not digits or not _DIGITS.issuperset(digits):
+    if not digits.isdigit():  # bytes.isdigit: ASCII 0-9 only, False when empty
         raise BencodeError("malformed integer")
     if (digits[0] == 0x30 and len(digits) > 1) or (neg and digits == b"0"):
         raise BencodeError("non-canonical integer")
@@ -51,7 +48,7 @@ def _decode_bytes(data: bytes, i: int) -> tuple[bytes, int]:
     if colon < 0:
         raise BencodeError("malformed string length")
     raw = data[i:colon]
-    if not raw or not _DIGITS.issuperset(raw) or (raw[0] == 0x30 and len(raw) > 1):
+    if not raw.isdigit() or (raw[0] == 0x30 and len(raw) > 1):
         raise BencodeError("malformed string length")
     start = colon + 1
     end = start + int(raw)
@@ -74,12 +71,15 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
     if c == 0x6C:  # l
         i += 1
         items: list[Any] = []
+        n = len(data)
         while True:
-            if i >= len(data):
+            if i >= n:
                 raise BencodeError("unterminated list")
-            if data[i] == 0x65:  # e
+            c = data[i]
+            if c == 0x65:  # e
                 return items, i + 1
-            item, i = _decode(data, i, depth + 1)
+            # strings inline: contact triples and compact peers are lists of them (the hot path)
+            item, i = _decode_bytes(data, i) if 0x30 <= c <= 0x39 else _decode(data, i, depth + 1)
             items.append(item)
     if c == 0x64:  # d
         i += 1
@@ -99,7 +99,10 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Any, int]:
                 raise BencodeError("dictionary key is neither an integer nor a string")
             if key in out:
                 raise BencodeError("duplicate dictionary key")
-            out[key], i = _decode(data, i, depth + 1)
+            if i < len(data) and 0x30 <= data[i] <= 0x39:
+                out[key], i = _decode_bytes(data, i)
+            else:
+                out[key], i = _decode(data, i, depth + 1)
     raise BencodeError(f"unexpected byte 0x{c:02x}")
 
 

@@ -55,6 +55,16 @@ _TIMEOUT = 0
 _MAYBE_PING = 1
 STALE_AFTER = 60.0
 """A contact silent this long may be challenged by a newcomer for its place in a full bucket."""
+GOOD_FOR = 900.0
+"""A node that answered us this recently needs no ping to prove it is alive (BEP 5's "good" node, which
+lbry-sdk's ping queue also skips). Without this rule two nodes whose full buckets have no room for each
+other ping each other forever, each ping being an unknown requester's request."""
+MAX_REFUSED = 4096
+"""Responders remembered as refused by a full bucket, at most."""
+SILENT_AFTER = 2
+"""Timeouts in a row after which a node counts as gone for lookups (routing.BAD_FAILURES for contacts)."""
+SILENT_FOR = 300.0
+"""How long such a node is left out of lookups after its last timeout (unless it answers meanwhile)."""
 
 
 class DhtBusyError(Exception):
@@ -100,6 +110,39 @@ class _Pending:
     """For a ping to a stale contact of a full bucket: who takes its place if it stays silent."""
 
 
+class SilentNodes:
+    """Node ids whose last SILENT_AFTER requests timed out, within SILENT_FOR seconds: lookups do not ask
+    them, so a node that left the network (but is still in others' tables) does not hold every lookup up
+    for a timeout. lbry-sdk's iterative finder skips such "bad" peers too. Old entries go at `expire`."""
+
+    def __init__(self, size: int = MAX_REFUSED) -> None:
+        self.size = size
+        self._fails: dict[bytes, tuple[int, float]] = {}
+
+    def __contains__(self, node_id: object) -> bool:
+        fails = self._fails.get(node_id)  # type: ignore[call-overload]
+        return fails is not None and fails[0] >= SILENT_AFTER
+
+    def __len__(self) -> int:
+        return len(self._fails)
+
+    def timed_out(self, node_id: bytes, now: float) -> None:
+        if len(self._fails) >= self.size:
+            self.expire(now)
+            if len(self._fails) >= self.size:
+                self._fails.clear()
+        count = self._fails.get(node_id, (0, 0.0))[0]
+        self._fails[node_id] = (count + 1, now)
+
+    def answered(self, node_id: bytes) -> None:
+        self._fails.pop(node_id, None)
+
+    def expire(self, now: float) -> None:
+        fails = self._fails
+        for nid in [nid for nid, (_, t) in fails.items() if now - t >= SILENT_FOR]:
+            del fails[nid]
+
+
 @dataclass(slots=True)
 class CoreStats:
     received: int = 0
@@ -135,6 +178,9 @@ class NodeCore:
         self._seq = 0
         self._maybe_ping: dict[Addr, bytes] = {}
         self._replacing: set[bytes] = set()
+        self._refused: dict[Addr, tuple[bytes, float]] = {}
+        self.silent = SilentNodes()
+        """Responders that answered us but found no room in the routing table: (node id, when)."""
         self._next_housekeeping = now + config.housekeeping_interval
         self._id_part = id_part(node_id) + b"i3e"
         self._handlers = {
@@ -208,6 +254,7 @@ class NodeCore:
                 self.stats.timeouts += 1
                 failed = p.expect_id if p.expect_id is not None else self.routing.id_at(p.addr)
                 if failed is not None:
+                    self.silent.timed_out(failed, now)
                     self.routing.fail(failed)
                     if p.replacement is not None:
                         self._replacing.discard(failed)
@@ -225,6 +272,7 @@ class NodeCore:
                     self.send_request(payload, PING, ping_args(), now, expect_id=node_id, internal=True)
         if now >= self._next_housekeeping:
             self.peers.expire(now)
+            self.silent.expire(now)
             self._next_housekeeping = now + self.config.housekeeping_interval
 
     def send_request(
@@ -252,9 +300,18 @@ class NodeCore:
         return rpc_id
 
     def contacts_from(self, triples: list[tuple[bytes, str, int]]) -> list[Contact]:
-        """The contacts of an answer we may use: not ourselves, addresses the policy allows."""
-        ok, own = self.policy.addr_ok, self.node_id
-        return [Contact(i, ip, p) for i, ip, p in triples if i != own and ok(ip, p)]
+        """The contacts of an answer we may use: not ourselves, addresses the policy allows. A contact of
+        our routing table at the same address is handed out as is (answers repeat the same few contacts,
+        and building each anew was a busy announcer's cost)."""
+        ok, own, table = self.policy.addr_ok, self.node_id, self.routing.get
+        out = []
+        for i, ip, p in triples:
+            c = table(i)
+            if c is not None and c.port == p and c.ip == ip:
+                out.append(c)
+            elif i != own and ok(ip, p):
+                out.append(Contact(i, ip, p))
+        return out
 
     def cancel(self, rpc_id: bytes) -> None:
         """Forget a pending request (its answer, if any, will be ignored)."""
@@ -277,6 +334,8 @@ class NodeCore:
         known = self.routing.get(msg.node_id)
         if known is not None:
             known.last_seen = now
+        elif self._recently_refused((ip, port), msg.node_id, now):
+            pass  # it answered us lately, and its bucket had no room: a ping would prove nothing new
         elif len(self._maybe_ping) < self.config.max_maybe_ping and (ip, port) not in self._maybe_ping:
             # like lbry-sdk: a requester joins the table only after it answers a ping of ours
             self._maybe_ping[(ip, port)] = msg.node_id
@@ -363,6 +422,8 @@ class NodeCore:
             return
         del self._pending[msg.rpc_id]
         self.stats.responses += 1
+        if self.silent:
+            self.silent.answered(msg.node_id)
         contact = Contact(msg.node_id, ip, port)
         if p.method == FIND_VALUE and isinstance(msg.result, dict):
             v = msg.result.get(b"protocolVersion")
@@ -371,9 +432,23 @@ class NodeCore:
         if p.replacement is not None:
             self._replacing.discard(p.expect_id)
         if msg.node_id != self.node_id and not self.routing.add(contact, now):
+            self._remember_refused(contact, now)
             self._challenge_stale(contact, now)
         if not p.internal:
             self._events.append(RpcOutcome(msg.rpc_id, response=msg, responder=contact))
+
+    def _recently_refused(self, addr: Addr, node_id: bytes, now: float) -> bool:
+        seen = self._refused.get(addr)
+        return seen is not None and seen[0] == node_id and now - seen[1] < GOOD_FOR
+
+    def _remember_refused(self, contact: Contact, now: float) -> None:
+        refused = self._refused
+        if len(refused) >= MAX_REFUSED:
+            for addr in [a for a, (_, t) in refused.items() if now - t >= GOOD_FOR]:
+                del refused[addr]
+            if len(refused) >= MAX_REFUSED:
+                refused.clear()
+        refused[contact.addr] = (contact.node_id, now)
 
     def _challenge_stale(self, newcomer: Contact, now: float) -> None:
         """A full bucket that may not split: ping its oldest contact that has been silent for

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from prism.dht.messages import FindValueResult
 from prism.dht.routing import Contact, id_int
@@ -21,8 +21,10 @@ class IterativeLookup:
     """Drive with `next_probes()`, then `on_response` / `on_failure` per probe, until `done`.
 
     Keeps at most `alpha` probes in flight, always to the closest candidates not yet asked, among the `k`
-    closest known. Finishes when a find_value probe returns peers, or when the k closest candidates that did
-    not fail have all answered (nothing closer is left to ask).
+    closest known. Finishes when a find_value probe returns peers, or as soon as the k closest candidates
+    that did not fail have all answered (nothing closer is left to ask; probes still in flight to farther
+    nodes cannot change the result, so they are not waited for). Contacts in `bad` (known to have stopped
+    answering) are never asked.
     """
 
     def __init__(
@@ -34,33 +36,43 @@ class IterativeLookup:
         find_value: bool = False,
         k: int = 8,
         alpha: int = 5,
+        bad: Container[bytes] = (),
     ) -> None:
         self.own_id = own_id
         self.target = target
         self.find_value = find_value
         self.k = k
         self.alpha = alpha
+        self.bad = bad
         self._t = id_int(target)
         self._known: dict[bytes, Contact] = {}
         self._asked: set[bytes] = set()
         self._in_flight: set[bytes] = set()
         self._failed: set[bytes] = set()
         self._answered: dict[bytes, Contact] = {}
+        self._nearest: list[Contact] | None = None
+        """The k closest known contacts that did not fail (None: to be sorted again)."""
         self.peers: list[tuple[str, int, bytes]] = []
         self.value_holders: list[Contact] = []
         self.found = False
         self.add_candidates(initial)
 
     def add_candidates(self, contacts: Iterable[Contact]) -> None:
+        known, own, bad = self._known, self.own_id, self.bad
         for c in contacts:
-            if c.node_id != self.own_id and c.node_id not in self._known:
-                self._known[c.node_id] = c
+            nid = c.node_id
+            if nid not in known and nid != own and nid not in bad:
+                known[nid] = c
+                self._nearest = None
 
     def _candidates(self) -> list[Contact]:
         """The k closest known contacts that have not failed, nearest first."""
-        alive = [c for nid, c in self._known.items() if nid not in self._failed]
-        alive.sort(key=lambda c: c.int_id ^ self._t)
-        return alive[: self.k]
+        if self._nearest is None:
+            failed, t = self._failed, self._t
+            alive = [c for nid, c in self._known.items() if nid not in failed]
+            alive.sort(key=lambda c: c.int_id ^ t)
+            self._nearest = alive[: self.k]
+        return self._nearest
 
     def next_probes(self) -> list[Contact]:
         """Contacts to ask now (marked in flight)."""
@@ -90,6 +102,7 @@ class IterativeLookup:
         if responder.node_id != asked.node_id:
             # the address answered with another id: treat the asked id as gone, the responder as asked
             self._failed.add(asked.node_id)
+            self._nearest = None
             self._asked.add(responder.node_id)
             self._known.setdefault(responder.node_id, responder)
         self._answered[responder.node_id] = responder
@@ -103,6 +116,7 @@ class IterativeLookup:
     def on_failure(self, asked: Contact) -> None:
         self._in_flight.discard(asked.node_id)
         self._failed.add(asked.node_id)
+        self._nearest = None
 
     @property
     def in_flight(self) -> int:
@@ -112,9 +126,8 @@ class IterativeLookup:
     def done(self) -> bool:
         if self.found:
             return True
-        if self._in_flight:
-            return False
-        return all(c.node_id in self._asked for c in self._candidates())
+        answered = self._answered
+        return all(c.node_id in answered for c in self._candidates())
 
     def result(self) -> list[Contact]:
         """Up to k contacts that answered, nearest to the target first."""

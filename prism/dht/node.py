@@ -24,7 +24,7 @@ from prism.dht.peerstore import Peer
 from prism.dht.persist import load_state, save_state
 from prism.dht.routing import Contact
 from prism.dht.schedule import AnnounceSchedule, MaintenanceSchedule
-from prism.dht.tokens import StoreAttempts, TokenCache
+from prism.dht.tokens import STORE_TRIES, StoreAttempts, TokenCache, is_invalid_token_error
 from prism.dht.workers import Announcer, Maintainer, run_lookup
 from prism.hostport import HostPort, bind_socket
 
@@ -207,11 +207,21 @@ class DhtNode:
         legacy: bool = False,
     ) -> tuple[Any, Contact]:
         """Send a request; its result and responder, or RpcErrorReply / RpcTimeout."""
+        fut = self._send(addr, method, args, expect_id=expect_id, legacy=legacy)
+        self._flush()
+        return self._unwrap(await fut, addr)
+
+    def _send(
+        self, addr: Addr, method: bytes, args: list[Any], *, expect_id: bytes | None, legacy: bool = False
+    ) -> asyncio.Future[RpcOutcome]:
+        """Queue a request (sent at the next `_flush`); the future of its outcome."""
         assert self.core is not None and self._loop is not None
         rpc_id = self.core.send_request(addr, method, args, self._now(), expect_id=expect_id, legacy=legacy)
         fut = self._futures[rpc_id] = self._loop.create_future()
-        self._flush()
-        outcome = await fut
+        return fut
+
+    @staticmethod
+    def _unwrap(outcome: RpcOutcome, addr: Addr) -> tuple[Any, Contact]:
         if outcome.response is not None and outcome.responder is not None:
             return outcome.response.result, outcome.responder
         if outcome.error is not None:
@@ -244,10 +254,10 @@ class DhtNode:
             self.tokens.put(responder.node_id, fv.token, fv.protocol_version, self._now())
         return fv, responder
 
-    async def store(self, contact: Contact, key: bytes) -> bool:
+    async def store(self, contact: Contact, key: bytes, tries: int = STORE_TRIES) -> bool:
         """Announce ourselves as holder of key to one contact, with a token from its findValue answer, in
         the store layout that answer showed it reads (`StoreAttempts` is the rule)."""
-        attempts = StoreAttempts(self.tokens, contact.node_id)
+        attempts = StoreAttempts(self.tokens, contact.node_id, tries)
         while attempts.next_try():
             token = attempts.cached_token(self._now())
             if token is None:
@@ -316,4 +326,31 @@ class DhtNode:
         closest = await self.iterative_find_node(key)
         if not closest:
             return 0
-        return sum(await asyncio.gather(*(self.store(c, key) for c in closest)))
+        # Stores to nodes whose token we hold go out at once as bare requests (no task each: this is the
+        # announcer's hot path); the others, and a refused token, take `store`'s fetch-and-retry way.
+        now = self._now()
+        sent: list[tuple[Contact, asyncio.Future[RpcOutcome]]] = []
+        slow: list[asyncio.Future[bool]] = []
+        for c in closest:
+            token = self.tokens.get(c.node_id, now)
+            if token is None:
+                slow.append(asyncio.ensure_future(self.store(c, key)))
+            else:
+                args = token.store_args(key, self.peer_port, self.node_id)
+                sent.append((c, self._send(c.addr, m.STORE, args, expect_id=c.node_id, legacy=token.legacy)))
+        self._flush()
+        stored = 0
+        try:
+            for c, fut in sent:
+                outcome = await fut
+                if outcome.response is not None:
+                    stored += outcome.response.result == m.STORED_OK
+                elif outcome.error is not None and is_invalid_token_error(
+                    outcome.error.exc_type, outcome.error.message
+                ):
+                    self.tokens.drop(c.node_id)
+                    slow.append(asyncio.ensure_future(self.store(c, key, tries=STORE_TRIES - 1)))
+            return stored + sum(await asyncio.gather(*slow))
+        finally:
+            for t in slow:
+                t.cancel()

@@ -143,6 +143,8 @@ class RoutingTable:
         self._los: list[int] = [0]
         self._by_id: dict[bytes, Contact] = {}
         self._by_addr: dict[tuple[str, int], bytes] = {}
+        self._kth: int | None = None
+        """Distance of our k-th closest contact (None: to be computed again; the table changed)."""
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -208,6 +210,7 @@ class RoutingTable:
             return False
 
     def _insert(self, bucket: KBucket, contact: Contact, now: float) -> None:
+        self._kth = None
         bucket.contacts.append(contact)
         bucket.last_updated = now
         self._by_id[contact.node_id] = contact
@@ -221,8 +224,9 @@ class RoutingTable:
     def _closer_than_kth(self, dist: int) -> bool:
         if len(self._by_id) < self.k:
             return True
-        kth = heapq.nsmallest(self.k, (c.int_id ^ self.own_int for c in self._by_id.values()))[-1]
-        return dist < kth
+        if self._kth is None:  # cached: every answer from a node that does not fit asks this again
+            self._kth = heapq.nsmallest(self.k, (c.int_id ^ self.own_int for c in self._by_id.values()))[-1]
+        return dist < self._kth
 
     def _split(self, idx: int) -> None:
         bucket = self.buckets[idx]
@@ -238,6 +242,7 @@ class RoutingTable:
         c = self._by_id.pop(node_id, None)
         if c is None:
             return
+        self._kth = None
         if self._by_addr.get(c.addr) == node_id:
             del self._by_addr[c.addr]
         self.bucket_of(node_id).contacts.remove(c)

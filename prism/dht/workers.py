@@ -77,7 +77,9 @@ async def run_lookup(node: DhtNode, target: bytes, find_value: bool) -> Iterativ
     assert node.core is not None
     cfg = node.config
     spares = node.core.routing.closest(target, 4 * cfg.k)  # in case the closest are gone
-    lk = IterativeLookup(node.node_id, target, spares, find_value=find_value, k=cfg.k, alpha=cfg.alpha)
+    lk = IterativeLookup(
+        node.node_id, target, spares, find_value=find_value, k=cfg.k, alpha=cfg.alpha, bad=node.core.silent
+    )
     tasks: dict[asyncio.Future[_Probe], Contact] = {}
     try:
         async with asyncio.timeout(cfg.lookup_timeout):

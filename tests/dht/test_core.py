@@ -318,3 +318,52 @@ def test_stale_head_that_answers_keeps_its_place():
     # a head that replied within the last minute is not challenged at all
     _answer_as(core, Contact(newcomer.node_id, newcomer.ip, newcomer.port), 101.0)
     assert [d for d, a in core.take_datagrams() if a == far[0].addr] == []
+
+
+def test_requester_refused_by_a_full_bucket_is_not_pinged_again_while_good():
+    core = make_core(maybe_ping_delay=0.5)
+    *far, newcomer = _fill_far_bucket(core)
+    for c in far:  # the bucket's contacts answered lately: nobody is challenged
+        core.routing.add(c, 99.0)
+    core.datagram_received(
+        m.encode_request(os.urandom(20), newcomer.node_id, m.PING, []), newcomer.addr, 100.0
+    )
+    core.take_datagrams()
+    assert core.maybe_ping_count == 1
+    core.handle_timer(100.6)
+    ((ping, to),) = core.take_datagrams()
+    assert to == newcomer.addr
+    rpc = m.decode_message(ping).rpc_id
+    core.datagram_received(m.encode_response(rpc, newcomer.node_id, b"pong"), newcomer.addr, 100.7)
+    assert newcomer.node_id not in core.routing and core.take_datagrams() == []
+    # its next requests are answered, but no ping follows: two full tables would ping each other forever
+    for t in (101.0, 102.0, 500.0):
+        ask(core, newcomer.node_id, m.PING, m.ping_args(), addr=newcomer.addr, now=t)
+        assert core.maybe_ping_count == 0
+    # another node id at that address, or the same one after the good period, is pinged as usual
+    ask(core, os.urandom(48), m.PING, m.ping_args(), addr=newcomer.addr, now=501.0)
+    assert core.maybe_ping_count == 1
+    core.handle_timer(502.0)
+    core.take_datagrams()
+    ask(core, newcomer.node_id, m.PING, m.ping_args(), addr=newcomer.addr, now=100.7 + 900.0)
+    assert core.maybe_ping_count == 1
+
+
+def test_node_that_timed_out_twice_is_silent_for_lookups_until_it_answers_or_time_passes():
+    core = make_core()
+    gone = os.urandom(48)
+    for t in (0.0, 10.0):
+        assert gone not in core.silent
+        core.send_request(B, m.PING, m.ping_args(), t, expect_id=gone)
+        core.handle_timer(t + 5.0)
+    assert gone in core.silent
+    core.handle_timer(15.0 + 300.0)  # housekeeping forgets it SILENT_FOR seconds after its last timeout
+    assert gone not in core.silent
+    for t in (400.0, 410.0):
+        core.send_request(B, m.PING, m.ping_args(), t, expect_id=gone)
+        core.handle_timer(t + 5.0)
+    assert gone in core.silent
+    rpc = core.send_request(B, m.PING, m.ping_args(), 420.0, expect_id=gone)
+    core.take_datagrams()
+    core.datagram_received(m.encode_response(rpc, gone, b"pong"), B, 420.1)
+    assert gone not in core.silent

@@ -178,3 +178,18 @@ async def test_go_style_invalid_token_error_makes_prism_refresh_and_retry(node):
         assert len(go.stores) == 1
     finally:
         go.close()
+
+
+async def test_announce_with_a_stale_cached_token_refreshes_it_and_stores(node):
+    go = ReflectorGoStylePeer()
+    await go.start()
+    try:
+        await node.ping(go.addr)
+        contact = node.core.routing.get(go.node_id)
+        await node.find_value(contact, os.urandom(48))  # a token cached for the announce's direct store
+        go.secret = os.urandom(64)
+        key = os.urandom(48)
+        assert await node.announce_hash(key) == 1
+        assert len(go.stores) == 1 and go.stores[0]["raw"].find(key) > 0
+    finally:
+        go.close()

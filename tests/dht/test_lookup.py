@@ -91,3 +91,34 @@ def test_more_value_pages_only_when_the_first_page_has_peers_and_at_most_sixteen
     assert more_value_pages(FindValueResult(None, [], [peer], 1, 1)) == range(1, 1)
     assert more_value_pages(FindValueResult(None, [], [peer], 100, 1)) == range(1, MAX_VALUE_PAGES)
     assert list(more_value_pages(FindValueResult(None, [], [], 5, 1))) == []
+
+
+def _ids_by_distance(target: bytes, n: int, seed: int) -> list[Contact]:
+    rng = random.Random(seed)
+    ids = sorted((rng.randbytes(48) for _ in range(n)), key=lambda i: distance(i, target))
+    return [Contact(i, f"10.1.0.{k + 1}", 4444) for k, i in enumerate(ids)]
+
+
+def test_done_once_the_k_closest_answered_without_waiting_for_farther_probes():
+    target = b"\7" * 48
+    near, far = _ids_by_distance(target, 6, 4)[:3], _ids_by_distance(target, 6, 4)[3:]
+    lk = IterativeLookup(b"\0" * 48, target, far, k=3, alpha=5)
+    assert {c.node_id for c in lk.next_probes()} == {c.node_id for c in far}
+    lk.on_response(far[0], far[0], near)  # the other two far probes are still in flight
+    assert {c.node_id for c in lk.next_probes()} == {c.node_id for c in near}
+    for c in near[:2]:
+        lk.on_response(c, c, [])
+    assert not lk.done  # the third closest has not answered yet
+    lk.on_response(near[2], near[2], [])
+    assert lk.done and lk.in_flight == 2
+    assert [c.node_id for c in lk.result()] == [c.node_id for c in near]
+
+
+def test_bad_contacts_are_never_asked():
+    target = b"\7" * 48
+    contacts = _ids_by_distance(target, 6, 5)
+    bad = {contacts[0].node_id}
+    lk = IterativeLookup(b"\0" * 48, target, contacts[1:], k=3, alpha=5, bad=bad)
+    lk.next_probes()
+    lk.on_response(contacts[1], contacts[1], [contacts[0]])  # another node still lists the gone one
+    assert contacts[0].node_id not in {c.node_id for c in lk.next_probes()}

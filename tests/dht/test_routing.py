@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import heapq
 import os
 import random
 
@@ -144,3 +145,21 @@ def test_address_policy():
     strict, loose = AddressPolicy(False), AddressPolicy(True)
     assert not strict.addr_ok("127.0.0.1", 5000) and loose.addr_ok("127.0.0.1", 5000)
     assert not strict.addr_ok("8.8.8.8", 80) and strict.addr_ok("8.8.8.8", 4444)
+
+
+def test_kth_closest_distance_follows_adds_and_removes():
+    rng = random.Random(7)
+    own = rng.randbytes(48)
+    rt = RoutingTable(own)
+    ids: list[bytes] = []
+    for step in range(400):
+        if ids and rng.random() < 0.3:
+            rt.remove(ids.pop(rng.randrange(len(ids))))
+        else:
+            c = Contact(rng.randbytes(48), f"10.9.{step // 250}.{step % 250 + 1}", 4444)
+            if rt.add(c, 0.0):
+                ids.append(c.node_id)
+        probe = rng.getrandbits(384)
+        dists = [int.from_bytes(i, "big") ^ int.from_bytes(own, "big") for i in rt._by_id]
+        expected = len(dists) < rt.k or probe < heapq.nsmallest(rt.k, dists)[-1]
+        assert rt._closer_than_kth(probe) == expected
