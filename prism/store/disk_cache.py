@@ -69,7 +69,7 @@ from prism.store.base import (
     Timer,
     put_borrows_data,
 )
-from prism.store.disk import TMP_DIR, DiskStore, scan_blob_entries, scan_blobs
+from prism.store.disk import TMP_DIR, DiskStore, fsync_directory, scan_blob_entries, scan_blobs
 from prism.store.eviction import EvictionPolicy, PolicyEntry
 from prism.store.stats import StoreSnapshot
 
@@ -653,15 +653,7 @@ def _write_atomically(root: str, name: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(root)
 
 
 def write_snapshot(root: str, policy_name: str, entries: Iterable[PolicyEntry]) -> str:
@@ -759,7 +751,7 @@ def take_clean_mark(root: str) -> CleanMark | None:
     except FileNotFoundError:
         return None
     os.unlink(path)
-    _fsync_dir(root)
+    fsync_directory(root)
     end = data.find(b"\n")
     header = data[:end].split()
     rest = data[end + 1 :]
