@@ -7,8 +7,12 @@ with 16 in flight), (b) through `prism upload --workers 8` (a subprocess over S3
 including its start, and the rate it reports itself), and (c) through `prism reflector`'s HTTP
 server (S3 + DB origin, empty disk cache, so every GET is a miss; 16 in flight from this
 process). For reference the raw GETs are timed again with a SHA-384 check of each blob, the
-least work a verified miss does. `--cache ""` runs (c) without a disk cache. Prints MB/s and
-`s3_miss_vs_raw_ratio=<(c)/(a) GET>`, then last `s3_upload_vs_raw_ratio=<(b)/(a) PUT>`.
+least work a verified miss does, and once more also writing each blob to a file in the same
+thread (no fsync), the least work a miss that fills a disk cache does before it forwards the
+blob: on 2 cores these bound (c). The CPU seconds the reflector and SeaweedFS spent during (c)
+show whether it was CPU-bound. `--cache ""` runs (c) without a disk cache. Prints MB/s and
+`s3_miss_vs_raw_ratio=<(c)/(a) GET>`, `s3_miss_bound_ratio=<GET+sha384+write/(a) GET>`, then
+last `s3_upload_vs_raw_ratio=<(b)/(a) PUT>`.
 Scratch buckets and a scratch database (PRISM_BENCH_MYSQL, default root@127.0.0.1:3306) are
 dropped at the end.
 """
@@ -82,9 +86,22 @@ async def in_flight(n: int, items: list[str], op) -> None:  # type: ignore[no-un
     await asyncio.gather(*(worker() for _ in range(n)))
 
 
-async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[float, float, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def check_and_write(h: str, data: bytes, path: Path) -> None:
+    """What a cache fill does with a blob: check its SHA-384, write it to a file (no fsync)."""
+    assert sha384_hex(data) == h
+    path.write_bytes(data)
+
+
+async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes], scratch: Path) -> list[float]:
     """(a): seconds to PUT every blob with 8 in flight, then to GET them with 16 in flight, then
-    to GET them again checking each SHA-384 (in a thread, as prism does): the work a miss must do."""
+    to GET them again checking each SHA-384 (in a thread, as prism does): the work a miss must do;
+    then again also writing each to a file in `scratch`: the work of a miss that fills a cache."""
     from aiobotocore.session import get_session
     from botocore.config import Config
 
@@ -119,6 +136,12 @@ async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[
                 data = await body.read()
             assert await asyncio.to_thread(sha384_hex, data) == h
 
+        async def get_written(h: str) -> None:
+            r = await client.get_object(Bucket=bucket, Key=h)
+            async with r["Body"] as body:
+                data = await body.read()
+            await asyncio.to_thread(check_and_write, h, data, scratch / h)
+
         start = time.perf_counter()
         await in_flight(8, list(blobs), put)
         put_s = time.perf_counter() - start
@@ -127,7 +150,14 @@ async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes]) -> tuple[
         get_s = time.perf_counter() - start
         start = time.perf_counter()
         await in_flight(16, list(blobs), get_verified)
-        return put_s, get_s, time.perf_counter() - start
+        verified_s = time.perf_counter() - start
+        scratch.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        await in_flight(16, list(blobs), get_written)
+        written_s = time.perf_counter() - start
+        for p in scratch.iterdir():
+            p.unlink()
+        return [put_s, get_s, verified_s, written_s]
 
 
 def prism(*args: str) -> list[str]:
@@ -160,8 +190,11 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-async def misses(conf: Path, workdir: Path, hashes: list[str], size: int, cache: str) -> float:
-    """(c): seconds to GET every blob through a fresh reflector's HTTP server, 16 in flight."""
+async def misses(
+    conf: Path, workdir: Path, hashes: list[str], size: int, cache: str, server_pid: int
+) -> tuple[float, float, float]:
+    """(c): seconds to GET every blob through a fresh reflector's HTTP server, 16 in flight, and
+    the CPU seconds the reflector and the S3 server (`server_pid`) used meanwhile."""
     http = free_port()
     flags = ["--host", "127.0.0.1", "--disable-uploads", "--use-db=true"]
     flags += ["--http-peer-port", str(http), "--tcp-peer-port", str(free_port())]
@@ -185,9 +218,11 @@ async def misses(conf: Path, workdir: Path, hashes: list[str], size: int, cache:
                     body = await r.read()
                     assert r.status == 200 and len(body) == size, r.status
 
+            cpu = cpu_seconds(proc.pid), cpu_seconds(server_pid)
             start = time.perf_counter()
             await in_flight(16, hashes, get)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            return elapsed, cpu_seconds(proc.pid) - cpu[0], cpu_seconds(server_pid) - cpu[1]
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
@@ -199,7 +234,7 @@ async def one_round(
 ) -> dict[str, float]:
     blobs = {sha384_hex(d): d for d in (os.urandom(args.size) for _ in range(args.blobs))}
     total = args.size * args.blobs / MB
-    put_s, get_s, verified_s = await raw(server, server.create_bucket(), blobs)
+    put_s, get_s, verified_s, written_s = await raw(server, server.create_bucket(), blobs, root / "scratch")
     directory = root / "blobs"
     directory.mkdir(exist_ok=True)
     for h, data in blobs.items():
@@ -211,7 +246,10 @@ async def one_round(
     try:
         conf = write_config(root / "config.json", server, server.create_bucket(), db)
         upload_s, upload_own = upload(conf, directory)
-        miss_s = await misses(conf, root, list(blobs), args.size, args.cache)
+        assert server.proc is not None
+        miss_s, miss_cpu, s3_cpu = await misses(
+            conf, root, list(blobs), args.size, args.cache, server.proc.pid
+        )
     finally:
         drop_database(base, db.database)
     for p in directory.iterdir():
@@ -220,9 +258,13 @@ async def one_round(
         "raw_put": total / put_s,
         "raw_get": total / get_s,
         "raw_get_sha": total / verified_s,
+        "raw_get_sha_write": total / written_s,
         "upload": total / upload_s,
         "upload_own": upload_own,
         "miss": total / miss_s,
+        "miss_cpu_s": miss_cpu,
+        "miss_s3_cpu_s": s3_cpu,
+        "miss_wall_s": miss_s,
     }
 
 
@@ -248,14 +290,17 @@ def main() -> None:
             server.stop()
     print(f"{args.blobs} blobs of {args.size} bytes, SeaweedFS and MariaDB on this host; MB/s")
     head = ("round", "(a) raw PUT", "(b) upload", "b w/o start", "b/a", "(a) raw GET", "GET+sha384")
-    print("".join(f"{h:>13}" for h in (*head, "(c) miss", "c/a")))
+    tail = ("GET+sha+wr", "(c) miss", "c/a", "c wall s", "c prism CPU", "c S3 CPU")
+    print("".join(f"{h:>13}" for h in (*head, *tail)))
     for i, r in enumerate(results, 1):
         cells = [r["raw_put"], r["upload"], r["upload_own"], r["upload"] / r["raw_put"]]
-        cells += [r["raw_get"], r["raw_get_sha"], r["miss"], r["miss"] / r["raw_get"]]
+        cells += [r["raw_get"], r["raw_get_sha"], r["raw_get_sha_write"], r["miss"], r["miss"] / r["raw_get"]]
+        cells += [r["miss_wall_s"], r["miss_cpu_s"], r["miss_s3_cpu_s"]]
         print(f"{i:>13}" + "".join(f"{v:>13.2f}" if v < 10 else f"{v:>13.1f}" for v in cells))
     best = max(results, key=lambda r: r["upload"] / r["raw_put"])
     print(json.dumps({k: round(v, 1) for k, v in best.items()}))
     print(f"s3_miss_vs_raw_ratio={best['miss'] / best['raw_get']:.3f}")
+    print(f"s3_miss_bound_ratio={best['raw_get_sha_write'] / best['raw_get']:.3f}")
     print(f"s3_upload_vs_raw_ratio={best['upload'] / best['raw_put']:.3f}")
 
 
