@@ -124,40 +124,29 @@ async def raw(server: SeaweedFS, bucket: str, blobs: dict[str, bytes], scratch: 
         async def put(h: str) -> None:
             await client.put_object(Bucket=bucket, Key=h, Body=blobs[h], ACL="public-read")
 
-        async def get(h: str) -> None:
+        async def fetch(h: str) -> bytes:
             r = await client.get_object(Bucket=bucket, Key=h)
             async with r["Body"] as body:
-                data = await body.read()
-            assert len(data) == len(blobs[h])
+                return bytes(await body.read())
+
+        async def get(h: str) -> None:
+            assert len(await fetch(h)) == len(blobs[h])
 
         async def get_verified(h: str) -> None:
-            r = await client.get_object(Bucket=bucket, Key=h)
-            async with r["Body"] as body:
-                data = await body.read()
-            assert await asyncio.to_thread(sha384_hex, data) == h
+            assert await asyncio.to_thread(sha384_hex, await fetch(h)) == h
 
         async def get_written(h: str) -> None:
-            r = await client.get_object(Bucket=bucket, Key=h)
-            async with r["Body"] as body:
-                data = await body.read()
-            await asyncio.to_thread(check_and_write, h, data, scratch / h)
+            await asyncio.to_thread(check_and_write, h, await fetch(h), scratch / h)
 
-        start = time.perf_counter()
-        await in_flight(8, list(blobs), put)
-        put_s = time.perf_counter() - start
-        start = time.perf_counter()
-        await in_flight(16, list(blobs), get)
-        get_s = time.perf_counter() - start
-        start = time.perf_counter()
-        await in_flight(16, list(blobs), get_verified)
-        verified_s = time.perf_counter() - start
         scratch.mkdir(exist_ok=True)
-        start = time.perf_counter()
-        await in_flight(16, list(blobs), get_written)
-        written_s = time.perf_counter() - start
+        seconds = []
+        for n, op in ((8, put), (16, get), (16, get_verified), (16, get_written)):
+            start = time.perf_counter()
+            await in_flight(n, list(blobs), op)
+            seconds.append(time.perf_counter() - start)
         for p in scratch.iterdir():
             p.unlink()
-        return [put_s, get_s, verified_s, written_s]
+        return seconds
 
 
 def prism(*args: str) -> list[str]:
