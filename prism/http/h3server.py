@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from urllib.parse import parse_qsl
 
 from prism.blob import is_valid_hash
 from prism.hostport import HostPort, bind_socket
-from prism.http.get import BlobGetter, Failed, Found, GetOutcome, Missing, ProtectedCheck, Refused
+from prism.http.get import (
+    BlobGetter,
+    Failed,
+    Found,
+    GetOutcome,
+    Missing,
+    ProtectedCheck,
+    Refused,
+    failure_answer,
+)
 from prism.http.queue import RequestQueue
 from prism.http.quic import (
     ConnectionTerminated,
@@ -140,7 +150,7 @@ class Http3BlobServer:
         elif isinstance(outcome, Missing):
             proto.respond(stream_id, 404, b"blob not found")
         elif isinstance(outcome, Failed):
-            proto.respond(stream_id, 400, str(outcome.error).encode())
+            proto.respond(stream_id, *_failure(outcome.error))
         elif outcome is Refused.PROTECTED:
             proto.respond(stream_id, 403, b"requested blob is protected")
         else:
@@ -151,7 +161,10 @@ class Http3BlobServer:
             found = await self.store.has(blob_hash)
         except Exception as e:
             self.stats.error(e)
-            proto.respond(stream_id, 400, str(e).encode())
+            more = self.getter.repeats.suffix(type(e).__name__, time.monotonic())
+            if more is not None:
+                log.warning("HTTP/3 has %s: %s%s", blob_hash[:16], e, more)
+            proto.respond(stream_id, *_failure(e))
             return
         available = "true" if found else "false"
         body = f'{{"lbrycrd_address":"{LBRYCRD_ADDRESS}","is_available":{available}}}'
@@ -222,3 +235,13 @@ class _H3ServerProtocol(ServerConnection):
             self.transmit()
         except Exception as e:  # the stream or connection went away meanwhile
             log.debug("HTTP/3: cannot answer stream %d: %s", stream_id, e)
+
+
+def _failure(error: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """HTTP/1.1's generic answer to a failed lookup (the detail stays in the log), as HTTP/3 fields.
+
+    reflector.go answers 400 with the error text; its http3 client treats any status but 200 and
+    404 as an error, so the status can say what HTTP/1.1 says (503 while the database is down).
+    """
+    status, body, headers = failure_answer(error)
+    return status, body, [(k.lower().encode(), v.encode()) for k, v in headers]

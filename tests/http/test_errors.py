@@ -9,9 +9,12 @@ import pytest
 
 from prism.config import MysqlParams
 from prism.db import MysqlDatabase
+from prism.http.h3client import Http3Client
+from prism.http.h3server import Http3BlobServer
 from prism.http.server import HttpBlobServer
 from prism.store import MemoryStore
 from prism.store.db_backed import DBBackedStore
+from tests.helpers import BrokenStore, running
 from tests.http.helpers import raw_request
 
 HASH = "ab" * 48
@@ -51,3 +54,17 @@ async def test_database_down_is_a_generic_503_with_retry_after_and_one_log_line(
             assert body == b"service temporarily unavailable, retry later\n"
     http_lines = [r for r in caplog.records if r.name == "prism.http" and r.levelno >= logging.WARNING]
     assert len(http_lines) == 1, [r.getMessage() for r in http_lines]
+
+
+@pytest.mark.parametrize("route", ["get", "has"])
+async def test_http3_failure_is_the_generic_answer_not_the_error_text(route: str) -> None:
+    server = Http3BlobServer(BrokenStore("disk at /srv/secret"), "127.0.0.1", 0)
+    async with running(server):
+        client = Http3Client(f"127.0.0.1:{server.port}", timeout=5)
+        try:
+            answer = await client.get(f"/{route}/{HASH}")
+        finally:
+            await client.close()
+    # reflector.go answers 400 with the error's text; prism answers as its HTTP/1.1 server does.
+    assert answer.status == 500 and answer.body == b"internal error\n"
+    assert b"secret" not in answer.body
