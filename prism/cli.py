@@ -600,7 +600,18 @@ def populate_db_cmd(obj: PrismContext, store_path: str, dsn: str | None) -> None
     help="Reflector handshake version (0 sends content blobs first, sd blob last).",
 )
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds per read or write.")
-def send(address: str, path: str, sd_cache: str | None, protocol_version: int, timeout: float) -> None:
+@click.option(
+    "--spool-mb",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    metavar="MB",
+    help="Keep up to this many MiB of the encoding pass's blobs in memory for the upload; blobs past "
+    "it are encrypted again from the file (0: all of them; uses less memory, more CPU).",
+)
+def send(
+    address: str, path: str, sd_cache: str | None, protocol_version: int, timeout: float, spool_mb: int
+) -> None:
     """Stream-encode a file and upload it to a reflector."""
     import asyncio
     import json
@@ -620,6 +631,7 @@ def send(address: str, path: str, sd_cache: str | None, protocol_version: int, t
                 version=protocol_version,
                 io_timeout=timeout,
                 progress=progress.advance,
+                spool_mb=spool_mb,
             )
         )
     except KeyboardInterrupt:

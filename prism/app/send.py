@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -30,13 +31,16 @@ from dataclasses import dataclass
 
 from prism.app.paths import DirectoryError, ensure_directory
 from prism.app.progress import ProgressBar, megabytes
-from prism.blob import MAX_CHUNK_SIZE
+from prism.blob import MAX_BLOB_SIZE, MAX_CHUNK_SIZE
 from prism.hostport import AddressError, HostPort, parse_host_port
 from prism.reflector.client import ReflectorClient, UploadResult
 from prism.stream import SdBlob, SourceChangedError, StreamEncoder
-from prism.stream.crypto import BLOCK, BlobCipher
+from prism.stream.crypto import BLOCK, BlobCipher, padded_length
 
 log = logging.getLogger("prism.reflector")
+
+DEFAULT_SPOOL_MB = 256
+"""`send --spool-mb`: the pass keeps this much of the stream's ciphertext for the upload."""
 
 
 class SendError(Exception):
@@ -80,13 +84,73 @@ class PreparedStream:
     source_hash: str
     source_stat: tuple[int, int] | None = None
     """The file's (size, mtime_ns) when the pass read it."""
+    spool: BlobSpool | None = None
+    """The pass's ciphertext of the first blobs (`spool_bytes`); the caller closes it."""
 
 
-def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
+class BlobSpool:
+    """The encoding pass's ciphertext of a stream's first blobs, kept for the upload.
+
+    One anonymous mapping of at most `budget` bytes, faulted in by the kernel in one go
+    (MAP_POPULATE) rather than page by page, holds blob i at offset i * MAX_BLOB_SIZE; blobs
+    past the budget are not kept. `slot` is the encoder's `output`: the pass encrypts straight
+    into the spool, so a kept blob is never copied or encrypted again.
+    """
+
+    def __init__(self, budget: int, file_size: int) -> None:
+        self.size = _spool_size(budget, file_size)
+        self._map: mmap.mmap | None = None
+        if self.size:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+            self._map = mmap.mmap(-1, self.size, flags=flags)
+        self._lengths: dict[int, int] = {}
+
+    def slot(self, blob_num: int, length: int) -> memoryview | None:
+        """Where the pass writes blob `blob_num` (`length` bytes), or None if it does not fit."""
+        start = blob_num * MAX_BLOB_SIZE
+        if self._map is None or start + length > self.size:
+            return None
+        self._lengths[blob_num] = length
+        return memoryview(self._map)[start : start + length]
+
+    def get(self, blob_num: int) -> memoryview | None:
+        """The kept ciphertext of blob `blob_num`, or None if it was not kept."""
+        length = self._lengths.get(blob_num)
+        if length is None or self._map is None:
+            return None
+        start = blob_num * MAX_BLOB_SIZE
+        return memoryview(self._map)[start : start + length]
+
+    @property
+    def kept(self) -> int:
+        return len(self._lengths)
+
+    def close(self) -> None:
+        self._lengths.clear()
+        if self._map is not None:
+            spool, self._map = self._map, None
+            try:
+                spool.close()
+            except BufferError:
+                pass  # a view is still alive somewhere: the mapping goes when it does
+
+
+def _spool_size(budget: int, file_size: int) -> int:
+    """Bytes of whole blob slots, from the first, that fit in `budget` (no more than the file needs)."""
+    full, rest = divmod(file_size, MAX_CHUNK_SIZE)
+    slots = min(budget // MAX_BLOB_SIZE, full)
+    size = slots * MAX_BLOB_SIZE
+    if slots == full and rest and size + padded_length(rest) <= budget:
+        size += padded_length(rest)
+    return size
+
+
+def prepare_stream(path: str, sd_cache: str | None = None, spool_bytes: int = 0) -> PreparedStream:
     """The stream's sd blob and the file's hash, from one encoding pass over the file.
 
     With a cached sd blob the pass re-encodes with its key and IVs and checks every blob against
     it, so a file that changed since is an error rather than a stream that does not match.
+    With `spool_bytes`, the first blobs' ciphertext is kept in a BlobSpool of that budget.
     """
     cache_file = sd_cache_path(sd_cache, path) if sd_cache else None
     _check_sd_cache(sd_cache)
@@ -101,10 +165,22 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
         log.info("reusing cached sd blob %s", cache_file)
     else:
         encoder = StreamEncoder(path)
+    spool = BlobSpool(spool_bytes, os.path.getsize(path)) if spool_bytes > 0 else None
+    try:
+        return _encode_pass(path, encoder, cached, cache_file, spool)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
+
+
+def _encode_pass(
+    path: str, encoder: StreamEncoder, cached: bytes | None, cache_file: str | None, spool: BlobSpool | None
+) -> PreparedStream:
     try:
         with open(path, "rb", buffering=0) as f:
             before = _identity(f.fileno())
-            for _blob in encoder.encode(f):
+            for _blob in encoder.encode(f, spool.slot if spool is not None else None):
                 pass
             if _identity(f.fileno()) != before:
                 raise SourceChangedError(f"{path} changed while it was being encoded")
@@ -120,7 +196,7 @@ def prepare_stream(path: str, sd_cache: str | None = None) -> PreparedStream:
             _write_atomically(cache_file, sd_bytes)
         except OSError as e:
             raise SendError(f"--sd-cache: cannot save the sd blob as {cache_file}: {e.strerror}") from None
-    return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash, before)
+    return PreparedStream(encoder.sd_hash, sd_bytes, encoder.sd_blob, encoder.source_hash, before, spool)
 
 
 def _identity(fd: int) -> tuple[int, int]:
@@ -129,16 +205,25 @@ def _identity(fd: int) -> tuple[int, int]:
 
 
 class BlobProducer:
-    """Re-encrypts chunk i of the file on demand, through one reused cipher and buffer.
+    """Blob i of the stream: from the pass's `spool` if it kept it, else chunk i of the file
+    re-encrypted on demand through one reused cipher and buffer.
 
-    With `unchanged_since` (the file's size and mtime at the encoding pass) a blob is checked by
-    that identity instead of by hashing it again (`send`); without, by its hash (`publish`).
+    A re-encrypted blob is checked, with `unchanged_since` (the file's size and mtime at the
+    encoding pass), by that identity instead of by hashing it again (`send`); without, by its hash
+    (`publish`). A spooled blob is the very bytes the pass hashed.
     """
 
-    def __init__(self, path: str, sd: SdBlob, unchanged_since: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        sd: SdBlob,
+        unchanged_since: tuple[int, int] | None = None,
+        spool: BlobSpool | None = None,
+    ) -> None:
         self.path = path
         self.sd = sd
         self.unchanged_since = unchanged_since
+        self.spool = spool
         self._by_hash = {b.blob_hash: b for b in sd.content_blobs}
         self._cipher = BlobCipher(sd.key_bytes)
         self._buf = bytearray(MAX_CHUNK_SIZE + BLOCK)
@@ -148,8 +233,10 @@ class BlobProducer:
     def close(self) -> None:
         self._file.close()
 
-    def blob(self, blob_hash: str) -> bytes:
+    def blob(self, blob_hash: str) -> bytes | memoryview:
         info = self._by_hash[blob_hash]
+        if self.spool is not None and (kept := self.spool.get(info.blob_num)) is not None:
+            return kept
         fd = self._file.fileno()
         with self._lock:
             view = memoryview(self._buf)
@@ -165,7 +252,9 @@ class BlobProducer:
             )
         return data
 
-    async def get(self, blob_hash: str) -> bytes:
+    async def get(self, blob_hash: str) -> bytes | memoryview:
+        if self.spool is not None and (kept := self.spool.get(self._by_hash[blob_hash].blob_num)) is not None:
+            return kept  # no file read, no thread
         return await asyncio.to_thread(self.blob, blob_hash)
 
 
@@ -186,13 +275,19 @@ async def send_file(
     version: int = 1,
     io_timeout: float = 180.0,
     progress: Callable[[int, int], None] | None = None,
+    spool_mb: int = DEFAULT_SPOOL_MB,
 ) -> tuple[PreparedStream, str, UploadResult]:
-    """Encode `path` and upload the stream; returns (stream, source hash, upload counts)."""
+    """Encode `path` and upload the stream; returns (stream, source hash, upload counts).
+
+    The pass keeps up to `spool_mb` MiB of ciphertext for the upload (0: re-encrypt every blob).
+    """
     host, port = parse_address(address)
     if not os.path.isfile(path):
         raise SendError(f"{path}: not a readable file")
-    stream = await asyncio.to_thread(prepare_stream, path, sd_cache)
-    producer = BlobProducer(path, stream.sd, stream.source_stat)
+    if spool_mb < 0:
+        raise SendError("--spool-mb must be 0 or more")
+    stream = await asyncio.to_thread(prepare_stream, path, sd_cache, spool_mb << 20)
+    producer = BlobProducer(path, stream.sd, stream.source_stat, stream.spool)
     try:
         hashes = stream.sd.content_hashes
         async with ReflectorClient(
@@ -202,6 +297,8 @@ async def send_file(
             missing = await client.still_needed(stream.sd_hash, stream.sd_bytes)
     finally:
         producer.close()
+        if stream.spool is not None:
+            stream.spool.close()
     if missing:
         raise SendError(
             f"the reflector still lacks {len(missing)} blob(s) of stream {stream.sd_hash[:16]} after the "

@@ -32,8 +32,9 @@ HANDSHAKE_TIMEOUT = 5.0
 on the port (an HTTP server, say) never does, so waiting the full I/O timeout only hides the mistake."""
 _READ_SIZE = 65536
 
-BlobSource = Callable[[str], Awaitable[bytes]]
-"""Gives the bytes of a content blob by hash (e.g. re-encrypting one chunk of a file)."""
+BlobSource = Callable[[str], Awaitable[bytes | memoryview]]
+"""Gives the bytes of a content blob by hash (e.g. re-encrypting one chunk of a file, or a view
+of a spool), valid until the next call."""
 
 
 class ReflectorError(Exception):
@@ -175,7 +176,9 @@ class ReflectorClient:
         assert isinstance(answer, OfferAnswer)
         return answer
 
-    async def _send_body(self, blob_hash: str, data: bytes, is_sd: bool, result: UploadResult) -> None:
+    async def _send_body(
+        self, blob_hash: str, data: bytes | memoryview, is_sd: bool, result: UploadResult
+    ) -> None:
         await self._send(data)
         self._codec.body_sent()
         answer = await self._answer()
@@ -196,7 +199,12 @@ class ReflectorClient:
     # -- uploads -----------------------------------------------------------------------
 
     async def send_blob(
-        self, blob_hash: str, data: bytes, *, is_sd: bool = False, result: UploadResult | None = None
+        self,
+        blob_hash: str,
+        data: bytes | memoryview,
+        *,
+        is_sd: bool = False,
+        result: UploadResult | None = None,
     ) -> UploadResult:
         """Offer one blob and send it if wanted. `already_present` counts a `send: false` answer."""
         result = result if result is not None else UploadResult()

@@ -33,16 +33,32 @@ class BlobCipher:
         # cryptography wants room for one extra block in update_into's output.
         self._out = bytearray(MAX_BLOB_SIZE + BLOCK)
 
-    def encrypt_padded(self, iv: bytes, buf: bytearray | memoryview, n: int) -> memoryview:
-        """Pad the first n bytes of `buf` in place (buf needs 16 spare bytes) and encrypt them."""
+    def encrypt_padded(
+        self, iv: bytes, buf: bytearray | memoryview, n: int, out: memoryview | None = None
+    ) -> memoryview:
+        """Pad the first n bytes of `buf` in place (buf needs 16 spare bytes) and encrypt them.
+
+        The ciphertext goes to the internal buffer, or with `out` (at least padded_length(n)
+        bytes, e.g. a slot of a spool) straight there, and the returned view points into it.
+        """
         total = padded_length(n)
         pad = total - n
         mv = memoryview(buf)
         mv[n:total] = bytes((pad,)) * pad
         enc = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
-        written = enc.update_into(mv[:total], self._out)
-        enc.finalize()
-        return memoryview(self._out)[:written]
+        if out is None:
+            written = enc.update_into(mv[:total], self._out)
+            enc.finalize()
+            return memoryview(self._out)[:written]
+        if len(out) < total:
+            raise ValueError(f"output buffer of {len(out)} bytes is too small for {total}")
+        # update_into wants one block of slack past its output; leaving the last block to update()
+        # lets `out` be exactly the ciphertext's size (spool slots are packed).
+        head = total - BLOCK
+        written = enc.update_into(mv[:head], out[:total]) if head else 0
+        last = enc.update(mv[head:total]) + enc.finalize()
+        out[written : written + len(last)] = last
+        return out[: written + len(last)]
 
     def decrypt(self, iv: bytes, data: bytes | bytearray | memoryview) -> memoryview:
         """Decrypt one blob and strip its padding; raises PaddingError on bad padding."""

@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from prism.blob import MAX_CHUNK_SIZE
-from prism.stream.crypto import BLOCK, IV_SIZE, KEY_SIZE, BlobCipher
+from prism.stream.crypto import BLOCK, IV_SIZE, KEY_SIZE, BlobCipher, padded_length
 from prism.stream.errors import SourceChangedError
 from prism.stream.names import hex_name, sanitize_file_name
 from prism.stream.sd import BlobInfo, Layout, SdBlob, sd_hash_of
 
+BlobOutput = Callable[[int, int], memoryview | None]
+"""Where blob i's ciphertext goes: given (blob number, ciphertext size), a writable view of exactly
+that size (a spool slot, say), or None for the encoder's own reused buffer."""
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedBlob:
-    """One content blob. `data` points into the encoder's buffer: copy it (bytes(data)) to keep it."""
+    """One content blob. `data` points into the encoder's buffer (copy it, bytes(data), to keep it)
+    or into the view `encode`'s `output` gave for it."""
 
     blob_num: int
     hash: str
@@ -91,8 +96,10 @@ class StreamEncoder:
             raise ValueError(f"IV must be {IV_SIZE} bytes, got {len(iv)}")
         return iv
 
-    def encode(self, reader: ReadsInto) -> Iterator[EncodedBlob]:
+    def encode(self, reader: ReadsInto, output: BlobOutput | None = None) -> Iterator[EncodedBlob]:
         """Yield the content blobs in order; the sd blob is ready once the iterator is exhausted.
+
+        With `output`, each blob it gives a view for is encrypted straight into that view.
 
         A pipeline over two cores (hashlib and the cipher release the GIL): this thread reads and
         encrypts blob i while one worker hashes blob i-1's ciphertext and another hashes the
@@ -121,7 +128,8 @@ class StreamEncoder:
                     reading[slot] = source_pool.submit(source.update, memoryview(buf)[:n])
                 iv = self._next_iv()
                 # Blob i-2's ciphertext, in this cipher's buffer, was consumed before we resumed.
-                ciphertext = ciphers[slot].encrypt_padded(iv, buf, n)
+                out = output(num, padded_length(n)) if output is not None else None
+                ciphertext = ciphers[slot].encrypt_padded(iv, buf, n, out)
                 hashed = hash_pool.submit(_sha384_hex, ciphertext)
                 if waiting is not None:
                     yield self._finished_blob(infos, *waiting)
