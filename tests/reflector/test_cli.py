@@ -72,6 +72,20 @@ async def test_send_then_decode(tmp_path: Path, size: int) -> None:
         await receiver.stop()
 
 
+@pytest.mark.parametrize("spool_mb", ["0", "3"])
+async def test_send_with_a_small_spool(tmp_path: Path, spool_mb: str) -> None:
+    data = pattern(5 * 1024 * 1024)  # three blobs: none kept, or the first one
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    store = CountingStore()
+    async with running(ReflectorReceiver(store, host="127.0.0.1", port=0, timeout=30)) as receiver:
+        code, out, err = await run_prism(
+            "send", f"127.0.0.1:{receiver.port}", str(path), "--spool-mb", spool_mb
+        )
+    assert code == 0, err
+    assert decode_from_store(store, json.loads(out)["sd_hash"]) == data
+
+
 async def test_killed_send_resumes_with_missing_blobs_only(tmp_path: Path) -> None:
     data = pattern(30 * 1024 * 1024)[: 30 * 1024 * 1024]  # 16 content blobs
     path = tmp_path / "big.bin"

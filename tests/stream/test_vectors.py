@@ -169,3 +169,16 @@ def test_reencode_from_sd_reuses_bytes() -> None:
     blobs2 = [(b.hash, bytes(b.data)) for b in again.encode(io.BytesIO(data))]
     assert blobs2 == blobs
     assert again.sd_bytes == enc.sd_bytes and again.sd_hash == enc.sd_hash
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 4096, 2097151])
+def test_encrypting_into_a_given_buffer_gives_the_same_ciphertext(n: int) -> None:
+    cipher = BlobCipher(bytes(range(16)))
+    iv = bytes(range(16, 32))
+    plain = bytes(i % 251 for i in range(n))
+    own = bytes(cipher.encrypt_padded(iv, bytearray(plain + bytes(16)), n))
+    out = bytearray(len(own))  # exactly the ciphertext's size: no slack block needed
+    into = cipher.encrypt_padded(iv, bytearray(plain + bytes(16)), n, memoryview(out))
+    assert bytes(into) == bytes(out) == own
+    with pytest.raises(ValueError, match="too small"):
+        cipher.encrypt_padded(iv, bytearray(plain + bytes(16)), n, memoryview(out)[:-1])
