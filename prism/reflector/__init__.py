@@ -1,8 +1,37 @@
-"""Reflector protocol (TCP blob upload, port 5566): sans-IO codec, receiver and client."""
+"""Reflector protocol (TCP blob upload, port 5566): sans-IO codec, receiver and client.
 
-from prism.reflector.client import BlobRefusedError, ReflectorClient, ReflectorError, UploadResult
-from prism.reflector.protocol import ReflectorProtocolError
-from prism.reflector.receiver import DEFAULT_PORT, ReflectorReceiver
+Names are imported on first use (module `__getattr__`), so importing one submodule, or the
+package for one name, does not load the others."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prism.reflector.client import BlobRefusedError, ReflectorClient, ReflectorError, UploadResult
+    from prism.reflector.protocol import ReflectorProtocolError
+    from prism.reflector.receiver import DEFAULT_PORT, ReflectorReceiver
+
+_WHERE = {
+    "BlobRefusedError": "prism.reflector.client",
+    "ReflectorClient": "prism.reflector.client",
+    "ReflectorError": "prism.reflector.client",
+    "UploadResult": "prism.reflector.client",
+    "ReflectorProtocolError": "prism.reflector.protocol",
+    "DEFAULT_PORT": "prism.reflector.receiver",
+    "ReflectorReceiver": "prism.reflector.receiver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
 
 __all__ = [
     "DEFAULT_PORT",

@@ -1,22 +1,66 @@
-"""The LBRY stream format: encrypted content blobs plus an sd blob describing them."""
+"""The LBRY stream format: encrypted content blobs plus an sd blob describing them.
 
-from prism.stream.crypto import BlobCipher, decrypt_blob
-from prism.stream.decoder import StreamDecoder
-from prism.stream.encoder import EncodedBlob, StreamEncoder, encode_bytes
-from prism.stream.errors import (
-    BlobNumError,
-    KeyLengthError,
-    PaddingError,
-    SdBlobError,
-    SdFieldError,
-    SdJsonError,
-    SourceChangedError,
-    StreamError,
-    StreamHashMismatch,
-    TerminatorError,
-)
-from prism.stream.names import sanitize_file_name
-from prism.stream.sd import BlobInfo, Layout, SdBlob, compute_stream_hash, sd_hash_of
+Names are imported on first use (module `__getattr__`), so importing one submodule, or the
+package for one name, does not load the others."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prism.stream.crypto import BlobCipher, decrypt_blob
+    from prism.stream.decoder import StreamDecoder
+    from prism.stream.encoder import EncodedBlob, StreamEncoder, encode_bytes
+    from prism.stream.errors import (
+        BlobNumError,
+        KeyLengthError,
+        PaddingError,
+        SdBlobError,
+        SdFieldError,
+        SdJsonError,
+        SourceChangedError,
+        StreamError,
+        StreamHashMismatch,
+        TerminatorError,
+    )
+    from prism.stream.names import sanitize_file_name
+    from prism.stream.sd import BlobInfo, Layout, SdBlob, compute_stream_hash, sd_hash_of
+
+_WHERE = {
+    "BlobCipher": "prism.stream.crypto",
+    "decrypt_blob": "prism.stream.crypto",
+    "StreamDecoder": "prism.stream.decoder",
+    "EncodedBlob": "prism.stream.encoder",
+    "StreamEncoder": "prism.stream.encoder",
+    "encode_bytes": "prism.stream.encoder",
+    "BlobNumError": "prism.stream.errors",
+    "KeyLengthError": "prism.stream.errors",
+    "PaddingError": "prism.stream.errors",
+    "SdBlobError": "prism.stream.errors",
+    "SdFieldError": "prism.stream.errors",
+    "SdJsonError": "prism.stream.errors",
+    "SourceChangedError": "prism.stream.errors",
+    "StreamError": "prism.stream.errors",
+    "StreamHashMismatch": "prism.stream.errors",
+    "TerminatorError": "prism.stream.errors",
+    "sanitize_file_name": "prism.stream.names",
+    "BlobInfo": "prism.stream.sd",
+    "Layout": "prism.stream.sd",
+    "SdBlob": "prism.stream.sd",
+    "compute_stream_hash": "prism.stream.sd",
+    "sd_hash_of": "prism.stream.sd",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
 
 __all__ = [
     "BlobCipher",
