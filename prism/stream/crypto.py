@@ -30,8 +30,16 @@ class BlobCipher:
             raise ValueError(f"AES-128 key must be {KEY_SIZE} bytes, got {len(key)}")
         self.key = key
         self._algorithm = algorithms.AES(key)
-        # cryptography wants room for one extra block in update_into's output.
-        self._out = bytearray(MAX_BLOB_SIZE + BLOCK)
+        self._buffer: bytearray | None = None
+
+    @property
+    def _out(self) -> bytearray:
+        # Allocated on first use: a cipher that only encrypts into given buffers never touches it
+        # (2 MiB of pages new to the process cost more CPU than encrypting them).
+        if self._buffer is None:
+            # cryptography wants room for one extra block in update_into's output.
+            self._buffer = bytearray(MAX_BLOB_SIZE + BLOCK)
+        return self._buffer
 
     def encrypt_padded(
         self, iv: bytes, buf: bytearray | memoryview, n: int, out: memoryview | None = None
