@@ -3,19 +3,25 @@
 The sd blob lists every content blob's hash, so it exists only after a pass over the whole
 file. `send` makes that one pass (encrypting and hashing every blob, and the source hash),
 saves the sd blob in the `--sd-cache` directory before any upload, uploads the sd blob, and
-then produces only the content blobs the reflector asks for: blob i is chunk i of the file
-encrypted again with the stream key and blob i's IV, *not hashed again*. A second `send` of the
-same file reuses the cached sd blob (same key and IVs, so the same blobs, checked against it
-during the pass), so an interrupted upload resumes with what the reflector still lacks. Memory
-stays at a few blob-sized buffers.
+then sends only the content blobs the reflector asks for, *never hashed again*: the first
+`--spool-mb` (256 MiB) of ciphertext straight from the pass's `BlobSpool`, and any blob past it
+as chunk i of the file encrypted again with the stream key and blob i's IV. A second `send` of
+the same file reuses the cached sd blob (same key and IVs, so the same blobs, checked against it
+during the pass), so an interrupted upload resumes with what the reflector still lacks.
 
-Why encrypt twice rather than keep the pass's blobs: measured on 200 MB (2 shared cores),
-spooling the encrypted blobs to a file cost 1.1-1.8 CPU s/GB (page-cache writes), re-reading
-and re-encrypting costs 0.85 (AES-CBC runs at several GB/s with AES-NI; SHA-384 is the
-expensive part, and it is done once), and a spool would need disk space the size of the file.
-The file's size and mtime are checked before each blob instead of its hash: a file changed
-since the pass is an error here, and a change that keeps both would be refused by the
-reflector, which checks every blob's hash.
+Why an in-memory spool (measured on 200 MB, 2 shared cores of a VM, CPU s per GB): SHA-384
+costs 0.8 and is done once per blob and once for the source hash; AES-128-CBC costs 0.6 (CBC
+encryption is serial, bound by AES-NI's latency); read() from the page cache 0.08. Encrypting
+again at upload time thus costs about 0.7 (1.0-1.1 for the whole upload phase with the socket),
+while keeping the pass's ciphertext costs what its memory does: a spool *file* cost 1.1-1.8
+(page-cache writes), but one anonymous mapping faulted in by MAP_POPULATE costs 0.27-0.29 (pages
+new to the process are the expensive part on this VM; transparent huge pages were worse, 2.0,
+as the host had reclaimed them), and the upload from it 0.2-0.3. The pass encrypts straight into
+the spool, so nothing is copied. Past the budget, memory stays at a few blob-sized buffers.
+
+A re-encrypted blob is checked by the file's size and mtime instead of its hash: a file changed
+since the pass is an error here, and a change that keeps both would be refused by the reflector,
+which checks every blob's hash. A spooled blob is the bytes the pass hashed, so needs no check.
 """
 
 from __future__ import annotations
