@@ -160,3 +160,10 @@ def test_library_chatter_is_below_info() -> None:
     assert logging.getLogger("prism.http.access").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("prism.peer.access").isEnabledFor(logging.DEBUG)
     setup_logging(())
+
+
+def test_send_spool_default_is_the_library_default() -> None:
+    from prism.app.send import DEFAULT_SPOOL_MB
+    from prism.cli import send
+
+    assert next(p for p in send.params if p.name == "spool_mb").default == DEFAULT_SPOOL_MB
