@@ -17,10 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prism.store.base import Blocklister
-
 if TYPE_CHECKING:
     from prism.hub.client import HubClient
+    from prism.store.base import Blocklister
 
 log = logging.getLogger("prism.blocklist")
 
