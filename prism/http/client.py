@@ -150,7 +150,7 @@ class HttpClient:
             async with self._slots, asyncio.timeout(self.timeout):
                 for attempt in (0, 1):
                     conn, reused = await self._connection(fresh=attempt > 0)
-                    reader = ResponseReader(method, max_body=max_body, **({"alloc": alloc} if alloc else {}))
+                    reader = ResponseReader(method, max_body=max_body, alloc=alloc)
                     try:
                         await self._exchange(conn, reader, data)
                     except (ConnectionError, ResponseError) as e:
@@ -160,7 +160,7 @@ class HttpClient:
                     assert reader.head is not None
                     return Response(reader.head, reader.body)
         except TimeoutError:
-            raise HttpClientError(f"{self.host_header}: no complete answer within {self.timeout:g}s") from None
+            raise HttpClientError(f"{self.host_header}: no answer within {self.timeout:g}s") from None
         except OSError as e:
             raise HttpClientError(f"{self.host_header}: {e}") from e
         raise AssertionError("unreachable")  # pragma: no cover

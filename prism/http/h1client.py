@@ -85,12 +85,12 @@ class ResponseReader:
     """
 
     def __init__(
-        self, method: str = "GET", *, max_body: int, alloc: Alloc = _new_buffer, max_head: int = MAX_HEAD
+        self, method: str = "GET", *, max_body: int, alloc: Alloc | None = None, max_head: int = MAX_HEAD
     ) -> None:
         self.method = method
         self.max_body = max_body
         self.max_head = max_head
-        self._alloc = alloc
+        self._alloc = alloc or _new_buffer
         self._state = _State.HEAD
         self._scratch = bytearray(SCRATCH)
         self._pending = bytearray()
@@ -153,8 +153,9 @@ class ResponseReader:
             return
         if state is _State.HEAD:
             raise ResponseError(
-                "connection closed before a response" if not self.received_any else
-                "connection closed in the middle of the response head"
+                "connection closed before a response"
+                if not self.received_any
+                else "connection closed in the middle of the response head"
             )
         if state is _State.LENGTH:
             raise ResponseError(f"connection closed after {self._filled} of {len(self.body)} body bytes")
@@ -327,7 +328,7 @@ def parse_head(block: bytes) -> ResponseHead:
     if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0"):
         raise ResponseError(f"bad status line {status_line[:80]!r}")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise ResponseError(f"bad status code in {status_line[:80]!r}")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
