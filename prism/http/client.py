@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 
-from prism.http.h1client import Alloc, ResponseError, ResponseHead, ResponseReader, request_bytes
+from prism.http.h1client import SCRATCH, Alloc, ResponseError, ResponseHead, ResponseReader, request_bytes
 
 
 class HttpClientError(Exception):
@@ -47,6 +47,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.reader: ResponseReader | None = None
         self.done: asyncio.Future[None] | None = None
         self.usable = True
+        self.scratch = bytearray(SCRATCH)
+        """Lent to each response's reader: one allocation per connection, not per request."""
         self._idle = memoryview(bytearray(1024))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,7 +152,7 @@ class HttpClient:
             async with self._slots, asyncio.timeout(self.timeout):
                 for attempt in (0, 1):
                     conn, reused = await self._connection(fresh=attempt > 0)
-                    reader = ResponseReader(method, max_body=max_body, alloc=alloc)
+                    reader = ResponseReader(method, max_body=max_body, alloc=alloc, scratch=conn.scratch)
                     try:
                         await self._exchange(conn, reader, data)
                     except (ConnectionError, ResponseError) as e:

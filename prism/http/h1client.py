@@ -82,17 +82,26 @@ class ResponseReader:
     After `complete`, `head` and `body` hold the response and `keep_alive` says whether the
     connection may carry another request. `max_body` bounds the body (Content-Length or the
     bytes actually sent) and `alloc` supplies the buffer of a body whose length is announced.
+    `scratch` (whose contents are not kept between `received` calls) may be shared by readers
+    used one after another, as on one connection.
     """
 
     def __init__(
-        self, method: str = "GET", *, max_body: int, alloc: Alloc | None = None, max_head: int = MAX_HEAD
+        self,
+        method: str = "GET",
+        *,
+        max_body: int,
+        alloc: Alloc | None = None,
+        max_head: int = MAX_HEAD,
+        scratch: bytearray | None = None,
     ) -> None:
         self.method = method
         self.max_body = max_body
         self.max_head = max_head
         self._alloc = alloc or _new_buffer
         self._state = _State.HEAD
-        self._scratch = bytearray(SCRATCH)
+        self._scratch = scratch if scratch else bytearray(SCRATCH)
+        """Receives heads, chunked and close-delimited bodies; a connection lends its own."""
         self._pending = bytearray()
         """Received bytes not parsed yet (a partial head or chunk line)."""
         self.head: ResponseHead | None = None
