@@ -14,7 +14,7 @@ class UpstreamDataError(StoreError):
     """An upstream answered with bytes that are not the blob asked for."""
 
 
-async def verify_received(blob_hash: str, data: bytes, source: str) -> None:
+async def verify_received(blob_hash: str, data: bytes | bytearray, source: str) -> None:
     """Raise UpstreamDataError unless `data` is a valid blob named `blob_hash`."""
     try:
         if len(data) > HASH_INLINE_MAX:

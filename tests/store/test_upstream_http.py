@@ -230,3 +230,26 @@ async def test_http3_stop_lets_a_request_in_flight_finish():
         assert ref.read() == d
     finally:
         await store.close()
+
+
+async def test_http_store_reuses_a_body_buffer_only_once_its_blob_is_dropped():
+    origin = CountingStore()
+    blobs = [random_blob(1_900_000 + i) for i in range(3)]
+    for h, d in blobs:
+        await origin.put(h, d)
+    server = HttpBlobServer(origin, "127.0.0.1", 0)
+    await server.start()
+    store = HttpStore(f"127.0.0.1:{server.port}")
+    try:
+        first = await store.get(blobs[0][0])
+        second = await store.get(blobs[1][0])
+        assert first.data is not second.data and store.bodies.reused == 0
+        assert first.read() == blobs[0][1] and second.read() == blobs[1][1]
+        kept = second.data
+        del first
+        third = await store.get(blobs[2][0])  # reuses the first blob's buffer, resized
+        assert store.bodies.reused == 1 and third.read() == blobs[2][1]
+        assert second.read() == blobs[1][1] and second.data is kept
+    finally:
+        await store.close()
+        await server.stop()
