@@ -68,9 +68,17 @@ class BlobGetter:
     """An upstream that is down fails every miss alike: logged once, not per request."""
 
     async def get(
-        self, blob_hash: str, respond: Responder, *, may_be_protected: bool = True, client: str = "-"
+        self,
+        blob_hash: str,
+        respond: Responder,
+        *,
+        may_be_protected: bool = True,
+        client: Callable[[], str] | None = None,
     ) -> None:
-        """Answer a GET of a valid `blob_hash` through `respond` (called once); `client` is for the log."""
+        """Answer a GET of a valid `blob_hash` through `respond` (called once).
+
+        `client` names the peer for the access log; it is called only when that log is on.
+        """
         if not access_log.isEnabledFor(logging.DEBUG):
             await self._get(blob_hash, respond, may_be_protected)
             return
@@ -85,9 +93,9 @@ class BlobGetter:
             await self._get(blob_hash, logged, may_be_protected)
         finally:
             status, nbytes, layer = _summary(outcomes[0] if outcomes else None)
-            line = access_line(
-                client, f"{self.name} GET", blob_hash, status, nbytes, timer.elapsed() / 1e9, layer
-            )
+            who = client() if client else "-"
+            seconds = timer.elapsed() / 1e9
+            line = access_line(who, f"{self.name} GET", blob_hash, status, nbytes, seconds, layer)
             access_log.debug(line)
 
     async def _get(self, blob_hash: str, respond: Responder, may_be_protected: bool) -> None:

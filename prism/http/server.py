@@ -159,9 +159,7 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
             await self._respond(conn, req, outcome)
 
         bypass = self.protected is not None and req.query.get("edge_token", "") == self.edge_token
-        peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
-        client = str(HostPort(*peer[:2])) if peer else "-"
-        await self.getter.get(blob_hash, respond, may_be_protected=not bypass, client=client)
+        await self.getter.get(blob_hash, respond, may_be_protected=not bypass, client=conn.peer_name)
 
     async def _respond(self, conn: HttpConnection, req: Request, outcome: GetOutcome) -> None:
         keep_alive = req.keep_alive
@@ -266,6 +264,11 @@ class HttpConnection(AdmittedConnection, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.sender.resume_writing()
+
+    def peer_name(self) -> str:
+        """The client's HOST:PORT, for the access log."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(HostPort(*peer[:2])) if peer else "-"
 
     # serving
 
