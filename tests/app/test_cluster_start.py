@@ -88,7 +88,13 @@ async def test_three_nodes_share_the_announcing_and_cover_a_lost_one(
         await until(covered, 15, "the lost node's hashes re-announced", survivors)
         took = time.monotonic() - killed
         print(f"re-announced {len(lost_hashes)} hashes {took:.1f} s after the SIGKILL")
-        assert [(n.last_slice() or (0, 0))[1] for n in survivors] == [2, 2]
+
+        # One survivor can cover the lost third alone (the second half contains it) before serf has
+        # told the other of the failure: both must settle on halves within the same 15 s.
+        def halves() -> bool:
+            return [(n.last_slice() or (0, 0))[1] for n in survivors] == [2, 2]
+
+        await until(halves, max(15 - took, 0.5), "both survivors slicing in halves", survivors)
 
         # restarted: thirds again
         lost.start()
