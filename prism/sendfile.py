@@ -42,6 +42,7 @@ class BlobSender:
         "_can_own_writer",
         "_lost",
         "_paused",
+        "_rest",
         "_waiter",
         "_writable",
         "cork",
@@ -70,6 +71,7 @@ class BlobSender:
         self._lost = False
         self._waiter: asyncio.Future[None] | None = None
         self._body_done: asyncio.Future[None] | None = None
+        self._rest: _Body | None = None  # what `start` left for `finish`
         self._writable: Callable[[], None] | None = None  # watching the socket's writable edges
         self._can_own_writer = _HAS_EPOLL
         if self.sock is not None:
@@ -130,14 +132,19 @@ class BlobSender:
         Returns once the kernel holds every byte. The caller keeps `ref` open until then and
         closes it (once) afterwards, whether this returns or raises.
         """
+        if not self.start(head, ref, start, count):
+            await self.finish()
+
+    def start(self, head: bytes, ref: BlobRef, start: int, count: int) -> bool:
+        """The part of `send` that needs no waiting: True when every byte is out, else `finish()`
+        sends the rest (a server answers a hit without a task this way). Raises as `send` does."""
         transport = self.transport
         if self._lost or transport.is_closing():
             raise ConnectionResetError("connection closed")
         if ref.file is None or self.fd < 0 or not self._can_own_writer:
             transport.write(head)
             transport.write(_body_bytes(ref, start, count))
-            await self.drain()
-            return
+            return not self._paused
         # Cork so the header and the first bytes of the body leave in full segments, not as a
         # lone small header packet (measured: ~40% more throughput with 64 connections).
         body = _Body(ref.file.fileno(), start, count)
@@ -147,11 +154,20 @@ class BlobSender:
         try:
             transport.write(head)  # goes straight to the socket unless it is full
             if transport.get_write_buffer_size() == 0 and self._push(body):
-                return
+                return True
         finally:
             if cork:
                 self._cork(False)
-        if transport.get_write_buffer_size():
+        self._rest = body
+        return False
+
+    async def finish(self) -> None:
+        """Send what `start` left: the rest of the body, or the transport's buffer."""
+        body, self._rest = self._rest, None
+        if body is None:
+            await self.drain()
+            return
+        if self.transport.get_write_buffer_size():
             await self._flushed()  # the body must follow what the transport still holds
         await self._send_rest(body)
 

@@ -68,7 +68,12 @@ class RequestParser:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Request]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Request]:
+        if not self._buf:
+            # The common case, one whole head in one read: parsed without buffering it first.
+            m = _HEAD_END.search(data)
+            if m is not None and m.end() == len(data) and m.start() <= MAX_HEAD_SIZE:
+                return [parse_head(bytes(data[: m.start()]))]
         self._buf += data
         out: list[Request] = []
         while True:
@@ -144,8 +149,22 @@ def parse_head(head: bytes) -> Request:
     else:
         keep_alive = "keep-alive" in conn
     path, _, qs = target.partition("?")
-    query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
-    return Request(method, target, path, query, headers, keep_alive)
+    return Request(method, target, path, parse_query(qs), headers, keep_alive)
+
+
+def parse_query(qs: str) -> dict[str, str]:
+    """The fields of a query string (the last of repeated names wins), as `parse_qsl` reads them."""
+    if not qs:
+        return {}
+    if "%" in qs or "+" in qs:
+        return dict(parse_qsl(qs, keep_blank_values=True))
+    # Nothing to decode (every blob request): what parse_qsl gives, without its per-field work.
+    fields = {}
+    for field in qs.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            fields[name] = value
+    return fields
 
 
 def render_head(status: int, headers: list[tuple[str, str]], keep_alive: bool, date: str) -> bytes:

@@ -41,9 +41,15 @@ class RequestQueue:
         finally:
             self.release()
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot at once if one is free and nobody waits; False (nothing taken) otherwise."""
         if self.active < self.workers and not self._waiters:
             self.active += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         if len(self._waiters) >= self.max_waiting:
             self.refused += 1

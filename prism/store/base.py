@@ -194,6 +194,24 @@ class Lister(Protocol):
     async def list_hashes(self) -> list[str]: ...
 
 
+@runtime_checkable
+class ImmediateGetter(Protocol):
+    """A store that can often hand a blob over without waiting: a file it opens, bytes it holds.
+
+    `get_now` returns the blob when it can be had at once, else None. None means "ask `get`",
+    not "missing": `get` gives the answer either way. A server answers a hit through it without
+    scheduling anything (the HTTP server's hot path); each such store's `get` starts with it, so
+    both give the same blob, trace and counts.
+    """
+
+    def get_now(self, blob_hash: str) -> BlobRef | None: ...
+
+
+def immediate_getter(store: BlobStore) -> Callable[[str], BlobRef | None] | None:
+    """`store.get_now` when the store has one (a wrapper without it hides its inner stores')."""
+    return store.get_now if isinstance(store, ImmediateGetter) else None
+
+
 HoldingsListener = Callable[[str, bool], None]
 """Called with (blob hash, held): True when the blob was stored, False when it was deleted or evicted."""
 

@@ -22,7 +22,15 @@ from time import perf_counter_ns
 
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.logs import RepeatFilter, log_repeated
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, put_borrows_data, walk_chain
+from prism.store.base import (
+    BlobNotFound,
+    BlobRef,
+    BlobStore,
+    StoreError,
+    immediate_getter,
+    put_borrows_data,
+    walk_chain,
+)
 from prism.store.singleflight import Flights
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace
@@ -50,6 +58,7 @@ class CachingStore:
     ) -> None:
         self.origin = origin
         self.cache = cache
+        self._cache_now = immediate_getter(cache)
         self.component = component
         self.verify = verify
         self.name = "caching"
@@ -86,13 +95,25 @@ class CachingStore:
             return True
         return await self.origin.has(blob_hash)
 
-    async def get(self, blob_hash: str) -> BlobRef:
+    def get_now(self, blob_hash: str) -> BlobRef | None:
+        """A hit the cache can hand over at once (or a blob being written to it); None otherwise."""
         start = perf_counter_ns()
         staged = self._staged.get(blob_hash)
         if staged is not None:  # written to the cache right now: served from memory
             self.hits += 1
             trace = BlobTrace.new(perf_counter_ns() - start, self.cache.name).stack(0, self.name)
             return BlobRef.from_bytes(blob_hash, staged[0], trace)
+        ref = self._cache_now(blob_hash) if self._cache_now is not None else None
+        if ref is not None:
+            self.hits += 1
+            ref.trace = ref.trace.stack(perf_counter_ns() - start, self.name)
+        return ref
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        ref = self.get_now(blob_hash)
+        if ref is not None:
+            return ref
+        start = perf_counter_ns()
         try:
             ref = await self.cache.get(blob_hash)
         except BlobNotFound:

@@ -21,10 +21,11 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import BinaryIO, NamedTuple
 
 from prism.blob import is_valid_hash, validate_hash
-from prism.store.base import BlobNotFound, BlobRef, HoldingsEvents, HoldingsListener, Timer
+from prism.store.base import BlobNotFound, BlobRef, HoldingsEvents, HoldingsListener
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.store.disk")
@@ -44,6 +45,7 @@ class DiskStore:
         """False for a cache tier (a disk cache, getstream's resume directory), whose blobs are kept
         durably elsewhere or checked when read: a put is then write + rename, with no fsync."""
         self.root = os.path.abspath(os.fspath(root))
+        self._root_slash = os.path.join(self.root, "")
         self.prefix_length = prefix_length
         self.tmp_dir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self.tmp_dir, exist_ok=True)
@@ -62,27 +64,35 @@ class DiskStore:
     def path_of(self, blob_hash: str) -> str:
         """Where the blob with this (already validated) hash lives."""
         if self.prefix_length <= 0:
-            return os.path.join(self.root, blob_hash)
-        return os.path.join(self.root, blob_hash[: self.prefix_length], blob_hash)
+            return self._root_slash + blob_hash
+        return f"{self._root_slash}{blob_hash[: self.prefix_length]}/{blob_hash}"
 
     async def has(self, blob_hash: str) -> bool:
         validate_hash(blob_hash)
         return os.path.isfile(self.path_of(blob_hash))
 
-    async def get(self, blob_hash: str) -> BlobRef:
+    def get_now(self, blob_hash: str) -> BlobRef | None:
+        """The blob's file, opened; None when there is none (`get` raises BlobNotFound then)."""
         validate_hash(blob_hash)
-        timer = Timer()
+        start = perf_counter_ns()
         path = self.path_of(blob_hash)
         try:
             f: BinaryIO = open(path, "rb", buffering=0)
         except FileNotFoundError:
-            raise BlobNotFound(blob_hash) from None
+            return None
         try:
             size = os.fstat(f.fileno()).st_size
         except OSError:
             f.close()
             raise
-        return BlobRef(blob_hash, size, BlobTrace.new(timer.elapsed(), self.name), file=f, path=path)
+        trace = BlobTrace.new(perf_counter_ns() - start, self.name)
+        return BlobRef(blob_hash, size, trace, file=f, path=path)
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        ref = self.get_now(blob_hash)
+        if ref is None:
+            raise BlobNotFound(blob_hash)
+        return ref
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         validate_hash(blob_hash)

@@ -449,7 +449,21 @@ class DiskCacheStore:
         key = blob_key(blob_hash)
         return key is not None and key in self.policy
 
+    def get_now(self, blob_hash: str) -> BlobRef | None:
+        """A verified blob the index holds, its file opened; None otherwise (`get` decides)."""
+        key = blob_key(blob_hash)
+        if key is None or key not in self.policy or key in self._unverified:
+            return None
+        timer = Timer()
+        ref = self.disk.get_now(blob_hash)
+        if ref is not None:
+            self._hit(key, ref, timer)
+        return ref
+
     async def get(self, blob_hash: str) -> BlobRef:
+        ref = self.get_now(blob_hash)
+        if ref is not None:
+            return ref
         key = blob_key(blob_hash)
         if key is None or key not in self.policy:
             raise BlobNotFound(blob_hash)
@@ -462,12 +476,15 @@ class DiskCacheStore:
             raise
         if key in self._unverified:
             await self._verify(key, ref)
+        self._hit(key, ref, timer)
+        return ref
+
+    def _hit(self, key: bytes, ref: BlobRef, timer: Timer) -> None:
         self.policy.touch(key)
         if self.index is not None:
-            self.index.record_access(blob_hash)
+            self.index.record_access(ref.hash)
         self.hits += 1
         ref.trace = ref.trace.stack(timer.elapsed(), self.name)
-        return ref
 
     async def _verify(self, key: bytes, ref: BlobRef) -> None:
         """Hash a blob found after an unclean shutdown; a bad one is removed (a miss)."""

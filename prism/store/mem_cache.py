@@ -44,18 +44,23 @@ class MemoryCacheStore(WrappingStore):
             capacity_blobs=self.max_blobs,
         )
 
-    async def get(self, blob_hash: str) -> BlobRef:
+    def get_now(self, blob_hash: str) -> BlobRef | None:
         # The hot path of a memory hit: read the shared dict directly rather than through
         # `inner.get`, so a hit costs one clock read and one trace, as in a plain dict cache.
         start = perf_counter_ns()
-        try:
-            data = self._blobs[blob_hash]
-        except KeyError:
-            raise BlobNotFound(blob_hash) from None
+        data = self._blobs.get(blob_hash)
+        if data is None:
+            return None
         self._blobs.move_to_end(blob_hash)
         elapsed = perf_counter_ns() - start
         trace = BlobTrace((Stack(elapsed, self.inner.name), Stack(elapsed, self.name)))
         return BlobRef(blob_hash, len(data), trace, data=data)
+
+    async def get(self, blob_hash: str) -> BlobRef:
+        ref = self.get_now(blob_hash)
+        if ref is None:
+            raise BlobNotFound(blob_hash)
+        return ref
 
     async def put(self, blob_hash: str, data: bytes) -> None:
         await self.inner.put(blob_hash, data)

@@ -6,6 +6,7 @@ JSON form, byte-compatible with reflector.go Classic:
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from dataclasses import dataclass, field
@@ -53,11 +54,7 @@ class BlobTrace:
         return ">".join(s.origin_name for s in self.stacks) or "-"
 
     def to_json(self) -> str:
-        parts = [
-            f'{{"timing":{s.timing},"origin_name":{_go_json_string(s.origin_name)},'
-            f'"host_name":{_go_json_string(s.host_name)}}}'
-            for s in self.stacks
-        ]
+        parts = [f'{{"timing":{s.timing},{_names_json(s.origin_name, s.host_name)}}}' for s in self.stacks]
         return '{"stacks":[' + ",".join(parts) + "]}"
 
     @classmethod
@@ -86,6 +83,12 @@ class BlobTrace:
             )
             prev = s.timing
         return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=256)
+def _names_json(origin_name: str, host_name: str) -> str:
+    # A chain has a handful of store names: each stack's names are encoded once, not per request.
+    return f'"origin_name":{_go_json_string(origin_name)},"host_name":{_go_json_string(host_name)}'
 
 
 def _go_json_string(value: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from urllib.parse import parse_qsl
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +13,7 @@ from prism.http.h1 import (
     HttpParseError,
     RequestParser,
     http_date,
+    parse_query,
     parse_range,
     plan_blob_response,
     render_head,
@@ -201,3 +205,23 @@ def test_plan_unsatisfiable_range_is_416(header):
 
 def test_http_date():
     assert http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+def test_parse_query_reads_fields_as_parse_qsl_does() -> None:
+    rng = random.Random(7)
+    alphabet = "ab=&;x é\x00?#%2+"
+    for _ in range(20000):
+        qs = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        assert parse_query(qs) == dict(parse_qsl(qs, keep_blank_values=True)), qs
+
+
+def test_one_whole_head_per_read_and_heads_split_across_reads_parse_alike() -> None:
+    head = b"GET /blob?hash=" + b"a" * 96 + b"&edge_token=t HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"
+    whole = RequestParser().feed(memoryview(head))
+    parser = RequestParser()
+    pieces = [parser.feed(head[i : i + 7]) for i in range(0, len(head), 7)]
+    assert whole == [r for p in pieces for r in p]
+    assert (
+        whole[0].query == {"hash": "a" * 96, "edge_token": "t"} and whole[0].headers["range"] == "bytes=0-9"
+    )
+    assert RequestParser().feed(head + head) == whole * 2  # two in one read: the buffered way

@@ -284,3 +284,94 @@ async def test_stop_lets_a_transfer_in_flight_finish():
     assert status == 200 and body == d
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", server.port)
+
+
+class CountingDisk(DiskStore):
+    """A real DiskStore that counts which way each lookup came."""
+
+    def __init__(self, root) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(root)
+        self.now_calls = 0
+        self.get_calls = 0
+
+    def get_now(self, blob_hash: str):  # type: ignore[no-untyped-def]
+        self.now_calls += 1
+        return super().get_now(blob_hash)
+
+    async def get(self, blob_hash: str):  # type: ignore[no-untyped-def]
+        self.get_calls += 1
+        return await super().get(blob_hash)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_a_hit_is_answered_at_once_and_a_miss_the_long_way(tmp_path, session):
+    store = CountingDisk(tmp_path)
+    h, d = await stored_blob(store, 5000)
+    async with serving(store) as server:
+        async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+            assert r.status == 200 and await r.read() == d
+            assert [s.origin_name for s in BlobTrace.from_json(r.headers["Via"]).stacks] == ["disk"]
+        assert (store.now_calls, store.get_calls) == (1, 0)
+        async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={MISSING}") as r:
+            assert r.status == 404
+        assert (store.now_calls, store.get_calls) == (3, 1)  # the long way asks get_now first too
+        async with session.head(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+            assert r.status == 204
+        assert server.stats.downloads == 1 and server.queue.active == 0
+
+
+async def test_a_hit_the_socket_cannot_take_at_once_finishes_then_the_next_request_is_served(tmp_path):
+    store = CountingDisk(tmp_path)
+    big_h, big = await stored_blob(store, 24 * 1024 * 1024)  # more than the socket buffers hold
+    small_h, small = await stored_blob(store, 100)
+    async with serving(store) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /blob?hash={big_h} HTTP/1.1\r\n\r\n".encode())
+        await asyncio.sleep(0.3)  # the server's socket fills: the rest waits for the client
+        conn = next(iter(server.connections))
+        assert conn.task is not None and server.queue.active == 1
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == big
+        writer.write(f"GET /blob?hash={small_h} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+        head, body = await read_answer(reader)
+        assert body == small and b"Connection: close" in head
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert store.get_calls == 0 and server.stats.downloads == 2 and server.queue.active == 0
+
+
+async def test_a_connection_in_use_outlives_the_idle_timeout(tmp_path):
+    store = DiskStore(tmp_path)
+    h, d = await stored_blob(store, 1000)
+    async with serving(store, idle_timeout=0.3) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for _ in range(8):  # 0.8 s of requests 0.1 s apart on one connection
+            writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+            assert (await read_answer(reader))[1] == d
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # then closed once idle
+        writer.close()
+
+
+async def test_a_protected_blob_on_disk_still_needs_the_edge_token(tmp_path, session):
+    store = CountingDisk(tmp_path)
+    h, d = await stored_blob(store, 100)
+
+    async def protected(blob_hash: str) -> bool:
+        return blob_hash == h
+
+    async with serving(store, protected=protected, edge_token="s3cret") as server:
+        url = f"http://127.0.0.1:{server.port}/blob?hash={h}"
+        async with session.get(url) as r:
+            assert r.status == 403
+        async with session.get(url + "&edge_token=s3cret") as r:
+            assert r.status == 200 and await r.read() == d
+        assert store.now_calls == 1  # only the request with the token reached the store
