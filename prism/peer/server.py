@@ -39,6 +39,8 @@ access_log = logging.getLogger("prism.peer.access")
 
 DEFAULT_PORT = 5567
 """The peer port of the `reflector` command; `prism peer` uses 3333 like reflector.go's `peer`."""
+RECEIVE_SIZE = 64 * 1024
+"""Bytes read from a connection at once."""
 
 _NOT_FOUND = IncomingBlob("", 0, BLOB_NOT_FOUND)
 
@@ -70,6 +72,8 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
         )
         self.send_buffer_size = send_buffer_size
         self.repeats = RepeatFilter()
+        self.scratch = bytearray(RECEIVE_SIZE)
+        """Where every connection receives: each read is handed to its parser before the next."""
         """A store failure that every connection meets alike (an upstream down) is logged once."""
         self._all_closed: asyncio.Event | None = None
 
@@ -100,8 +104,12 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
             log.info("peer server on port %d stopped", self.port)
 
 
-class _PeerConnection(AdmittedConnection, asyncio.Protocol):
-    """One client connection: parser, serving task, idle/send watchdog."""
+class _PeerConnection(AdmittedConnection, asyncio.BufferedProtocol):
+    """One client connection: parser, serving task, idle/send watchdog.
+
+    Reads land in the server's one scratch buffer and go straight to the parser, which keeps what
+    it needs (asyncio's own reads would allocate 256 KiB per request; see the HTTP server).
+    """
 
     def __init__(self, server: PeerServer) -> None:
         self.server = server
@@ -134,8 +142,11 @@ class _PeerConnection(AdmittedConnection, asyncio.Protocol):
         self.timer = self.loop.call_at(self.waiting_since + server.idle_timeout, self._on_timer)
         log.debug("connection from %s", self.peer)
 
-    def data_received(self, data: bytes) -> None:
-        self.parser.receive_data(data)
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.server.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.parser.receive_data(memoryview(self.server.scratch)[:nbytes])
         if self.task is None:
             self._serve_next()
         elif self.parser.buffered > 65536 and not self.paused_reading and self.transport is not None:
