@@ -179,7 +179,8 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
 
         False, with nothing done, when `handle` must answer; True when the answer is out;
         otherwise what sends the rest of it, to be awaited. Every other request, and a hit the
-        checks of `handle` could refuse (protected content, a full queue), takes `handle`'s way.
+        checks of `handle` could refuse (protected content, a full queue), takes `handle`'s way:
+        a check added to `handle` or `BlobGetter` needs its condition here too.
         """
         get_now = self.get_now
         if get_now is None or req.method != "GET" or req.path != "/blob" or access_log.isEnabledFor(DEBUG):
