@@ -70,10 +70,18 @@ class RequestParser:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Request]:
         if not self._buf:
-            # The common case, one whole head in one read: parsed without buffering it first.
-            m = _HEAD_END.search(data)
-            if m is not None and m.end() == len(data) and m.start() <= MAX_HEAD_SIZE:
-                return [parse_head(bytes(data[: m.start()]))]
+            # The common case, one whole CRLF head in one read, its blank line the first: parsed
+            # without buffering it first, and found with `find` (the regex costs 4x as much).
+            chunk = bytes(data)
+            end = len(chunk) - 4
+            if (
+                0 <= end <= MAX_HEAD_SIZE
+                and chunk.find(b"\n\r\n") == end + 1
+                and chunk[end] == 13  # "\r"
+                and b"\n\n" not in chunk
+            ):
+                return [parse_head(chunk[:end])]
+            data = chunk
         self._buf += data
         out: list[Request] = []
         while True:
@@ -138,11 +146,12 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     if "transfer-encoding" in headers:
         raise HttpParseError(400, "request bodies are not accepted")
-    length = decimal(headers.get("content-length", "0"))
-    if length is None:
-        raise HttpParseError(400, "bad Content-Length")
-    if length != 0:
-        raise HttpParseError(413, "request bodies are not accepted")
+    if "content-length" in headers:
+        length = decimal(headers["content-length"])
+        if length is None:
+            raise HttpParseError(400, "bad Content-Length")
+        if length != 0:
+            raise HttpParseError(413, "request bodies are not accepted")
     conn = headers.get("connection", "").lower()
     if version == "HTTP/1.1":
         keep_alive = "close" not in conn
