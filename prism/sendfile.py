@@ -164,6 +164,8 @@ class BlobSender:
     async def finish(self) -> None:
         """Send what `start` left: the rest of the body, or the transport's buffer."""
         body, self._rest = self._rest, None
+        if self._lost:  # (its descriptor may belong to another connection by now)
+            raise ConnectionResetError("connection lost")
         if body is None:
             await self.drain()
             return

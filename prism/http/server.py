@@ -261,6 +261,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
         self.parser = RequestParser()
         self.pending: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None
+        self._serving = False  # the task has started
         self.transport: asyncio.Transport | None = None
         self.sender: BlobSender
         self.closed = False
@@ -351,7 +352,9 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             return  # shed before it connected
         self.sender.connection_lost()
         self.server.connections.discard(self)
-        if self.task is not None and not self.task.done():
+        if self.task is not None and self._serving:
+            # (A task that has not started yet is left to run: it finds the connection lost and
+            # cleans up what it was handed, which a cancellation before its first step would skip.)
             self.task.cancel()
 
     def pause_writing(self) -> None:
@@ -370,6 +373,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
     async def _serve(self, started: Awaitable[None] | None = None, keep_alive: bool = True) -> None:
         """Answer the pending requests in order, after finishing the answer `started` (whose
         request asked for `keep_alive`) if `answer_now` began one."""
+        self._serving = True
         try:
             if started is not None:
                 await started
@@ -391,6 +395,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             self._failed(e)
         finally:
             self.task = None
+            self._serving = False
             self.idle_since = self.loop.time()
             self.server.admission.idle(self, self.idle_since)
         if self._close_after_idle:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 
 import aiohttp
 import pytest
 
 from prism.http.queue import RequestQueue
-from prism.http.server import HttpBlobServer
+from prism.http.server import HttpBlobServer, HttpConnection
 from prism.store.disk import DiskStore
 from prism.store.trace import BlobTrace
 from tests.helpers import CountingStore, FailingStore, random_blob, running
@@ -375,3 +376,32 @@ async def test_a_protected_blob_on_disk_still_needs_the_edge_token(tmp_path, ses
         async with session.get(url + "&edge_token=s3cret") as r:
             assert r.status == 200 and await r.read() == d
         assert store.now_calls == 1  # only the request with the token reached the store
+
+
+async def test_a_connection_lost_before_its_unfinished_answer_runs_frees_the_slot_and_the_file(tmp_path):
+    store = DiskStore(tmp_path)
+    h, _d = await stored_blob(store, 24 * 1024 * 1024)
+    async with serving(store) as server:
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        accepted, _ = listener.accept()
+        listener.close()
+        transport, conn = await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: HttpConnection(server), accepted
+        )
+        fds_before = len(os.listdir("/proc/self/fd"))
+        request = f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode()
+        server.scratch[: len(request)] = request
+        conn.buffer_updated(len(request))  # the socket takes part of it: the rest is left to a task
+        assert conn.task is not None and server.queue.active == 1
+        # The kernel reports the loss in the same turn of the loop, before that task's first step.
+        transport.abort()
+        conn.connection_lost(ConnectionResetError())
+        for _ in range(100):
+            if server.queue.active == 0 and conn.task is None:
+                break
+            await asyncio.sleep(0.01)
+        assert server.queue.active == 0 and conn.task is None
+        assert len(os.listdir("/proc/self/fd")) < fds_before  # the blob file is closed
+        client.close()
