@@ -164,15 +164,15 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         await conn.send_simple(204 if found else 404, b"", req.keep_alive, head_only=True)
 
     def _may_be_protected(self, req: Request) -> bool:
-        bypass = self.protected is not None and req.query.get("edge_token", "") == self.edge_token
-        return self.protected is not None and not bypass
+        """Whether the protected-content check applies: it does unless the request has the edge token."""
+        return self.protected is not None and req.query.get("edge_token", "") != self.edge_token
 
     async def _get(self, conn: HttpConnection, req: Request, blob_hash: str) -> None:
         async def respond(outcome: GetOutcome) -> None:
             await self._respond(conn, req, outcome)
 
-        may_be_protected = self._may_be_protected(req)
-        await self.getter.get(blob_hash, respond, may_be_protected=may_be_protected, client=conn.peer_name)
+        protected = self._may_be_protected(req)
+        await self.getter.get(blob_hash, respond, may_be_protected=protected, client=conn.peer_name)
 
     def answer_now(self, conn: HttpConnection, req: Request) -> bool | Awaitable[None]:
         """Answer a GET of a blob the store hands over at once (a hit) without a task.
