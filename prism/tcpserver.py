@@ -135,7 +135,7 @@ class TcpListener(Generic[C]):
             if sock is None:
                 return
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 break
             except OSError as e:
@@ -144,10 +144,10 @@ class TcpListener(Generic[C]):
                 else:
                     self._log_once(f"accept on {self.address} failed: {e}")
                 break
-            self._accepted(conn)
+            self._accepted(conn, addr)
         self._report()
 
-    def _accepted(self, conn: socket.socket) -> None:
+    def _accepted(self, conn: socket.socket, peer: Any) -> None:
         loop = asyncio.get_running_loop()
         assert self._factory is not None
         protocol = self._factory()
@@ -161,6 +161,19 @@ class TcpListener(Generic[C]):
                 if self.refusal:
                     conn.send(self.refusal)
             conn.close()
+            return
+        make_transport = getattr(loop, "_make_socket_transport", None)
+        if make_transport is not None:
+            # What asyncio's own servers do: the transport is made at once. The public
+            # `connect_accepted_socket` wraps the same call in a task, two coroutines and a
+            # future, and asks the kernel for the peer's address that accept() just gave us:
+            # about a third of a connection's cost (docs/architecture.md).
+            try:
+                make_transport(conn, protocol, extra={"peername": peer})
+            except Exception as e:
+                conn.close()
+                self.admission.closed(protocol)
+                self._log_once(f"setting up a connection on {self.address} failed: {e}")
             return
         task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, conn))
         self._pending.add(task)
