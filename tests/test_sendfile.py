@@ -154,3 +154,73 @@ async def test_a_reader_that_stops_reading_times_the_send_out(tmp_path):
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(sending, 10)
         transport.abort()
+
+
+def _resume(proto: _Proto) -> tuple[list[BaseException | None], asyncio.Future[None]]:
+    """Start the rest of a send without a task; what `done` was called with, and when."""
+    calls: list[BaseException | None] = []
+    called: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(error: BaseException | None) -> None:
+        calls.append(error)
+        if not called.done():
+            called.set_result(None)
+
+    proto.sender.resume(done)
+    assert calls == []  # never before resume returns
+    return calls, called
+
+
+async def test_resume_sends_the_rest_without_a_task_and_tells_once(tmp_path):
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    with client, ref:
+        assert not proto.sender.start(b"HEAD\n", ref, 0, len(data))  # the socket took part
+        tasks = len(asyncio.all_tasks())
+        calls, called = _resume(proto)
+        assert len(asyncio.all_tasks()) == tasks
+        received = await asyncio.wait_for(_read_all(client, 5 + len(data)), 10)
+        await asyncio.wait_for(called, 10)
+        assert received == b"HEAD\n" + data and calls == [None]
+        transport.close()
+        await asyncio.sleep(0.05)
+        assert calls == [None]
+
+
+async def test_resume_tells_a_stalled_send_that_it_timed_out(tmp_path):
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair(send_timeout=0.3)
+    with client, ref:
+        assert not proto.sender.start(b"HEAD\n", ref, 0, len(data))
+        calls, called = _resume(proto)
+        await _read_all(client, 10_000)  # then nothing more
+        await asyncio.wait_for(called, 10)
+        assert len(calls) == 1 and isinstance(calls[0], TimeoutError)
+        transport.abort()
+        await asyncio.sleep(0.05)
+        assert len(calls) == 1
+
+
+async def test_resume_tells_a_lost_connection_once(tmp_path):
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    with client, ref:
+        assert not proto.sender.start(b"HEAD\n", ref, 0, len(data))
+        calls, _called = _resume(proto)
+        transport.abort()  # the loss is reported to the protocol soon after
+        await asyncio.sleep(0.05)
+        assert len(calls) == 1 and isinstance(calls[0], ConnectionResetError)
+
+
+async def test_resume_after_bytes_waiting_in_the_transport_sends_them_first(tmp_path):
+    data, ref = _blob_file(tmp_path)
+    transport, proto, client = await _pair()
+    earlier = b"E" * 1_000_000
+    with client, ref:
+        transport.write(earlier)
+        assert not proto.sender.start(b"HEAD\n", ref, 0, len(data))
+        calls, called = _resume(proto)
+        received = await asyncio.wait_for(_read_all(client, len(earlier) + 5 + len(data)), 10)
+        await asyncio.wait_for(called, 10)
+        assert received == earlier + b"HEAD\n" + data and calls == [None]
+        transport.close()

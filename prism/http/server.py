@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Callable
+from functools import partial
 from logging import DEBUG
 from typing import Any
 
@@ -110,7 +111,7 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         self._close_listener()
         for conn in list(self.connections):
             conn.close_when_idle()
-        busy = [c.task for c in self.connections if c.task is not None]
+        busy = [c.until_idle() for c in self.connections if c.busy]
         if busy:
             _done, pending = await asyncio.wait(busy, timeout=grace)
             if pending:
@@ -174,13 +175,14 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         protected = self._may_be_protected(req)
         await self.getter.get(blob_hash, respond, may_be_protected=protected, client=conn.peer_name)
 
-    def answer_now(self, conn: HttpConnection, req: Request) -> bool | Awaitable[None]:
+    def answer_now(self, conn: HttpConnection, req: Request) -> bool:
         """Answer a GET of a blob the store hands over at once (a hit) without a task.
 
-        False, with nothing done, when `handle` must answer; True when the answer is out;
-        otherwise what sends the rest of it, to be awaited. Every other request, and a hit the
-        checks of `handle` could refuse (protected content, a full queue), takes `handle`'s way:
-        a check added to `handle` or `BlobGetter` needs its condition here too.
+        False, with nothing done, when `handle` must answer; True when the answer is out or
+        its rest is going out from the socket's writable edges (`conn.finish_in_background`).
+        Every other request, and a hit the checks of `handle` could refuse (protected content,
+        a full queue), takes `handle`'s way: a check added to `handle` or `BlobGetter` needs its
+        condition here too.
         """
         get_now = self.get_now
         if get_now is None or req.method != "GET" or req.path != "/blob" or access_log.isEnabledFor(DEBUG):
@@ -201,24 +203,20 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         try:
             done, count = self._start_blob(conn, req, ref)
         except BaseException:
-            ref.close()
-            queue.release()
+            self._blob_out(ref, 0, False)
             raise
-        if not done:
-            return self._finish_blob(conn, ref, count)
-        ref.close()
-        queue.release()
-        if count:
-            self.stats.sent(count)
+        if done:
+            self._blob_out(ref, count, True)
+            conn.answered(req.keep_alive)
+        else:
+            conn.finish_in_background(partial(self._blob_out, ref, count), req.keep_alive)
         return True
 
-    async def _finish_blob(self, conn: HttpConnection, ref: BlobRef, count: int) -> None:
-        try:
-            await conn.sender.finish()
-        finally:
-            ref.close()
-            self.queue.release()
-        if count:
+    def _blob_out(self, ref: BlobRef, count: int, sent: bool) -> None:
+        """An answer `answer_now` started has ended: its file and queue slot are freed."""
+        ref.close()
+        self.queue.release()
+        if sent and count:
             self.stats.sent(count)
 
     def _start_blob(self, conn: HttpConnection, req: Request, ref: BlobRef) -> tuple[bool, int]:
@@ -261,7 +259,9 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
         self.parser = RequestParser()
         self.pending: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None
-        self._serving = False  # the task has started
+        self.sending = False
+        """The rest of an answer is going out without a task (`finish_in_background`)."""
+        self._idle_waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.sender: BlobSender
         self.closed = False
@@ -303,7 +303,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             if e is not exc:
                 self.server.log_unexpected("parsing a request", exc)
             self.server.stats.error(e)
-            if self.task is None and self.transport is not None:
+            if not self.busy and self.transport is not None:
                 body = f"{e}\n".encode()
                 headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
                 head = render_head(e.status, headers, False, current_date())
@@ -314,35 +314,76 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             return
         if not requests:
             return
-        if self.task is None and len(requests) == 1 and not self.pending:
-            req = requests[0]
+        busy = self.busy
+        if not busy and len(requests) == 1 and not self.pending:
             try:
-                answered = self.server.answer_now(self, req)
+                if self.server.answer_now(self, requests[0]):
+                    return
             except Exception as e:
                 self._failed(e)
-                return
-            if answered is True:
-                self._answered(req.keep_alive)
-                return
-            if answered is not False:
-                self.server.admission.busy(self)
-                self.task = self.loop.create_task(self._serve(answered, req.keep_alive))
                 return
         self.pending.extend(requests)
         if len(self.pending) >= MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
             self.reading_paused = True
-        if self.task is None:
-            self.server.admission.busy(self)
-            self.task = self.loop.create_task(self._serve())
+        if not busy:
+            self._start_serving()
 
-    def _answered(self, keep_alive: bool) -> None:
+    @property
+    def busy(self) -> bool:
+        """An answer is in progress (in a task, or going out from writable edges)."""
+        return self.task is not None or self.sending
+
+    def _start_serving(self) -> None:
+        self.server.admission.busy(self)
+        self.task = self.loop.create_task(self._serve())
+
+    def answered(self, keep_alive: bool) -> None:
         """An answer is out: the connection waits on its client again (or closes)."""
         if not keep_alive:
             self.close()
             return
         self.idle_since = self.loop.time()
         self.server.admission.idle(self, self.idle_since)
+
+    def finish_in_background(self, ended: Callable[[bool], None], keep_alive: bool) -> None:
+        """The socket took part of an answer: the rest goes from its writable edges, then
+        `ended(sent)` frees what the answer held and the connection goes on."""
+        self.sending = True
+        self.server.admission.busy(self)
+        self.sender.resume(partial(self._rest_sent, ended, keep_alive))
+
+    def _rest_sent(
+        self, ended: Callable[[bool], None], keep_alive: bool, error: BaseException | None
+    ) -> None:
+        self.sending = False
+        try:
+            ended(error is None)
+        finally:
+            self._wake_idle_waiter()
+        if self.closed:
+            return
+        if error is not None:
+            self._failed(error if isinstance(error, Exception) else ConnectionResetError(str(error)))
+        elif not keep_alive or self._close_after_idle:
+            self.close()
+        elif self.pending:
+            self._start_serving()
+        else:
+            self.answered(True)
+
+    def until_idle(self) -> asyncio.Future[None]:
+        """Done once the answer in progress has ended."""
+        if self._idle_waiter is None:
+            self._idle_waiter = self.loop.create_future()
+            if not self.busy:
+                self._wake_idle_waiter()
+        return self._idle_waiter
+
+    def _wake_idle_waiter(self) -> None:
+        waiter, self._idle_waiter = self._idle_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -352,10 +393,9 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             return  # shed before it connected
         self.sender.connection_lost()
         self.server.connections.discard(self)
-        if self.task is not None and self._serving:
-            # (A task that has not started yet is left to run: it finds the connection lost and
-            # cleans up what it was handed, which a cancellation before its first step would skip.)
-            self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()  # (holds nothing before its first step: requests only)
+        self._wake_idle_waiter()
 
     def pause_writing(self) -> None:
         self.sender.pause_writing()
@@ -370,16 +410,9 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
 
     # serving
 
-    async def _serve(self, started: Awaitable[None] | None = None, keep_alive: bool = True) -> None:
-        """Answer the pending requests in order, after finishing the answer `started` (whose
-        request asked for `keep_alive`) if `answer_now` began one."""
-        self._serving = True
+    async def _serve(self) -> None:
+        """Answer the pending requests in order."""
         try:
-            if started is not None:
-                await started
-                if not keep_alive:
-                    self.close()
-                    return
             while self.pending and not self.closed:
                 req = self.pending.popleft()
                 if self.reading_paused and len(self.pending) < MAX_PIPELINED // 2 and self.transport:
@@ -395,7 +428,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
             self._failed(e)
         finally:
             self.task = None
-            self._serving = False
+            self._wake_idle_waiter()
             self.idle_since = self.loop.time()
             self.server.admission.idle(self, self.idle_since)
         if self._close_after_idle:
@@ -444,7 +477,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
         # answer costs a time stamp, not a timer cancelled and scheduled again.
         self._idle = None
         timeout = self.server.idle_timeout
-        if self.task is not None:
+        if self.busy:
             self._arm_idle(timeout)  # busy: its send has a watchdog of its own
             return
         left = self.idle_since + timeout - self.loop.time()
@@ -455,7 +488,7 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
 
     def close_when_idle(self) -> None:
         self._close_after_idle = True
-        if self.task is None:
+        if not self.busy:
             self.close()
 
     def close(self) -> None:

@@ -338,7 +338,7 @@ async def test_a_hit_the_socket_cannot_take_at_once_finishes_then_the_next_reque
         writer.write(f"GET /blob?hash={big_h} HTTP/1.1\r\n\r\n".encode())
         await asyncio.sleep(0.3)  # the server's socket fills: the rest waits for the client
         conn = next(iter(server.connections))
-        assert conn.task is not None and server.queue.active == 1
+        assert conn.busy and server.queue.active == 1
         head, body = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 200 ") and body == big
         writer.write(f"GET /blob?hash={small_h} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
@@ -378,6 +378,15 @@ async def test_a_protected_blob_on_disk_still_needs_the_edge_token(tmp_path, ses
         assert store.now_calls == 1  # only the request with the token reached the store
 
 
+def open_files() -> set[str]:
+    """What this process's descriptors point at."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
 async def test_a_connection_lost_before_its_unfinished_answer_runs_frees_the_slot_and_the_file(tmp_path):
     store = DiskStore(tmp_path)
     h, _d = await stored_blob(store, 24 * 1024 * 1024)
@@ -390,18 +399,80 @@ async def test_a_connection_lost_before_its_unfinished_answer_runs_frees_the_slo
         transport, conn = await asyncio.get_running_loop().connect_accepted_socket(
             lambda: HttpConnection(server), accepted
         )
-        fds_before = len(os.listdir("/proc/self/fd"))
         request = f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode()
         server.scratch[: len(request)] = request
-        conn.buffer_updated(len(request))  # the socket takes part of it: the rest is left to a task
-        assert conn.task is not None and server.queue.active == 1
-        # The kernel reports the loss in the same turn of the loop, before that task's first step.
+        conn.buffer_updated(len(request))  # the socket takes part of it: the rest goes on later
+        assert store.path_of(h) in open_files()
+        assert conn.busy and server.queue.active == 1
+        # The kernel reports the loss in the same turn of the loop, before any writable edge.
         transport.abort()
         conn.connection_lost(ConnectionResetError())
         for _ in range(100):
-            if server.queue.active == 0 and conn.task is None:
+            if server.queue.active == 0 and not conn.busy:
                 break
             await asyncio.sleep(0.01)
-        assert server.queue.active == 0 and conn.task is None
-        assert len(os.listdir("/proc/self/fd")) < fds_before  # the blob file is closed
+        assert server.queue.active == 0 and not conn.busy
+        assert store.path_of(h) not in open_files()  # the blob file is closed
         client.close()
+
+
+async def test_requests_pipelined_behind_an_answer_going_out_in_the_background_follow_it(tmp_path):
+    store = CountingDisk(tmp_path)
+    big_h, big = await stored_blob(store, 24 * 1024 * 1024)
+    small_h, small = await stored_blob(store, 100)
+    async with serving(store) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /blob?hash={big_h} HTTP/1.1\r\n\r\n".encode())
+        await asyncio.sleep(0.3)
+        conn = next(iter(server.connections))
+        assert conn.sending and conn.task is None  # no task: the rest goes from writable edges
+        writer.write(f"GET /blob?hash={small_h} HTTP/1.1\r\n\r\n".encode())
+        writer.write(f"GET /blob?hash={MISSING} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+        assert (await read_answer(reader))[1] == big
+        assert (await read_answer(reader))[1] == small
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 404 ")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert server.stats.downloads == 2 and server.queue.active == 0
+
+
+async def test_a_hit_whose_client_stops_reading_times_out_and_frees_its_slot(tmp_path):
+    store = DiskStore(tmp_path)
+    h, _d = await stored_blob(store, 24 * 1024 * 1024)
+    async with serving(store, send_timeout=0.5) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+        await asyncio.sleep(0.2)
+        assert server.queue.active == 1
+        for _ in range(300):
+            if server.queue.active == 0 and not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert server.queue.active == 0 and not server.connections
+        assert store.path_of(h) not in open_files()
+        assert sum(server.stats.snapshot().errors.values()) == 1
+        sock.close()
+
+
+async def test_stop_waits_for_an_answer_going_out_in_the_background(tmp_path):
+    store = DiskStore(tmp_path)
+    h, d = await stored_blob(store, 24 * 1024 * 1024)
+    server = HttpBlobServer(store, "127.0.0.1", 0)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+    for _ in range(500):
+        if server.queue.active:
+            break
+        await asyncio.sleep(0.01)
+    assert server.queue.active == 1
+    stopping = asyncio.ensure_future(server.stop(grace=10))
+    assert (await read_answer(reader))[1] == d  # the answer in progress finishes
+    await asyncio.wait_for(stopping, 10)
+    assert server.queue.active == 0
+    writer.close()
