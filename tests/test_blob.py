@@ -1,4 +1,6 @@
 import hashlib
+import random
+import re
 
 import pytest
 
@@ -27,6 +29,8 @@ GOOD = hashlib.sha384(b"x").hexdigest()
         "../" + GOOD[3:],
         GOOD[:95] + "g",
         GOOD[:95] + ",",
+        GOOD[:95] + "\u0661",  # an Arabic-Indic digit one
+        GOOD[:95] + "\uff41",  # a fullwidth "a"
         None,
         5,
         b"ab",
@@ -36,6 +40,14 @@ def test_invalid_hashes_rejected(bad: object) -> None:
     assert not is_valid_hash(bad)
     with pytest.raises(InvalidHashError):
         validate_hash(bad)
+
+
+def test_is_valid_hash_agrees_with_its_definition() -> None:
+    rng = random.Random(7)
+    alphabet = "0123456789abcdefABCDEFg/.\u0661\uff41"
+    for _ in range(20_000):
+        value = "".join(rng.choice(alphabet if rng.random() < 0.2 else "0123456789abcdef") for _ in range(96))
+        assert is_valid_hash(value) == (re.fullmatch("[0-9a-f]{96}", value) is not None)
 
 
 def test_valid_hash() -> None:

@@ -179,7 +179,7 @@ def parse_query(qs: str) -> dict[str, str]:
 def render_head(status: int, headers: list[tuple[str, str]], keep_alive: bool, date: str) -> bytes:
     """Status line and headers (with `date` as Date, and Connection), ending with the blank line."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"Date: {date}"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
+    lines += [f"{k}: {v}" for k, v in headers]
     if not keep_alive:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
