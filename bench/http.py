@@ -1,8 +1,9 @@
 """HTTP blob serving: prism's HTTP server against nginx (sendfile on, one worker). HTTP/3: bench/http3.py.
 
-Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64,1000]
+Usage: python bench/http.py [--blobs 32] [--seconds 5] [--connections 64,1000] [--blob-bytes 2097152]
 
-Both servers serve the same 2 MiB blob files from one directory (the page cache is warm);
+Both servers serve the same 2 MiB blob files from one directory (the page cache is warm; with
+`--blob-bytes 1000` the figures are the CPU cost of a request rather than of its bytes);
 the load generator (wrk, keep-alive, 64 then 1,000 connections) runs in its own process. Server
 CPU is read from /proc for the server's processes only. Prints MB/s, p50/p99 latency and CPU
 seconds per GB for each, and per connection count a ratio `<nginx CPU/GB ÷ prism CPU/GB>`:
@@ -63,7 +64,7 @@ def wait_port(port: int, kind: int = socket.SOCK_STREAM, timeout: float = 15.0) 
     raise RuntimeError(f"port {port} did not open")
 
 
-def make_blobs(root: str, n: int) -> list[str]:
+def make_blobs(root: str, n: int, size: int = BLOB) -> list[str]:
     from prism.store.disk import DiskStore
 
     old = os.umask(0o022)
@@ -71,7 +72,7 @@ def make_blobs(root: str, n: int) -> list[str]:
     os.umask(old)
     hashes = []
     for i in range(n):
-        data = os.urandom(BLOB - 64) + i.to_bytes(64, "big")
+        data = os.urandom(size - 64) + i.to_bytes(64, "big")
         import hashlib
 
         h = hashlib.sha384(data).hexdigest()
@@ -196,7 +197,8 @@ def report(name: str, r: dict[str, float], cpu: float) -> float:
     print(
         f"{name:<14} {r['bytes'] / r['seconds'] / 1e6:9.1f} MB/s   p50 {r['p50_ms']:7.2f} ms   "
         f"p99 {r['p99_ms']:7.2f} ms   server CPU {cpu:6.2f} s = {cpu_per_gb:.3f} s/GB{both}   "
-        f"({int(r['requests'])} requests, {int(r['non2xx'])} non-2xx)"
+        f"({int(r['requests'])} requests, {1e6 * cpu / max(r['requests'], 1):.1f} µs each, "
+        f"{int(r['non2xx'])} non-2xx)"
     )
     return cpu_per_gb
 
@@ -248,6 +250,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", default="64,1000", help="comma-separated connection counts")
     ap.add_argument("--rounds", type=int, default=4, help="alternating nginx/prism rounds")
+    ap.add_argument(
+        "--blob-bytes",
+        type=int,
+        default=BLOB,
+        help="size of each blob (small ones measure the per-request cost; at least 65)",
+    )
     args = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("bench/http.py needs wrk and nginx: apt-get install -y wrk nginx")
@@ -258,9 +266,9 @@ def main() -> None:
     blobs = os.path.join(work, "blobs")
     nginx = prism = None
     try:
-        hashes = make_blobs(blobs, args.blobs)
+        hashes = make_blobs(blobs, args.blobs, args.blob_bytes)
         print(
-            f"{args.blobs} blobs of 2 MiB, {args.connections} keep-alive connections,"
+            f"{args.blobs} blobs of {args.blob_bytes} bytes, {args.connections} keep-alive connections,"
             f" {args.seconds}s per run,"
             f" {args.rounds} alternating rounds; noise only adds cost,"
             " so each server's cheapest round is compared"
