@@ -326,15 +326,20 @@ async def test_a_hit_is_answered_at_once_and_a_miss_the_long_way(tmp_path, sessi
         assert server.stats.downloads == 1 and server.queue.active == 0
 
 
+async def slow_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose small receive buffer keeps a large answer from going out at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
 async def test_a_hit_the_socket_cannot_take_at_once_finishes_then_the_next_request_is_served(tmp_path):
     store = CountingDisk(tmp_path)
     big_h, big = await stored_blob(store, 24 * 1024 * 1024)  # more than the socket buffers hold
     small_h, small = await stored_blob(store, 100)
     async with serving(store) as server:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await slow_client(server.port)
         writer.write(f"GET /blob?hash={big_h} HTTP/1.1\r\n\r\n".encode())
         await asyncio.sleep(0.3)  # the server's socket fills: the rest waits for the client
         conn = next(iter(server.connections))
@@ -421,10 +426,7 @@ async def test_requests_pipelined_behind_an_answer_going_out_in_the_background_f
     big_h, big = await stored_blob(store, 24 * 1024 * 1024)
     small_h, small = await stored_blob(store, 100)
     async with serving(store) as server:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await slow_client(server.port)
         writer.write(f"GET /blob?hash={big_h} HTTP/1.1\r\n\r\n".encode())
         await asyncio.sleep(0.3)
         conn = next(iter(server.connections))
