@@ -359,18 +359,19 @@ class HttpConnection(AdmittedConnection, asyncio.BufferedProtocol):
         self.sending = False
         try:
             ended(error is None)
+            if self.closed:
+                return
+            if error is not None:
+                self._failed(error if isinstance(error, Exception) else ConnectionResetError(str(error)))
+            elif not keep_alive or self._close_after_idle:
+                self.close()
+            elif self.pending:
+                self._start_serving()  # (it wakes `until_idle` once those are answered too)
+            else:
+                self.answered(True)
         finally:
-            self._wake_idle_waiter()
-        if self.closed:
-            return
-        if error is not None:
-            self._failed(error if isinstance(error, Exception) else ConnectionResetError(str(error)))
-        elif not keep_alive or self._close_after_idle:
-            self.close()
-        elif self.pending:
-            self._start_serving()
-        else:
-            self.answered(True)
+            if self.task is None:
+                self._wake_idle_waiter()
 
     def until_idle(self) -> asyncio.Future[None]:
         """Done once the answer in progress has ended."""
