@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import sys
 import tempfile
@@ -98,9 +99,12 @@ def main() -> None:
 
         def prism_decode() -> None:
             dec = StreamDecoder(sd)
-            buf = bytearray(MAX_BLOB_SIZE)
+            # Two blobs are in flight in `decode`: each read goes to the buffer not in use.
+            bufs = (bytearray(MAX_BLOB_SIZE), bytearray(MAX_BLOB_SIZE))
+            turn = itertools.count()
 
             def read(info):
+                buf = bufs[next(turn) % 2]
                 with open(os.path.join(blob_dir, info.blob_hash), "rb", buffering=0) as f:
                     n = f.readinto(buf)
                 return memoryview(buf)[:n]
