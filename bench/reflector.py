@@ -12,8 +12,8 @@ extra fsync of the root). With
 cost of durability shows next to it in the same run (the ratio stays limit vs prism).
 limit: a receiver process that does only what cannot be avoided for the same bytes over
 loopback: recv_into a reused buffer, SHA-384 as they arrive (one selector thread), then write to
-a temp file, fsync and rename (a thread pool, so fsyncs overlap as prism's do); the load process
-sends the raw blobs (one 1-byte ack per blob).
+a temp file (in DiskStore's `WRITE_PIECE`s), fsync and rename (a thread pool, so fsyncs overlap
+as prism's do); the load process sends the raw blobs (one 1-byte ack per blob).
 Both print MB/s and the receiving process's CPU seconds per GB (user+system, all threads).
 fsync makes system time noisy on a shared machine, so limit and prism alternate for `--rounds`
 rounds and each keeps its cheapest; the last line is
@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from prism.blob import MAX_BLOB_SIZE
 from prism.reflector.client import ReflectorClient
 from prism.reflector.receiver import ReflectorReceiver
-from prism.store.disk import DirectorySyncer, DiskStore
+from prism.store.disk import WRITE_PIECE, DirectorySyncer, DiskStore
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -110,7 +110,8 @@ def limit_receiver(root: str, conn) -> None:  # type: ignore[no-untyped-def]
         tmp = os.path.join(tmp_dir, name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, view)
+            for start in range(0, len(view), WRITE_PIECE):  # as DiskStore writes (see WRITE_PIECE)
+                os.write(fd, view[start : start + WRITE_PIECE])
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -12,7 +12,7 @@ import pytest
 
 from prism.blob import sha384_hex
 from prism.store import BlobNotFound, DiskStore, MemoryStore
-from prism.store.disk import DirectorySyncer, GroupCommit
+from prism.store.disk import WRITE_PIECE, DirectorySyncer, GroupCommit
 from tests.conftest import prism_env
 
 
@@ -253,4 +253,24 @@ async def test_a_cache_directory_skips_the_fsync(tmp_path, monkeypatch, durable)
     await store.put(blob_hash, data)
     assert bool(synced) == durable  # the file and its directory, or nothing
     with open(store.path_of(blob_hash), "rb") as f:
+        assert f.read() == data
+
+
+@pytest.mark.parametrize("size", [1, WRITE_PIECE, WRITE_PIECE + 1, 2 * 1024 * 1024])
+def test_a_blob_is_written_in_pieces_and_whole(tmp_path, monkeypatch, size: int) -> None:
+    sizes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    store = DiskStore(tmp_path, durable=False)
+    data = os.urandom(size)
+    h = sha384_hex(data)
+    monkeypatch.setattr(os, "write", counting_write)
+    store.write_blob(h, data)
+    monkeypatch.undo()
+    assert max(sizes) <= WRITE_PIECE and sum(sizes) == size
+    with open(store.path_of(h), "rb") as f:
         assert f.read() == data
