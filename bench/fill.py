@@ -5,11 +5,12 @@ Usage: python bench/fill.py [--blobs 200] [--in-flight 16] [--rounds 3]
 One origin (prism's HTTP server over a directory of 2 MiB blobs, page cache warm) serves two
 caches in front of it: `prism reflector` as a blobcache (`--upstream-protocol http`, disk cache,
 no database) and nginx with `proxy_cache` and `proxy_cache_lock on` (one worker). Each round
-starts both caches empty, then a load generator in its own process fetches every blob once
-through one of them, 16 in flight; rounds alternate between the two. CPU is read from /proc for
-the cache's processes only (the origin's is printed apart). Prints MB/s, p50/p99 latency and CPU
-seconds per GB of each round, then for the best round of each (noise only adds cost)
-`fill_vs_nginx_mb_s=<prism MB/s ÷ nginx MB/s>` and `fill_vs_nginx_cpu=<nginx CPU/GB ÷ prism CPU/GB>`.
+starts a cache on an empty directory (the previous round's is removed once it is up), then a load
+generator in its own process fetches every blob once through one of them, 16 in flight; rounds
+alternate between the two. CPU is read from /proc for the cache's processes only (the origin's is
+printed apart). Prints MB/s, p50/p99 latency and CPU seconds per GB of each round, then for the
+best round of each (noise only adds cost) `fill_vs_nginx_mb_s=<prism MB/s ÷ nginx MB/s>` and
+`fill_vs_nginx_cpu=<nginx CPU/GB ÷ prism CPU/GB>`.
 Targets: ≥ 0.8 and ≥ 0.5 (prism checks SHA-384 of every blob; nginx checks nothing).
 """
 
@@ -111,9 +112,7 @@ def load(port: int, paths: list[str], in_flight: int) -> dict[str, float]:
     }
 
 
-def start_nginx(work: str, origin: int) -> tuple[subprocess.Popen[bytes], int]:
-    cache = os.path.join(work, "nginx-cache")
-    shutil.rmtree(cache, ignore_errors=True)
+def start_nginx(work: str, origin: int, cache: str) -> tuple[subprocess.Popen[bytes], int]:
     port = bh.free_port()
     conf = os.path.join(work, "nginx-proxy.conf")
     with open(conf, "w") as f:
@@ -123,9 +122,7 @@ def start_nginx(work: str, origin: int) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_blobcache(work: str, origin: int) -> tuple[subprocess.Popen[bytes], int]:
-    cache = os.path.join(work, "prism-cache")
-    shutil.rmtree(cache, ignore_errors=True)
+def start_blobcache(work: str, origin: int, cache: str) -> tuple[subprocess.Popen[bytes], int]:
     port = bh.free_port()
     argv = [sys.executable, "-m", "prism", "--conf=none", "reflector", "--host", "127.0.0.1"]
     argv += ["--disable-uploads=true", "--use-db=false", f"--upstream-reflector=127.0.0.1:{origin}"]
@@ -140,11 +137,20 @@ def start_blobcache(work: str, origin: int) -> tuple[subprocess.Popen[bytes], in
 
 
 def one_round(
-    kind: str, work: str, origin: int, origin_pid: int, hashes: list[str], n: int
+    kind: str, work: str, origin: int, origin_pid: int, hashes: list[str], n: int, index: int
 ) -> dict[str, float]:
+    """One round of `kind` into an empty cache directory of its own.
+
+    The previous round's directory is removed only once the new cache is up, just before the
+    load: memory freed and then left alone for a few seconds (prism's start takes longer than
+    nginx's) is handed back to the host on this kind of VM (free page reporting), and the page
+    cache then pays to touch it again, so emptying it before the start would charge prism alone.
+    """
     start = start_nginx if kind == "nginx" else start_blobcache
-    proc, port = start(work, origin)
+    cache = os.path.join(work, f"{kind}-cache-{index}")
+    proc, port = start(work, origin, cache)
     try:
+        shutil.rmtree(os.path.join(work, f"{kind}-cache-{index - 1}"), ignore_errors=True)
         pids = [proc.pid, *bh.children(proc.pid)]
         paths = [f"/blob?hash={h}" for h in hashes]
         c0, o0 = bh.cpu_seconds(pids), bh.cpu_seconds([origin_pid])
@@ -190,7 +196,7 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {"nginx": [], "prism": []}
         for i in range(args.rounds):
             for kind in ("nginx", "prism"):
-                r = one_round(kind, work, oport, origin.pid, hashes, args.in_flight)
+                r = one_round(kind, work, oport, origin.pid, hashes, args.in_flight, i)
                 runs[kind].append(r)
                 report(f"{kind} r{i + 1}", r)
         print("best rounds:")
