@@ -8,7 +8,9 @@ no database) and nginx with `proxy_cache` and `proxy_cache_lock on` (one worker)
 starts a cache on an empty directory (the previous round's is removed once it is up), then a load
 generator in its own process fetches every blob once through one of them, 16 in flight; rounds
 alternate between the two. CPU is read from /proc for the cache's processes only (the origin's is
-printed apart). Prints MB/s, p50/p99 latency and CPU seconds per GB of each round, then for the
+printed apart). Prints MB/s, p50/p99 latency of whole blobs, p50 time to the answer's head (a
+cache that streams a miss answers before the blob is in) and CPU seconds per GB of each round,
+then for the
 best round of each (noise only adds cost) `fill_vs_nginx_mb_s=<prism MB/s ÷ nginx MB/s>` and
 `fill_vs_nginx_cpu=<nginx CPU/GB ÷ prism CPU/GB>`.
 Targets: ≥ 0.8 and ≥ 0.5 (prism checks SHA-384 of every blob; nginx checks nothing).
@@ -71,7 +73,7 @@ import asyncio, json, sys, time
 import aiohttp
 
 async def main(base, paths, n, size):
-    lat, errors = [], 0
+    lat, ttfb, errors = [], [], 0
     queue = iter(paths)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as session:
         async def worker():
@@ -79,6 +81,7 @@ async def main(base, paths, n, size):
             for p in queue:
                 t = time.perf_counter()
                 async with session.get(base + p) as r:
+                    ttfb.append(time.perf_counter() - t)  # the answer's head is in
                     body = await r.read()
                 if r.status != 200 or len(body) != size:
                     errors += 1
@@ -86,7 +89,7 @@ async def main(base, paths, n, size):
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(n)))
         seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "latencies": lat, "errors": errors}))
+    print(json.dumps({"seconds": seconds, "latencies": lat, "ttfb": ttfb, "errors": errors}))
 
 args = json.loads(sys.stdin.read())
 asyncio.run(main(**args))
@@ -103,7 +106,9 @@ def load(port: int, paths: list[str], in_flight: int) -> dict[str, float]:
         raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
     r = json.loads(out.stdout)
     lat = sorted(r["latencies"])
+    ttfb = sorted(r["ttfb"])
     return {
+        "ttfb_p50_ms": ttfb[len(ttfb) // 2] * 1000,
         "seconds": r["seconds"],
         "bytes": bh.BLOB * len(paths),
         "p50_ms": lat[len(lat) // 2] * 1000,
@@ -166,7 +171,8 @@ def report(name: str, r: dict[str, float]) -> None:
     gb = r["bytes"] / 1e9
     print(
         f"{name:<10} {r['bytes'] / r['seconds'] / 1e6:8.1f} MB/s   p50 {r['p50_ms']:7.1f} ms   "
-        f"p99 {r['p99_ms']:7.1f} ms   cache CPU {r['cpu']:5.2f} s = {r['cpu'] / gb:.3f} s/GB   "
+        f"p99 {r['p99_ms']:7.1f} ms   head p50 {r['ttfb_p50_ms']:6.1f} ms   "
+        f"cache CPU {r['cpu']:5.2f} s = {r['cpu'] / gb:.3f} s/GB   "
         f"(origin {r['origin_cpu'] / gb:.3f} s/GB, {int(r['errors'])} errors)"
     )
 

@@ -193,3 +193,65 @@ async def running(component: C, grace: float = 1.0) -> AsyncIterator[C]:
         yield component
     finally:
         await component.stop(grace)
+
+
+class TricklingUpstream:
+    """A stand-in HTTP/1.1 blob upstream that sends each body in two halves, the second only once
+    `gate` is set: tests see what a downstream does while a blob is still arriving.
+
+    `blobs` maps hash to the bytes announced (Content-Length); `sent` maps a hash to other bytes
+    of the same length to send instead (a corrupt upstream); a hash in `cut` gets its connection
+    closed after the first half. `requests` counts GETs per hash.
+    """
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.sent: dict[str, bytes] = {}
+        self.cut: set[str] = set()
+        self.gate = asyncio.Event()
+        self.requests: Counter[str] = Counter()
+        self.halves_out = asyncio.Event()
+        """Set once a first half went out."""
+        self.server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.gate.set()
+            for writer in self._writers:
+                writer.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ")[1].decode()
+                h = target.split("hash=")[1].split("&")[0]
+                self.requests[h] += 1
+                if h not in self.blobs:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                body = self.sent.get(h, self.blobs[h])
+                half = len(body) // 2
+                writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.blobs[h])}\r\n\r\n".encode())
+                writer.write(body[:half])
+                await writer.drain()
+                self.halves_out.set()
+                if h in self.cut:
+                    writer.close()
+                    return
+                await self.gate.wait()
+                writer.write(body[half:])
+                await writer.drain()
+        writer.close()

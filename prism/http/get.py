@@ -16,7 +16,7 @@ from prism.http.negcache import NegativeCache
 from prism.http.queue import QueueFull, RequestQueue
 from prism.logs import RepeatFilter, access_line
 from prism.stats import ErrorType, ServerStats
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreUnavailable, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreUnavailable, Timer, arriving_getter
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.http")
@@ -66,6 +66,18 @@ class BlobGetter:
     """Names the server in traces and logs (`http`, `http3`)."""
     repeats: RepeatFilter = field(default_factory=RepeatFilter)
     """An upstream that is down fails every miss alike: logged once, not per request."""
+    arriving: bool = False
+    """The responder can send a blob whose bytes are still arriving (`BlobRef.arrival`)."""
+    _fetch: Callable[[str], Awaitable[BlobRef]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._fetch = arriving_getter(self.store) if self.arriving else self.store.get
+
+    def log_failure(self, blob_hash: str, error: Exception) -> None:
+        """A lookup failed: one log line per error class and window."""
+        more = self.repeats.suffix(type(error).__name__, time.monotonic())
+        if more is not None:
+            log.warning("%s GET %s: %s%s", self.name, blob_hash[:16], error, more)
 
     async def get(
         self,
@@ -117,16 +129,14 @@ class BlobGetter:
         timer = Timer()
         outcome: Missing | Failed
         try:
-            ref = await self.store.get(blob_hash)
+            ref = await self._fetch(blob_hash)
         except BlobNotFound:
             if self.negative_cache is not None:
                 self.negative_cache.add(blob_hash)
             outcome = Missing(BlobTrace.new(timer.elapsed(), self.name))
         except Exception as e:
             self.stats.error(e)
-            more = self.repeats.suffix(type(e).__name__, time.monotonic())  # one line per class
-            if more is not None:
-                log.warning("%s GET %s: %s%s", self.name, blob_hash[:16], e, more)
+            self.log_failure(blob_hash, e)
             outcome = Failed(e, BlobTrace.new(timer.elapsed(), self.name))
         else:
             with ref:

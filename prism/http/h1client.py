@@ -118,6 +118,16 @@ class ResponseReader:
     def complete(self) -> bool:
         return self._state is _State.DONE
 
+    @property
+    def receiving_in_place(self) -> bool:
+        """The head is in and the body (with a Content-Length) is arriving into `body`, its final buffer."""
+        return self._state is _State.LENGTH
+
+    @property
+    def body_received(self) -> int:
+        """Bytes of the body in so far."""
+        return self._filled if self._state is _State.LENGTH else len(self.body)
+
     def recv_buffer(self) -> memoryview:
         """Where the next received bytes go (never empty)."""
         if self._state is _State.LENGTH:

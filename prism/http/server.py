@@ -30,12 +30,21 @@ from prism.http.get import (
     access_log,
     failure_answer,
 )
-from prism.http.h1 import HttpParseError, Request, RequestParser, http_date, plan_blob_response, render_head
+from prism.http.h1 import (
+    BlobResponse,
+    HttpParseError,
+    Request,
+    RequestParser,
+    http_date,
+    plan_blob_response,
+    render_head,
+)
 from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
-from prism.store.base import BlobRef, BlobStore, immediate_getter
+from prism.store.arrival import until_changed
+from prism.store.base import BlobRef, BlobStore, arrived, immediate_getter
 from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.http")
@@ -95,7 +104,9 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         self.protected = protected
         self.queue = queue or RequestQueue(request_queue_size)
         self.negative_cache = negative_cache if negative_cache is not None else NegativeCache()
-        self.getter = BlobGetter(store, self.queue, self.stats, protected, self.negative_cache, "http")
+        self.getter = BlobGetter(
+            store, self.queue, self.stats, protected, self.negative_cache, "http", arriving=True
+        )
         self.get_now = immediate_getter(store)
         self.scratch = bytearray(RECEIVE_SIZE)
         """Where every connection receives: each read is parsed before the next one."""
@@ -219,16 +230,63 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
         if sent and count:
             self.stats.sent(count)
 
-    def _start_blob(self, conn: HttpConnection, req: Request, ref: BlobRef) -> tuple[bool, int]:
+    def _start_blob(
+        self, conn: HttpConnection, req: Request, ref: BlobRef, plan: BlobResponse | None = None
+    ) -> tuple[bool, int]:
         """Start the answer to a GET of `ref`: (all sent, body bytes); `conn.sender.finish()` if not."""
-        plan = plan_blob_response(req.headers, ref.size, ref.hash, ref.trace.to_json())
+        if plan is None:
+            plan = plan_blob_response(req.headers, ref.size, ref.hash, ref.trace.to_json())
         head = render_head(plan.status, plan.headers, req.keep_alive, current_date())
         return conn.sender.start(head, ref, plan.start, plan.count), plan.count
+
+    async def _send_arriving(
+        self, conn: HttpConnection, req: Request, ref: BlobRef, plan: BlobResponse
+    ) -> None:
+        """Send a blob whose bytes are still arriving, each piece as it comes in.
+
+        Its last byte goes once the blob is verified; if it fails to arrive or to verify, the
+        connection is aborted instead, so the client sees a short body, never a whole wrong one.
+        """
+        arrival = ref.arrival
+        assert arrival is not None
+        sender = conn.sender
+        await sender.write(render_head(plan.status, plan.headers, req.keep_alive, current_date()))
+        view = memoryview(arrival.buffer)
+        sent, size = 0, ref.size
+        while sent < size:
+            end = arrival.sendable
+            if end > sent:
+                await sender.write(view[sent:end])
+                sent = end
+            elif arrival.error is not None:
+                self.stats.error(arrival.error)
+                self.getter.log_failure(ref.hash, arrival.error)
+                conn.pending.clear()  # the requests behind it go with the connection
+                conn.abort()
+                return
+            else:
+                await until_changed(arrival)
+        self.stats.sent(size)
 
     async def _respond(self, conn: HttpConnection, req: Request, outcome: GetOutcome) -> None:
         keep_alive = req.keep_alive
         if isinstance(outcome, Found):
-            done, count = self._start_blob(conn, req, outcome.ref)
+            ref = outcome.ref
+            plan = plan_blob_response(req.headers, ref.size, ref.hash, ref.trace.to_json())
+            if ref.arrival is not None:
+                if plan.status == 200:
+                    await self._send_arriving(conn, req, ref, plan)
+                    return
+                if plan.count:  # a range: answered from the whole blob
+                    try:
+                        await arrived(ref)
+                    except Exception as e:
+                        self.stats.error(e)
+                        self.getter.log_failure(ref.hash, e)
+                        status, body, headers = failure_answer(e)
+                        await conn.send_simple(status, body, keep_alive, headers)
+                        return
+            done, count = self._start_blob(conn, req, ref, plan)
             if not done:
                 await conn.sender.finish()
             if count:  # (none for 304, 416)

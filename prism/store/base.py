@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
 
+from prism.store.arrival import BlobArrival, until_verified
 from prism.store.trace import BlobTrace
 
 T = TypeVar("T")
@@ -43,6 +44,9 @@ class BlobRef:
     Disk stores hand back an open file (never just a path): the blob stays readable even if
     an evictor unlinks it meanwhile, and servers can `sendfile` straight from it. Whoever
     receives a BlobRef must `close()` it (or use it as a context manager).
+
+    Only `get_arriving` (see `ArrivingGetter`) hands back a blob whose bytes are still coming in:
+    `data` is then its final buffer and `arrival` says how much of it holds what (see `arrived`).
     """
 
     hash: str
@@ -51,6 +55,7 @@ class BlobRef:
     data: bytes | None = None
     file: BinaryIO | None = None
     path: str | None = None
+    arrival: BlobArrival | None = None
 
     @classmethod
     def from_bytes(cls, blob_hash: str, data: bytes, trace: BlobTrace) -> BlobRef:
@@ -58,6 +63,8 @@ class BlobRef:
 
     def read(self) -> bytes:
         """The whole blob as bytes (reads the file once and keeps the bytes)."""
+        if self.arrival is not None and not self.arrival.is_verified:
+            raise StoreError(f"blob {self.hash} is still arriving")
         if self.data is None:
             if self.file is None:
                 raise StoreError(f"blob {self.hash} has neither bytes nor an open file")
@@ -210,6 +217,41 @@ class ImmediateGetter(Protocol):
 def immediate_getter(store: BlobStore) -> Callable[[str], BlobRef | None] | None:
     """`store.get_now` when the store has one (a wrapper without it hides its inner stores')."""
     return store.get_now if isinstance(store, ImmediateGetter) else None
+
+
+@runtime_checkable
+class ArrivingGetter(Protocol):
+    """A store that can hand a blob over while its bytes are still arriving from upstream.
+
+    `get_arriving` is `get` that may return as soon as the blob's size is known, with
+    `BlobRef.arrival` set: a server streams such a blob to its client as it comes in, the cache
+    under it keeps it once verified. `get` of such a store is `arrived(await get_arriving(h))`.
+    """
+
+    async def get_arriving(self, blob_hash: str) -> BlobRef: ...
+
+
+def arriving_getter(store: BlobStore) -> Callable[[str], Awaitable[BlobRef]]:
+    """`store.get_arriving` when the store has one, else `store.get` (a wrapper without it hides
+    its inner stores')."""
+    return store.get_arriving if isinstance(store, ArrivingGetter) else store.get
+
+
+async def arrived(ref: BlobRef) -> BlobRef:
+    """`ref` once its bytes are all in and verified (at once for a blob that is whole already).
+
+    Closes `ref` and raises the arrival's error when the blob fails to arrive.
+    """
+    arrival = ref.arrival
+    if arrival is None:
+        return ref
+    try:
+        await until_verified(arrival)
+    except BaseException:
+        ref.close()
+        raise
+    ref.arrival = None
+    return ref
 
 
 HoldingsListener = Callable[[str, bool], None]

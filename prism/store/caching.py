@@ -5,9 +5,11 @@
   (never masked by going to the origin); on a miss the blob comes from the origin and is
   checked against its hash. It is then answered from memory at once while it is written to the
   cache in the background: the bytes wait in a staging area bounded in bytes (`staging_bytes`),
-  which also serves concurrent gets of the same hash; when that area is full the fill is awaited
-  before answering, as a plain write would be. Concurrent misses of one hash make one origin call
-  and one cache write.
+  which also serves concurrent gets of the same hash; while that area is full a new fill waits
+  for the writes before it. Concurrent misses of one hash make one origin call and one cache write.
+- `get_arriving`: `get` that hands a miss on while the origin's bytes still arrive, when the
+  origin can (`ArrivingGetter`); the blob is staged and cached once it is verified, and nothing
+  is cached when it fails.
 - `put`/`put_sd`/`delete`: the origin first (an error aborts), then the cache. A cache is
   best-effort: a failed cache write (a full disk) fails nothing the origin accepted; it is
   counted (`fill_errors`, metric `cache_write_error_total`) and logged once per interval.
@@ -18,15 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from time import perf_counter_ns
 
 from prism.blob import HASH_INLINE_MAX, BlobError, verify_blob
 from prism.logs import RepeatFilter, log_repeated
+from prism.store.arrival import BlobArrival
 from prism.store.base import (
     BlobNotFound,
     BlobRef,
     BlobStore,
     StoreError,
+    arrived,
+    arriving_getter,
     immediate_getter,
     put_borrows_data,
     walk_chain,
@@ -59,6 +65,7 @@ class CachingStore:
         self.origin = origin
         self.cache = cache
         self._cache_now = immediate_getter(cache)
+        self._origin_arriving = arriving_getter(origin)
         self.component = component
         self.verify = verify
         self.name = "caching"
@@ -110,6 +117,9 @@ class CachingStore:
         return ref
 
     async def get(self, blob_hash: str) -> BlobRef:
+        return await arrived(await self.get_arriving(blob_hash))
+
+    async def get_arriving(self, blob_hash: str) -> BlobRef:
         ref = self.get_now(blob_hash)
         if ref is not None:
             return ref
@@ -128,7 +138,15 @@ class CachingStore:
         return ref
 
     async def _fill(self, blob_hash: str) -> BlobRef:
-        ref = await self.origin.get(blob_hash)
+        await self._room()
+        ref = await self._origin_arriving(blob_hash)
+        arrival = ref.arrival
+        if arrival is not None:  # verified by the origin as it arrives (an upstream's own check)
+            if arrival.done:
+                self._stage_arrived(blob_hash, arrival)
+            else:
+                arrival.listen(partial(self._stage_arrived, blob_hash, arrival))
+            return ref
         try:
             in_memory = ref.data is not None or ref.size <= HASH_INLINE_MAX
             data = ref.read() if in_memory else await asyncio.to_thread(ref.read)
@@ -141,8 +159,13 @@ class CachingStore:
             raise CorruptBlobError(f"origin {self.origin.name} returned a corrupt blob: {e}") from None
         finally:
             ref.close()
-        await self._stage(blob_hash, data)
+        self._write_behind(blob_hash, data)
         return BlobRef(blob_hash, len(data), ref.trace, data=data)
+
+    def _stage_arrived(self, blob_hash: str, arrival: BlobArrival) -> None:
+        """Write an arrived blob behind once it is verified; nothing is cached when it fails."""
+        if arrival.is_verified:
+            self._write_behind(blob_hash, arrival.buffer)  # type: ignore[arg-type]
 
     def _write_behind(self, blob_hash: str, data: bytes) -> None:
         """Start writing a verified blob to the cache; staged in memory until written."""
@@ -153,12 +176,13 @@ class CachingStore:
         self.staged_bytes += len(data)
         fill.add_done_callback(lambda f: self._fill_done(blob_hash, len(data), f))
 
-    async def _stage(self, blob_hash: str, data: bytes) -> None:
-        """Write behind when the staging area has room; else wait for the write (back-pressure)."""
-        self._write_behind(blob_hash, data)
-        if self.staged_bytes > self.staging_bytes:
+    async def _room(self) -> None:
+        """Back-pressure: while the staging area is over its bound, wait for its oldest writes."""
+        while self.staged_bytes > self.staging_bytes and self._staged:
+            _data, fill = next(iter(self._staged.values()))
             with contextlib.suppress(Exception):  # logged by _fill_done; the download goes on
-                await asyncio.shield(self._staged[blob_hash][1])
+                await asyncio.shield(fill)
+            await asyncio.sleep(0)  # the write's done callback unstages it
 
     def _fill_done(self, blob_hash: str, size: int, fill: asyncio.Future[None]) -> None:
         staged = self._staged.get(blob_hash)

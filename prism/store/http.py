@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from functools import partial
 from urllib.parse import quote, urlsplit
 
-from prism.blob import MAX_BLOB_SIZE, validate_hash
+from prism.blob import HASH_INLINE_MAX, MAX_BLOB_SIZE, validate_hash
 from prism.http.client import HttpClient, HttpClientError, Response
+from prism.http.h1client import ResponseHead, ResponseReader
 from prism.memory import MALLOC_TRIM, RecycledBuffers
-from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer
+from prism.store.arrival import BlobArrival
+from prism.store.base import BlobNotFound, BlobRef, ReadOnlyStore, StoreError, Timer, arrived
 from prism.store.stats import StoreSnapshot
 from prism.store.trace import BlobTrace, TraceError
-from prism.store.upstream import verify_received
+from prism.store.upstream import ArrivalHasher, verify_received
 
 log = logging.getLogger("prism.store")
 
@@ -25,6 +29,46 @@ RECYCLED_BODIES = 96
 """Blob-sized receive buffers kept for reuse (192 MiB at most), dropped after `BODIES_IDLE` seconds unused."""
 
 BODIES_IDLE = 10.0
+
+
+class _ArrivalFeed:
+    """Turns a 200 answer's body into a `BlobArrival` from the receive that brings its head on,
+    so hashing starts with the first bytes (a small body that is whole at once is checked as usual)."""
+
+    __slots__ = ("blob_hash", "hasher", "on_verified", "source")
+
+    def __init__(self, blob_hash: str, source: str, on_verified: Callable[[int], None]) -> None:
+        self.blob_hash = blob_hash
+        self.source = source
+        self.on_verified = on_verified
+        self.hasher: ArrivalHasher | None = None
+
+    def received(self, reader: ResponseReader) -> None:
+        hasher = self.hasher
+        if hasher is None:
+            assert reader.head is not None
+            if reader.head.status != 200:
+                return
+            if not reader.receiving_in_place and not (reader.complete and len(reader.body) > HASH_INLINE_MAX):
+                return
+            arrival = BlobArrival(reader.body)
+            # (No closure over self: a reference cycle would keep the buffer from being recycled.)
+            counted = partial(self.on_verified, len(reader.body))
+            hasher = self.hasher = ArrivalHasher(self.blob_hash, arrival, self.source, counted)
+        hasher.received(reader.body_received)
+
+    def follow(self, done: asyncio.Future[None]) -> None:
+        """Fail the arrival if the body does not arrive whole."""
+        hasher = self.hasher
+        assert hasher is not None
+        source = self.source
+
+        def body_done(done: asyncio.Future[None]) -> None:
+            error = done.exception()
+            if error is not None:
+                hasher.failed(StoreError(f"{source}: {error}"))
+
+        done.add_done_callback(body_done)
 
 
 class HttpStore(ReadOnlyStore):
@@ -106,27 +150,58 @@ class HttpStore(ReadOnlyStore):
         raise StoreError(f"upstream error. Status code: {r.status} ({r.reason})")
 
     async def get(self, blob_hash: str) -> BlobRef:
+        return await arrived(await self.get_arriving(blob_hash))
+
+    async def get_arriving(self, blob_hash: str) -> BlobRef:
+        """The blob as soon as the upstream's answer head is in: its bytes are hashed as they arrive."""
         validate_hash(blob_hash)
         timer = Timer()
-        r = await self._request("GET", self._target(blob_hash, token=True), MAX_BLOB_SIZE)
+        feed = _ArrivalFeed(blob_hash, f"upstream {self.base}", self._count_in)
+        try:
+            incoming = await self._client().open(
+                "GET",
+                self._target(blob_hash, token=True),
+                max_body=MAX_BLOB_SIZE,
+                alloc=self._body,
+                on_body=feed.received,
+            )
+        except HttpClientError as e:
+            raise StoreError(f"upstream {self.base}: {e}") from e
+        head = incoming.head
+        if feed.hasher is not None:
+            feed.follow(incoming.done)
+            # Handed on as bytes without a copy: nothing writes to it until every holder dropped it.
+            data: bytes = incoming.body  # type: ignore[assignment]
+            return BlobRef(
+                blob_hash, len(data), self._trace(head, timer), data=data, arrival=feed.hasher.arrival
+            )
+        try:
+            r = await incoming.wait()
+        except HttpClientError as e:
+            raise StoreError(f"upstream {self.base}: {e}") from e
         if r.status == 404:
             raise BlobNotFound(blob_hash)
         if r.status != 200:
             text = bytes(r.body[:500]).decode("utf-8", "replace")
             raise StoreError(f"upstream error. Status code: {r.status} ({text.strip() or r.reason})")
-        data = r.body
-        via = r.head.get("via")
-        del r
+        data = r.body  # type: ignore[assignment]
+        del r, incoming
         await verify_received(blob_hash, data, f"upstream {self.base}")
+        self._count_in(len(data))
+        return BlobRef.from_bytes(blob_hash, data, self._trace(head, timer))
+
+    def _count_in(self, size: int) -> None:
+        self.bytes_in += size
+
+    def _trace(self, head: ResponseHead, timer: Timer) -> BlobTrace:
         trace = BlobTrace()
+        via = head.get("via")
         if via:
             try:
                 trace = BlobTrace.from_json(via)
             except TraceError:
                 log.debug("upstream %s sent a Via header that is not a trace: %.80s", self.base, via)
-        self.bytes_in += len(data)
-        # Handed on as bytes without a copy: nothing writes to it until every holder dropped it.
-        return BlobRef.from_bytes(blob_hash, data, trace.stack(timer.elapsed(), self.name))  # type: ignore[arg-type]
+        return trace.stack(timer.elapsed(), self.name)
 
     async def close(self) -> None:
         if self._release is not None:

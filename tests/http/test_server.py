@@ -12,9 +12,12 @@ import pytest
 
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer, HttpConnection
+from prism.store.caching import CachingStore
 from prism.store.disk import DiskStore
+from prism.store.http import HttpStore
+from prism.store.singleflight import SingleFlightStore
 from prism.store.trace import BlobTrace
-from tests.helpers import CountingStore, FailingStore, random_blob, running
+from tests.helpers import CountingStore, FailingStore, TricklingUpstream, eventually, random_blob, running
 from tests.http.helpers import raw_request, stored_blob
 
 MISSING = "ab" * 48
@@ -478,3 +481,68 @@ async def test_stop_waits_for_an_answer_going_out_in_the_background(tmp_path):
     await asyncio.wait_for(stopping, 10)
     assert server.queue.active == 0
     writer.close()
+
+
+@contextlib.asynccontextmanager
+async def caching_upstream(blobs: dict[str, bytes]):
+    """A blobcache as `prism reflector --upstream-protocol http` assembles it, over a stand-in
+    upstream that sends each body in two halves (`TricklingUpstream`): (server, upstream, cache)."""
+    upstream = TricklingUpstream(blobs)
+    await upstream.start()
+    cache = CountingStore("cache")
+    chain = CachingStore(SingleFlightStore(HttpStore(f"127.0.0.1:{upstream.port}")), cache, verify=False)
+    try:
+        async with serving(SingleFlightStore(chain)) as server:
+            yield server, upstream, cache
+    finally:
+        await chain.close()
+        await upstream.stop()
+
+
+async def test_a_miss_streams_to_the_client_as_it_arrives_and_is_cached_once_verified():
+    h, d = random_blob(1_500_000)
+    async with caching_upstream({h: d}) as (server, upstream, cache):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ") and f"Content-Length: {len(d)}".encode() in head
+        first = await asyncio.wait_for(reader.readexactly(len(d) // 2), 5)  # before the upstream is done
+        assert first == d[: len(d) // 2] and h not in cache.blobs
+        # A second client of the same hash meanwhile shares the arrival: one upstream request.
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", server.port)
+        writer2.write(f"GET /blob?hash={h} HTTP/1.1\r\nRange: bytes=10-19\r\n\r\n".encode())
+        await asyncio.sleep(0.1)
+        upstream.gate.set()
+        rest = await asyncio.wait_for(reader.readexactly(len(d) - len(d) // 2), 5)
+        assert first + rest == d
+        head2 = await asyncio.wait_for(reader2.readuntil(b"\r\n\r\n"), 5)
+        assert head2.startswith(b"HTTP/1.1 206 ") and await reader2.readexactly(10) == d[10:20]
+        await eventually(lambda: h in cache.blobs)
+        assert upstream.requests[h] == 1 and server.stats.downloads == 2
+        writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())  # the same connection goes on
+        head, body = await read_answer(reader)
+        assert body == d and upstream.requests[h] == 1
+        writer.close()
+        writer2.close()
+
+
+async def test_a_miss_that_fails_verification_aborts_the_client_and_caches_nothing():
+    h, d = random_blob(1_000_000)
+    async with caching_upstream({h: d}) as (server, upstream, cache):
+        upstream.sent[h] = d[:-1] + bytes([d[-1] ^ 1])
+        upstream.gate.set()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\nGET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        got = await asyncio.wait_for(reader.read(), 5)  # to the end: the server aborted
+        assert len(got) < len(d) and d.startswith(got)  # a short body, never a whole wrong one
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert h not in cache.blobs and server.stats.downloads == 0
+        upstream.sent.pop(h)
+        async with aiohttp.ClientSession() as session:  # the next request asks the upstream again
+            async with session.get(f"http://127.0.0.1:{server.port}/blob?hash={h}") as r:
+                assert r.status == 200 and await r.read() == d
+        assert upstream.requests[h] == 2
+        await eventually(lambda: h in cache.blobs)

@@ -333,28 +333,34 @@ async def test_memory_cache_in_front_of_disk_cache_chain(tmp_path) -> None:
     await disk_cache.stop()
 
 
-async def test_caller_gone_mid_fill_still_completes_the_cache_write() -> None:
+async def test_caller_gone_while_waiting_for_staging_room_loses_nothing() -> None:
     class HeldPutStore(CountingStore):
-        started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        started, let_go, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def put(self, blob_hash: str, data: bytes) -> None:
             self.started.set()
-            await self.release.wait()
+            await self.let_go.wait()
             await super().put(blob_hash, data)
             self.done.set()
 
     origin, cache = CountingStore("origin"), HeldPutStore("cache")
-    h, data = make_blob(60)
-    await origin.put(h, data)
-    # No staging room: the caller waits for the cache write, and goes away meanwhile.
-    task = asyncio.create_task(CachingStore(origin, cache, staging_bytes=0).get(h))
-    await cache.started.wait()  # the origin answered; the cache write is under way
+    (h1, d1), (h2, d2) = make_blob(60), make_blob(62)
+    await origin.put(h1, d1)
+    await origin.put(h2, d2)
+    store = CachingStore(origin, cache, staging_bytes=0)
+    assert (await store.get(h1)).read() == d1  # answered; its cache write is held
+    await cache.started.wait()
+    # The staging area is over its bound: the next fill waits for room, and its caller goes away.
+    task = asyncio.create_task(store.get(h2))
+    await asyncio.sleep(0.01)
+    assert origin.gets == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    cache.release.set()
+    cache.let_go.set()
     await cache.done.wait()
-    assert h in cache.blobs  # not left half done
+    assert h1 in cache.blobs and h2 not in cache.blobs  # the first write not left half done
+    await store.close()
 
 
 async def test_miss_is_answered_before_the_cache_write_and_staged_meanwhile() -> None:
@@ -378,7 +384,7 @@ async def test_miss_is_answered_before_the_cache_write_and_staged_meanwhile() ->
     assert h in cache.blobs and store.staged_bytes == 0
 
 
-async def test_full_staging_area_waits_for_the_cache_write() -> None:
+async def test_full_staging_area_holds_the_next_fill_until_the_writes_before_it_end() -> None:
     class SlowPutStore(CountingStore):
         async def put(self, blob_hash: str, data: bytes) -> None:
             await asyncio.sleep(0.05)
@@ -389,9 +395,10 @@ async def test_full_staging_area_waits_for_the_cache_write() -> None:
     for h, data in blobs:
         await origin.put(h, data)
     store = CachingStore(origin, cache, staging_bytes=len(blobs[0][1]))
-    await store.get(blobs[0][0])  # fits: answered at once
-    assert blobs[0][0] not in cache.blobs
-    await store.get(blobs[1][0])  # over the bound: answered once written
-    assert blobs[1][0] in cache.blobs
+    await store.get(blobs[0][0])  # room: answered at once
+    await store.get(blobs[1][0])  # still room (at the bound): answered at once
+    assert blobs[0][0] not in cache.blobs and blobs[1][0] not in cache.blobs
+    await store.get(blobs[2][0])  # over the bound: fetched once the writes before it are done
+    assert blobs[0][0] in cache.blobs and blobs[1][0] in cache.blobs
     await store.close()
-    assert all(h in cache.blobs for h, _ in blobs[:2]) and store.staged_bytes == 0
+    assert all(h in cache.blobs for h, _ in blobs) and store.staged_bytes == 0

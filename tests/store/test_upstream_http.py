@@ -9,12 +9,12 @@ from aiohttp import web
 
 from prism.http.h3server import Http3BlobServer
 from prism.http.server import HttpBlobServer
-from prism.store.base import BlobNotFound, BlobStore, ReadOnlyStoreError
+from prism.store.base import BlobNotFound, BlobStore, ReadOnlyStoreError, StoreError, arrived
 from prism.store.http import HttpStore
 from prism.store.http3 import Http3Store
 from prism.store.origin_endpoint import OriginEndpointStore
 from prism.store.upstream import UpstreamDataError
-from tests.helpers import CountingStore, random_blob
+from tests.helpers import CountingStore, TricklingUpstream, eventually, random_blob
 
 MISSING = "cd" * 48
 
@@ -253,3 +253,77 @@ async def test_http_store_reuses_a_body_buffer_only_once_its_blob_is_dropped():
     finally:
         await store.close()
         await server.stop()
+
+
+async def test_http_store_hands_a_blob_on_while_it_arrives_and_hashes_it_as_it_comes() -> None:
+    h, d = random_blob(1_500_000)
+    upstream = TricklingUpstream({h: d})  # stand-in upstream: the second half waits for the gate
+    await upstream.start()
+    store = HttpStore(f"127.0.0.1:{upstream.port}")
+    try:
+        ref = await asyncio.wait_for(store.get_arriving(h), 5)
+        arrival = ref.arrival
+        assert arrival is not None and ref.size == len(d)
+        await eventually(lambda: arrival.received >= len(d) // 2)
+        assert not arrival.done and store.bytes_in == 0
+        assert bytes(arrival.buffer[: arrival.sendable]) == d[: arrival.sendable]
+        upstream.gate.set()
+        whole = await asyncio.wait_for(arrived(ref), 5)
+        assert whole.read() == d and store.bytes_in == len(d)
+        assert (await store.get(h)).read() == d  # `get` is the whole blob, as before
+    finally:
+        await store.close()
+        await upstream.stop()
+
+
+async def test_an_arriving_blob_that_does_not_hash_to_its_name_fails_and_get_raises() -> None:
+    h, d = random_blob(1_000_000)
+    upstream = TricklingUpstream({h: d})
+    upstream.sent[h] = d[:-1] + bytes([d[-1] ^ 1])  # the very last byte is wrong
+    upstream.gate.set()
+    await upstream.start()
+    store = HttpStore(f"127.0.0.1:{upstream.port}")
+    try:
+        ref = await store.get_arriving(h)
+        with pytest.raises(UpstreamDataError, match="sent bad data"):
+            await arrived(ref)
+        assert ref.arrival is not None and ref.arrival.sendable < len(d)  # the last byte never went on
+        with pytest.raises(UpstreamDataError):
+            await store.get(h)
+        assert store.bytes_in == 0
+    finally:
+        await store.close()
+        await upstream.stop()
+
+
+async def test_an_upstream_that_hangs_up_mid_body_fails_the_arrival() -> None:
+    h, d = random_blob(1_000_000)
+    upstream = TricklingUpstream({h: d})
+    upstream.cut.add(h)
+    await upstream.start()
+    store = HttpStore(f"127.0.0.1:{upstream.port}", timeout=5)
+    try:
+        ref = await store.get_arriving(h)
+        with pytest.raises(StoreError, match="closed after"):
+            await asyncio.wait_for(arrived(ref), 5)
+    finally:
+        await store.close()
+        await upstream.stop()
+
+
+async def test_a_body_that_stalls_past_the_timeout_fails_the_arrival() -> None:
+    h, d = random_blob(1_000_000)
+    upstream = TricklingUpstream({h: d})  # the gate is never set
+    await upstream.start()
+    store = HttpStore(f"127.0.0.1:{upstream.port}", timeout=0.5)
+    try:
+        ref = await store.get_arriving(h)
+        with pytest.raises(StoreError, match="no answer within"):
+            await asyncio.wait_for(arrived(ref), 5)
+        upstream.gate.set()
+        h2, d2 = random_blob(200_000)
+        upstream.blobs[h2] = d2
+        assert (await store.get(h2)).read() == d2  # the pool is fine afterwards
+    finally:
+        await store.close()
+        await upstream.stop()
