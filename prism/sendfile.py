@@ -21,6 +21,7 @@ import socket
 import weakref
 from collections.abc import Callable
 
+from prism.store.arrival import until_changed
 from prism.store.base import BlobRef
 
 SEND_BUFFER = 4 * 1024 * 1024
@@ -137,6 +138,29 @@ class BlobSender:
         """
         if not self.start(head, ref, start, count):
             await self.finish()
+
+    async def send_arriving(self, head: bytes, ref: BlobRef) -> None:
+        """`head`, then the whole of a blob whose bytes are still arriving (`ref.arrival`), each
+        piece as it lands.
+
+        The last byte goes only once the blob is verified. If it fails, this raises the arrival's
+        error with the body cut short: the caller must abort the connection, so that the client
+        holds a short body, never a whole wrong one.
+        """
+        arrival = ref.arrival
+        assert arrival is not None
+        await self.write(head)
+        view = memoryview(arrival.buffer)
+        sent, size = 0, ref.size
+        while sent < size:
+            end = arrival.sendable
+            if end > sent:
+                await self.write(view[sent:end])
+                sent = end
+            elif arrival.error is not None:
+                raise arrival.error
+            else:
+                await until_changed(arrival)
 
     def start(self, head: bytes, ref: BlobRef, start: int, count: int) -> bool:
         """The part of `send` that needs no waiting: True when every byte is out, else `finish()`

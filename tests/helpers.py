@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeVar
 
 from prism.blob import sha384_hex
-from prism.store import BlobRef, MemoryStore, StoreError
+from prism.store import BlobRef, BlobStore, MemoryStore, StoreError
 
 
 def make_blob(i: int, size: int = 1000) -> tuple[str, bytes]:
@@ -255,3 +255,15 @@ class TricklingUpstream:
                 writer.write(body[half:])
                 await writer.drain()
         writer.close()
+
+
+def blobcache_over(upstream: TricklingUpstream) -> tuple[BlobStore, CountingStore]:
+    """The store chain `prism reflector --upstream-protocol http` builds with a cache (a memory one
+    here) over `upstream`, as a server sees it: (outer store, cache). `close()` it."""
+    from prism.store.caching import CachingStore
+    from prism.store.http import HttpStore
+    from prism.store.singleflight import SingleFlightStore
+
+    cache = CountingStore("cache")
+    chain = CachingStore(SingleFlightStore(HttpStore(f"127.0.0.1:{upstream.port}")), cache, verify=False)
+    return SingleFlightStore(chain), cache

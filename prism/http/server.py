@@ -43,8 +43,7 @@ from prism.http.negcache import NegativeCache
 from prism.http.queue import RequestQueue
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
-from prism.store.arrival import until_changed
-from prism.store.base import BlobRef, BlobStore, arrived, immediate_getter
+from prism.store.base import BlobRef, BlobStore, StoreError, arrived, immediate_getter
 from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.http")
@@ -242,31 +241,18 @@ class HttpBlobServer(TcpBlobServer["HttpConnection"]):
     async def _send_arriving(
         self, conn: HttpConnection, req: Request, ref: BlobRef, plan: BlobResponse
     ) -> None:
-        """Send a blob whose bytes are still arriving, each piece as it comes in.
-
-        Its last byte goes once the blob is verified; if it fails to arrive or to verify, the
-        connection is aborted instead, so the client sees a short body, never a whole wrong one.
-        """
-        arrival = ref.arrival
-        assert arrival is not None
-        sender = conn.sender
-        await sender.write(render_head(plan.status, plan.headers, req.keep_alive, current_date()))
-        view = memoryview(arrival.buffer)
-        sent, size = 0, ref.size
-        while sent < size:
-            end = arrival.sendable
-            if end > sent:
-                await sender.write(view[sent:end])
-                sent = end
-            elif arrival.error is not None:
-                self.stats.error(arrival.error)
-                self.getter.log_failure(ref.hash, arrival.error)
-                conn.pending.clear()  # the requests behind it go with the connection
-                conn.abort()
-                return
-            else:
-                await until_changed(arrival)
-        self.stats.sent(size)
+        """Send a blob whose bytes are still arriving (`BlobSender.send_arriving`); if it fails to
+        arrive or to verify, the connection is aborted with the body cut short."""
+        head = render_head(plan.status, plan.headers, req.keep_alive, current_date())
+        try:
+            await conn.sender.send_arriving(head, ref)
+        except StoreError as e:  # the arrival's own failure (a send that fails raises OSError)
+            self.stats.error(e)
+            self.getter.log_failure(ref.hash, e)
+            conn.pending.clear()  # the requests behind it go with the connection
+            conn.abort()
+            return
+        self.stats.sent(ref.size)
 
     async def _respond(self, conn: HttpConnection, req: Request, outcome: GetOutcome) -> None:
         keep_alive = req.keep_alive

@@ -30,7 +30,7 @@ from prism.peer.protocol import (
 )
 from prism.sendfile import SEND_BUFFER, BlobSender
 from prism.stats import ErrorType, ServerSnapshot
-from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer
+from prism.store.base import BlobNotFound, BlobRef, BlobStore, StoreError, Timer, arriving_getter
 from prism.tcpserver import AdmittedConnection, TcpBlobServer
 
 log = logging.getLogger("prism.peer")
@@ -72,9 +72,11 @@ class PeerServer(TcpBlobServer["_PeerConnection"]):
         )
         self.send_buffer_size = send_buffer_size
         self.repeats = RepeatFilter()
+        """A store failure that every connection meets alike (an upstream down) is logged once."""
         self.scratch = bytearray(RECEIVE_SIZE)
         """Where every connection receives: each read is handed to its parser before the next."""
-        """A store failure that every connection meets alike (an upstream down) is logged once."""
+        self.fetch = arriving_getter(store)
+        """A miss streams to the client while it arrives from upstream (`BlobSender.send_arriving`)."""
         self._all_closed: asyncio.Event | None = None
 
     def snapshot(self) -> ServerSnapshot:
@@ -264,7 +266,7 @@ class _PeerConnection(AdmittedConnection, asyncio.BufferedProtocol):
         if blob_hash is not None and (request.requested_blobs is None or request.is_plain_download):
             # The usual download: one store lookup answers both availability and the blob.
             try:
-                ref = await store.get(blob_hash)
+                ref = await server.fetch(blob_hash)
             except BlobNotFound:
                 ref = None
             if request.requested_blobs is None:
@@ -275,7 +277,7 @@ class _PeerConnection(AdmittedConnection, asyncio.BufferedProtocol):
             available = [h for h in request.requested_blobs or () if await store.has(h)]
             if blob_hash is not None:
                 try:
-                    ref = await store.get(blob_hash)
+                    ref = await server.fetch(blob_hash)
                 except BlobNotFound:
                     ref = None
         transport = self.transport
@@ -299,7 +301,10 @@ class _PeerConnection(AdmittedConnection, asyncio.BufferedProtocol):
                 header = encode_found_header(ref.hash, size)
             else:
                 header = encode_response(available, rate, IncomingBlob(ref.hash, size))
-            await sender.send(header, ref, 0, size)
+            if ref.arrival is not None:
+                await sender.send_arriving(header, ref)  # raises StoreError if it fails to arrive
+            else:
+                await sender.send(header, ref, 0, size)
         stats.sent(size)
         layer = ref.trace.path()
         access_log.debug(

@@ -12,12 +12,17 @@ import pytest
 
 from prism.http.queue import RequestQueue
 from prism.http.server import HttpBlobServer, HttpConnection
-from prism.store.caching import CachingStore
 from prism.store.disk import DiskStore
-from prism.store.http import HttpStore
-from prism.store.singleflight import SingleFlightStore
 from prism.store.trace import BlobTrace
-from tests.helpers import CountingStore, FailingStore, TricklingUpstream, eventually, random_blob, running
+from tests.helpers import (
+    CountingStore,
+    FailingStore,
+    TricklingUpstream,
+    blobcache_over,
+    eventually,
+    random_blob,
+    running,
+)
 from tests.http.helpers import raw_request, stored_blob
 
 MISSING = "ab" * 48
@@ -485,17 +490,16 @@ async def test_stop_waits_for_an_answer_going_out_in_the_background(tmp_path):
 
 @contextlib.asynccontextmanager
 async def caching_upstream(blobs: dict[str, bytes]):
-    """A blobcache as `prism reflector --upstream-protocol http` assembles it, over a stand-in
-    upstream that sends each body in two halves (`TricklingUpstream`): (server, upstream, cache)."""
+    """A blobcache over a stand-in upstream that sends each body in two halves
+    (`TricklingUpstream`): (server, upstream, cache)."""
     upstream = TricklingUpstream(blobs)
     await upstream.start()
-    cache = CountingStore("cache")
-    chain = CachingStore(SingleFlightStore(HttpStore(f"127.0.0.1:{upstream.port}")), cache, verify=False)
+    store, cache = blobcache_over(upstream)
     try:
-        async with serving(SingleFlightStore(chain)) as server:
+        async with serving(store) as server:
             yield server, upstream, cache
     finally:
-        await chain.close()
+        await store.close()
         await upstream.stop()
 
 

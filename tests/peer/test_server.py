@@ -8,10 +8,10 @@ import pytest
 
 from prism.blob import sha384_hex
 from prism.peer.client import PeerClient
-from prism.peer.protocol import GO_HEADER_LIMIT, encode_found_header
+from prism.peer.protocol import GO_HEADER_LIMIT, encode_found_header, encode_request
 from prism.store.base import BlobRef, StoreError
 from prism.store.memory import MemoryStore
-from tests.helpers import random_blobs
+from tests.helpers import TricklingUpstream, blobcache_over, eventually, random_blob, random_blobs
 from tests.peer.helpers import RawConnection, disk_store, running_server
 from tests.peer.vectors import (
     BLOB0,
@@ -297,3 +297,28 @@ async def test_blob_larger_than_the_socket_buffers_arrives_intact(tmp_path) -> N
                 assert bytes(got) == header + data
         finally:
             writer.close()
+
+
+async def test_a_miss_streams_to_the_peer_as_it_arrives_and_a_bad_one_is_cut_short() -> None:
+    (h, d), (bad_h, bad_d) = random_blob(1_200_000), random_blob(900_000)
+    upstream = TricklingUpstream({h: d, bad_h: bad_d})  # stand-in HTTP upstream, bodies in two halves
+    upstream.sent[bad_h] = bad_d[:-1] + bytes([bad_d[-1] ^ 1])
+    await upstream.start()
+    store, cache = blobcache_over(upstream)
+    try:
+        async with running_server(store) as server:
+            conn = await RawConnection.open(server.port)
+            await conn.send(encode_request(h))
+            header = encode_found_header(h, len(d))
+            first = await conn.read_exactly(len(header) + len(d) // 2)  # before the upstream is done
+            assert first == header + d[: len(d) // 2] and h not in cache.blobs
+            upstream.gate.set()
+            assert await conn.read_exactly(len(d) - len(d) // 2) == d[len(d) // 2 :]
+            await eventually(lambda: h in cache.blobs)
+            await conn.send(encode_request(bad_h))
+            got = await conn.expect_closed()
+            assert len(got) < len(encode_found_header(bad_h, len(bad_d))) + len(bad_d)
+            assert bad_h not in cache.blobs and upstream.requests == {h: 1, bad_h: 1}
+    finally:
+        await store.close()
+        await upstream.stop()
