@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from aiohttp import web
@@ -255,12 +256,22 @@ async def test_http_store_reuses_a_body_buffer_only_once_its_blob_is_dropped():
         await server.stop()
 
 
+@contextlib.asynccontextmanager
+async def over_trickling(blobs: dict[str, bytes], request_timeout: float = 30.0):
+    """An HttpStore over a stand-in upstream that sends each body in two halves: (upstream, store)."""
+    upstream = TricklingUpstream(blobs)
+    await upstream.start()
+    store = HttpStore(f"127.0.0.1:{upstream.port}", timeout=request_timeout)
+    try:
+        yield upstream, store
+    finally:
+        await store.close()
+        await upstream.stop()
+
+
 async def test_http_store_hands_a_blob_on_while_it_arrives_and_hashes_it_as_it_comes() -> None:
     h, d = random_blob(1_500_000)
-    upstream = TricklingUpstream({h: d})  # stand-in upstream: the second half waits for the gate
-    await upstream.start()
-    store = HttpStore(f"127.0.0.1:{upstream.port}")
-    try:
+    async with over_trickling({h: d}) as (upstream, store):
         ref = await asyncio.wait_for(store.get_arriving(h), 5)
         arrival = ref.arrival
         assert arrival is not None and ref.size == len(d)
@@ -271,19 +282,13 @@ async def test_http_store_hands_a_blob_on_while_it_arrives_and_hashes_it_as_it_c
         whole = await asyncio.wait_for(arrived(ref), 5)
         assert whole.read() == d and store.bytes_in == len(d)
         assert (await store.get(h)).read() == d  # `get` is the whole blob, as before
-    finally:
-        await store.close()
-        await upstream.stop()
 
 
 async def test_an_arriving_blob_that_does_not_hash_to_its_name_fails_and_get_raises() -> None:
     h, d = random_blob(1_000_000)
-    upstream = TricklingUpstream({h: d})
-    upstream.sent[h] = d[:-1] + bytes([d[-1] ^ 1])  # the very last byte is wrong
-    upstream.gate.set()
-    await upstream.start()
-    store = HttpStore(f"127.0.0.1:{upstream.port}")
-    try:
+    async with over_trickling({h: d}) as (upstream, store):
+        upstream.sent[h] = d[:-1] + bytes([d[-1] ^ 1])  # the very last byte is wrong
+        upstream.gate.set()
         ref = await store.get_arriving(h)
         with pytest.raises(UpstreamDataError, match="sent bad data"):
             await arrived(ref)
@@ -291,32 +296,20 @@ async def test_an_arriving_blob_that_does_not_hash_to_its_name_fails_and_get_rai
         with pytest.raises(UpstreamDataError):
             await store.get(h)
         assert store.bytes_in == 0
-    finally:
-        await store.close()
-        await upstream.stop()
 
 
 async def test_an_upstream_that_hangs_up_mid_body_fails_the_arrival() -> None:
     h, d = random_blob(1_000_000)
-    upstream = TricklingUpstream({h: d})
-    upstream.cut.add(h)
-    await upstream.start()
-    store = HttpStore(f"127.0.0.1:{upstream.port}", timeout=5)
-    try:
+    async with over_trickling({h: d}, request_timeout=5) as (upstream, store):
+        upstream.cut.add(h)
         ref = await store.get_arriving(h)
         with pytest.raises(StoreError, match="closed after"):
             await asyncio.wait_for(arrived(ref), 5)
-    finally:
-        await store.close()
-        await upstream.stop()
 
 
 async def test_a_body_that_stalls_past_the_timeout_fails_the_arrival() -> None:
     h, d = random_blob(1_000_000)
-    upstream = TricklingUpstream({h: d})  # the gate is never set
-    await upstream.start()
-    store = HttpStore(f"127.0.0.1:{upstream.port}", timeout=0.5)
-    try:
+    async with over_trickling({h: d}, request_timeout=0.5) as (upstream, store):  # the gate stays shut
         ref = await store.get_arriving(h)
         with pytest.raises(StoreError, match="no answer within"):
             await asyncio.wait_for(arrived(ref), 5)
@@ -324,6 +317,3 @@ async def test_a_body_that_stalls_past_the_timeout_fails_the_arrival() -> None:
         h2, d2 = random_blob(200_000)
         upstream.blobs[h2] = d2
         assert (await store.get(h2)).read() == d2  # the pool is fine afterwards
-    finally:
-        await store.close()
-        await upstream.stop()
