@@ -550,3 +550,17 @@ async def test_a_miss_that_fails_verification_aborts_the_client_and_caches_nothi
                 assert r.status == 200 and await r.read() == d
         assert upstream.requests[h] == 2
         await eventually(lambda: h in cache.blobs)
+
+
+async def test_a_client_that_leaves_mid_stream_does_not_stop_the_fill():
+    h, d = random_blob(1_500_000)
+    async with caching_upstream({h: d}) as (server, upstream, cache):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /blob?hash={h} HTTP/1.1\r\n\r\n".encode())
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(reader.readexactly(1000), 5)
+        writer.transport.abort()  # gone before the blob is in
+        await eventually(lambda: not server.connections)
+        upstream.gate.set()
+        await eventually(lambda: h in cache.blobs)  # verified and cached all the same
+        assert cache.blobs[h] == d and upstream.requests[h] == 1 and server.queue.active == 0
