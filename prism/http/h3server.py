@@ -38,7 +38,11 @@ from prism.http.quic import (
 )
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration
 from prism.stats import ErrorType, ServerSnapshot, ServerStats
+from prism.store.arrival import until_changed
 from prism.store.base import BlobRef, BlobStore
+
+H3_INTERNAL_ERROR = 0x0102
+"""RFC 9114 §8.1: the stream is reset when a blob being sent fails to arrive or to verify."""
 
 log = logging.getLogger("prism.http")
 
@@ -71,7 +75,7 @@ class Http3BlobServer:
         self.protected = protected
         self.queue = queue or RequestQueue(request_queue_size)
         self.stats = ServerStats("http3")
-        self.getter = BlobGetter(store, self.queue, self.stats, protected, None, "http3")
+        self.getter = BlobGetter(store, self.queue, self.stats, protected, None, "http3", arriving=True)
         self.tasks: set[asyncio.Task[None]] = set()
         self.limits = limits or ListenerLimits()
         self.listener: QuicListener | None = None
@@ -141,6 +145,9 @@ class Http3BlobServer:
     ) -> None:
         if isinstance(outcome, Found):
             ref = outcome.ref
+            if ref.arrival is not None:
+                await self._send_arriving(proto, stream_id, ref, trace)
+                return
             data = await _read_blob(ref)
             headers = [(b"content-length", str(len(data)).encode())]
             if trace:
@@ -155,6 +162,35 @@ class Http3BlobServer:
             proto.respond(stream_id, 403, b"requested blob is protected")
         else:
             proto.respond(stream_id, 503, b"server busy, retry later")
+
+    async def _send_arriving(
+        self, proto: _H3ServerProtocol, stream_id: int, ref: BlobRef, trace: bool
+    ) -> None:
+        """Send a blob whose bytes are still arriving, each piece as it lands; the stream ends only
+        once the blob is verified, and is reset (the client gets no blob) if it fails."""
+        arrival = ref.arrival
+        assert arrival is not None
+        headers = [(b"content-length", str(ref.size).encode())]
+        if trace:
+            headers.append((b"via", ref.trace.to_json().encode()))
+        if not proto.start_response(stream_id, 200, headers):
+            return
+        view = memoryview(arrival.buffer)
+        sent, size = 0, ref.size
+        while sent < size:
+            end = arrival.sendable
+            if end > sent:
+                if not proto.send_body(stream_id, view[sent:end], end_stream=end == size):
+                    return  # the stream or the connection went away
+                sent = end
+            elif arrival.error is not None:
+                self.stats.error(arrival.error)
+                self.getter.log_failure(ref.hash, arrival.error)
+                proto.reset(stream_id)
+                return
+            else:
+                await until_changed(arrival)
+        self.stats.sent(size)
 
     async def _has(self, proto: _H3ServerProtocol, stream_id: int, blob_hash: str) -> None:
         try:
@@ -224,17 +260,42 @@ class _H3ServerProtocol(ServerConnection):
     def respond(
         self, stream_id: int, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
+        hdrs = list(headers or [])
+        if not any(k == b"content-length" for k, _ in hdrs):
+            hdrs.append((b"content-length", str(len(body)).encode()))
+        if self.start_response(stream_id, status, hdrs):
+            self.send_body(stream_id, body, end_stream=True)
+
+    def start_response(self, stream_id: int, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Send the response's headers; False when the stream or the connection went away."""
         if self._http is None:
-            return
+            return False
         try:
-            hdrs = [(b":status", str(status).encode()), *(headers or [])]
-            if not any(k == b"content-length" for k, _ in hdrs):
-                hdrs.append((b"content-length", str(len(body)).encode()))
-            self._http.send_headers(stream_id, hdrs)
-            self._http.send_data(stream_id, body, end_stream=True)
-            self.transmit()
+            self._http.send_headers(stream_id, [(b":status", str(status).encode()), *headers])
         except Exception as e:  # the stream or connection went away meanwhile
             log.debug("HTTP/3: cannot answer stream %d: %s", stream_id, e)
+            return False
+        return True
+
+    def send_body(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> bool:
+        """Send body bytes (and send them now); False when the stream or the connection went away."""
+        if self._http is None:
+            return False
+        try:
+            self._http.send_data(stream_id, data, end_stream=end_stream)
+            self.transmit()
+        except Exception as e:
+            log.debug("HTTP/3: cannot answer stream %d: %s", stream_id, e)
+            return False
+        return True
+
+    def reset(self, stream_id: int) -> None:
+        """Abandon a response part-way: the client gets an error, not a short body it could keep."""
+        try:
+            self._quic.reset_stream(stream_id, H3_INTERNAL_ERROR)
+            self.transmit()
+        except Exception as e:
+            log.debug("HTTP/3: cannot reset stream %d: %s", stream_id, e)
 
 
 def _failure(error: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -27,9 +27,10 @@ from prism.http.h3server import Http3BlobServer
 from prism.http.quic import LIBRARY
 from prism.http.tls import self_signed_certificate
 from prism.store import MemoryStore
+from prism.store.base import StoreError
 from prism.store.http3 import Http3Store
 from prism.store.trace import BlobTrace
-from tests.helpers import random_blob, running
+from tests.helpers import TricklingUpstream, blobcache_over, eventually, random_blob, running
 
 MISSING = "0" * 96
 
@@ -165,3 +166,36 @@ async def test_prism_client_against_aioquic_server(aioquic_server: tuple[int, di
         assert client.connects == 1  # one connection, every request multiplexed on it
     finally:
         await store.close()
+
+
+async def test_prism_server_streams_an_arriving_miss_and_resets_a_bad_one():
+    (h, d), (bad_h, bad_d) = random_blob(1_200_000), random_blob(900_000)
+    upstream = TricklingUpstream({h: d, bad_h: bad_d})  # stand-in HTTP upstream, bodies in two halves
+    upstream.sent[bad_h] = bad_d[:-1] + bytes([bad_d[-1] ^ 1])
+    await upstream.start()
+    store, cache = blobcache_over(upstream)
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE)
+    try:
+        async with running(Http3BlobServer(store, "127.0.0.1", 0)) as server:
+            async with connect(
+                "127.0.0.1", server.port, configuration=config, create_protocol=AioquicH3Client
+            ) as c:
+                assert isinstance(c, AioquicH3Client)
+                answer = asyncio.create_task(c.get(f"/get/{h}"))
+                # Half the blob reaches the client before the upstream sends the rest.
+                await eventually(lambda: any(len(body) >= len(d) // 2 for _, body, _ in c.responses.values()))
+                assert not answer.done() and h not in cache.blobs
+                upstream.gate.set()
+                status, _, body = await answer
+                assert (status, body) == (200, d)
+                await eventually(lambda: h in cache.blobs)
+            h3 = Http3Store(f"127.0.0.1:{server.port}")
+            try:
+                with pytest.raises(StoreError, match="reset"):
+                    await h3.get(bad_h)
+            finally:
+                await h3.close()
+            assert bad_h not in cache.blobs and server.stats.downloads == 1
+    finally:
+        await store.close()
+        await upstream.stop()
