@@ -12,12 +12,14 @@ from prism.app.cache_chain import (
     parse_disk_cache_spec,
     parse_size,
 )
+from prism.store.base import arrived
 from prism.store.caching import CachingStore, drain_fills
 from prism.store.disk_cache import DiskCacheStore
+from prism.store.http import HttpStore
 from prism.store.mem_cache import MemoryCacheStore
 from prism.store.singleflight import SingleFlightStore
 from tests.conftest import sql
-from tests.helpers import CountingStore, make_blob
+from tests.helpers import CountingStore, TricklingUpstream, make_blob, random_blob
 
 
 @pytest.mark.parametrize(
@@ -136,3 +138,30 @@ async def test_localdb_manager_defaults_to_sqlite_in_the_cache_dir(tmp_path) -> 
     await chain.store.put(*make_blob(2, 100))
     await chain.stop()
     assert (tmp_path / "c" / "localdb.sqlite3").exists()
+
+
+async def test_every_layer_of_the_chain_caches_a_blob_that_arrived_streaming(tmp_path) -> None:
+    h, data = random_blob(1_000_000)
+    upstream = TricklingUpstream({h: data})  # stand-in HTTP upstream: the second half waits for the gate
+    await upstream.start()
+    chain = build_cache_chain(
+        HttpStore(f"127.0.0.1:{upstream.port}"),
+        disk_cache=f"10MB:{tmp_path}/main:lru",
+        optional_disk_cache=f"10MB:{tmp_path}/fast:lfuda",
+        mem_cache=10 * 2**20,
+        verify_origin=False,
+    )
+    await chain.start()
+    try:
+        outer = chain.store
+        ref = await outer.get_arriving(h)  # type: ignore[attr-defined]
+        assert ref.arrival is not None and not ref.arrival.done  # handed on before it is all in
+        upstream.gate.set()
+        assert (await arrived(ref)).read() == data
+        await drain_fills(outer)
+        assert all([await c.has(h) for c in chain.caches])
+        assert upstream.requests[h] == 1
+    finally:
+        await chain.stop()
+        await chain.store.close()
+        await upstream.stop()
