@@ -21,7 +21,7 @@ import socket
 import weakref
 from collections.abc import Callable
 
-from prism.store.arrival import until_changed
+from prism.store.arrival import sendable_pieces
 from prism.store.base import BlobRef
 
 SEND_BUFFER = 4 * 1024 * 1024
@@ -151,16 +151,8 @@ class BlobSender:
         assert arrival is not None
         await self.write(head)
         view = memoryview(arrival.buffer)
-        sent, size = 0, ref.size
-        while sent < size:
-            end = arrival.sendable
-            if end > sent:
-                await self.write(view[sent:end])
-                sent = end
-            elif arrival.error is not None:
-                raise arrival.error
-            else:
-                await until_changed(arrival)
+        async for start, end in sendable_pieces(arrival):
+            await self.write(view[start:end])
 
     def start(self, head: bytes, ref: BlobRef, start: int, count: int) -> bool:
         """The part of `send` that needs no waiting: True when every byte is out, else `finish()`

@@ -38,8 +38,8 @@ from prism.http.quic import (
 )
 from prism.http.tls import DEFAULT_DATAGRAM_SIZE, quic_configuration
 from prism.stats import ErrorType, ServerSnapshot, ServerStats
-from prism.store.arrival import until_changed
-from prism.store.base import BlobRef, BlobStore
+from prism.store.arrival import sendable_pieces
+from prism.store.base import BlobRef, BlobStore, StoreError
 
 H3_INTERNAL_ERROR = 0x0102
 """RFC 9114 §8.1: the stream is reset when a blob being sent fails to arrive or to verify."""
@@ -176,21 +176,16 @@ class Http3BlobServer:
         if not proto.start_response(stream_id, 200, headers):
             return
         view = memoryview(arrival.buffer)
-        sent, size = 0, ref.size
-        while sent < size:
-            end = arrival.sendable
-            if end > sent:
-                if not proto.send_body(stream_id, view[sent:end], end_stream=end == size):
+        try:
+            async for start, end in sendable_pieces(arrival):
+                if not proto.send_body(stream_id, view[start:end], end_stream=end == ref.size):
                     return  # the stream or the connection went away
-                sent = end
-            elif arrival.error is not None:
-                self.stats.error(arrival.error)
-                self.getter.log_failure(ref.hash, arrival.error)
-                proto.reset(stream_id)
-                return
-            else:
-                await until_changed(arrival)
-        self.stats.sent(size)
+        except StoreError as e:  # the arrival's own failure
+            self.stats.error(e)
+            self.getter.log_failure(ref.hash, e)
+            proto.reset(stream_id)
+            return
+        self.stats.sent(ref.size)
 
     async def _has(self, proto: _H3ServerProtocol, stream_id: int, blob_hash: str) -> None:
         try:

@@ -4,13 +4,14 @@
 `verified` (every byte in and its SHA-384 checked) or `failed`; whoever hands the bytes on reads
 `sendable` and listens for changes. Until the blob is verified its last byte is held back, so a
 client can never hold a complete copy of bytes that turn out wrong: the sender aborts instead.
-`until_changed` and `until_verified` are the asyncio waits over it.
+`until_changed` and `until_verified` are the asyncio waits over it, and `sendable_pieces` the one
+walk every server sends an arriving blob by.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 Listener = Callable[[], None]
 
@@ -107,3 +108,18 @@ async def until_verified(arrival: BlobArrival) -> None:
         await until_changed(arrival)
     if arrival.error is not None:
         raise arrival.error
+
+
+async def sendable_pieces(arrival: BlobArrival) -> AsyncIterator[tuple[int, int]]:
+    """The byte ranges of `arrival` that may be handed on, in order, as each becomes sendable: the
+    last one ends at the blob's size once it is verified. Raises the arrival's error if it fails."""
+    sent, size = 0, arrival.size
+    while sent < size:
+        end = arrival.sendable
+        if end > sent:
+            yield sent, end
+            sent = end
+        elif arrival.error is not None:
+            raise arrival.error
+        else:
+            await until_changed(arrival)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from prism.store.arrival import BlobArrival, until_changed, until_verified
+from prism.store.arrival import BlobArrival, sendable_pieces, until_changed, until_verified
 from prism.store.base import BlobRef, StoreError, arrived
 
 
@@ -75,3 +75,28 @@ async def test_arrived_hands_over_a_whole_ref_and_reading_early_is_refused() -> 
     arrival.verified()
     whole = await arrived(ref)
     assert whole is ref and ref.arrival is None and ref.read() == b"abcd"
+
+
+async def test_sendable_pieces_follow_the_arrival_and_end_with_the_verdict() -> None:
+    arrival = BlobArrival(bytearray(10))
+    pieces: list[tuple[int, int]] = []
+
+    async def walk() -> None:
+        async for piece in sendable_pieces(arrival):
+            pieces.append(piece)
+
+    walker = asyncio.create_task(walk())
+    for received in (3, 7, 10):
+        arrival.arrived(received)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert pieces == [(0, 3), (3, 7), (7, 9)] and not walker.done()  # the last byte waits
+    arrival.verified()
+    await asyncio.wait_for(walker, 1)
+    assert pieces[-1] == (9, 10)
+    failing = BlobArrival(bytearray(10))
+    failing.arrived(10)
+    failing.failed(StoreError("bad bytes"))
+    with pytest.raises(StoreError, match="bad bytes"):
+        async for piece in sendable_pieces(failing):
+            assert piece == (0, 9)
