@@ -37,7 +37,7 @@ class ArrivalHasher:
     """Hashes a blob's bytes on worker threads as they arrive, then marks its arrival verified or failed.
 
     The receiving side calls `received(n)` as bytes come in and `failed(error)` if they stop;
-    `verified()` is called once the blob checks out.
+    `on_verified()` is called once the blob checks out.
     """
 
     __slots__ = (
