@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from prism.store.arrival import BlobArrival, until_verified
 from prism.store.trace import BlobTrace
@@ -37,6 +37,14 @@ class ReadOnlyStoreError(StoreError):
         super().__init__(f"store {store_name!r} is read-only: this store does not implement this method")
 
 
+class BlobFile(Protocol):
+    """An open blob file as a BlobRef holds it: a regular file, or a hold on a shared descriptor."""
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class BlobRef:
     """A blob found by `get`: its size and its bytes, either in memory or as an open file.
@@ -53,7 +61,7 @@ class BlobRef:
     size: int
     trace: BlobTrace = field(default_factory=BlobTrace)
     data: bytes | None = None
-    file: BinaryIO | None = None
+    file: BlobFile | None = None
     path: str | None = None
     arrival: BlobArrival | None = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -22,10 +23,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 from prism.blob import is_valid_hash, validate_hash
 from prism.store.base import BlobNotFound, BlobRef, HoldingsEvents, HoldingsListener
+from prism.store.open_files import OpenFiles, default_open_files
 from prism.store.trace import BlobTrace
 
 log = logging.getLogger("prism.store.disk")
@@ -38,7 +40,12 @@ class DiskStore:
     """Blobs as files under `root`, sharded by the first `prefix_length` hex characters."""
 
     def __init__(
-        self, root: str | os.PathLike[str], prefix_length: int = 2, name: str = "disk", durable: bool = True
+        self,
+        root: str | os.PathLike[str],
+        prefix_length: int = 2,
+        name: str = "disk",
+        durable: bool = True,
+        open_files: int | None = None,
     ) -> None:
         self.name = name
         self.durable = durable
@@ -52,6 +59,8 @@ class DiskStore:
         self.removed_temp_files = self._remove_stale_temp_files()
         self.holdings = HoldingsEvents()
         self.syncer = DirectorySyncer()
+        self.open_files = OpenFiles(default_open_files() if open_files is None else open_files)
+        """Hot blobs' descriptors, kept between gets; `drop_open_file` before a file goes away."""
         # Shard directories whose entry in the root is known durable: those found at start, after
         # one fsync of the root (a crash may have come right after one was created).
         self._durable_dirs: set[str] = set(shard_dirs(self.root, prefix_length))
@@ -76,17 +85,35 @@ class DiskStore:
         validate_hash(blob_hash)
         start = perf_counter_ns()
         path = self.path_of(blob_hash)
-        try:
-            f: BinaryIO = open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            return None
-        try:
-            size = os.fstat(f.fileno()).st_size
-        except OSError:
-            f.close()
-            raise
+        cached = self.open_files.get(blob_hash)
+        if cached is not None:
+            file, size = cached
+        else:
+            try:
+                fd = self._open(path)
+            except FileNotFoundError:
+                return None
+            try:
+                size = os.fstat(fd).st_size
+            except OSError:
+                os.close(fd)
+                raise
+            file = self.open_files.add(blob_hash, fd, size)
         trace = BlobTrace.new(perf_counter_ns() - start, self.name)
-        return BlobRef(blob_hash, size, trace, file=f, path=path)
+        return BlobRef(blob_hash, size, trace, file=file, path=path)
+
+    def _open(self, path: str) -> int:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.EMFILE or not len(self.open_files):
+                raise
+        self.open_files.clear()  # out of descriptors: the cached ones go first
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def drop_open_file(self, blob_hash: str) -> None:
+        """The blob's file is about to be removed or replaced: stop serving a cached descriptor of it."""
+        self.open_files.forget(blob_hash)
 
     async def get(self, blob_hash: str) -> BlobRef:
         ref = self.get_now(blob_hash)
@@ -97,6 +124,7 @@ class DiskStore:
     async def put(self, blob_hash: str, data: bytes) -> None:
         validate_hash(blob_hash)
         await asyncio.to_thread(self.write_blob, blob_hash, data)
+        self.drop_open_file(blob_hash)  # (a rewrite may replace a damaged file)
         self.holdings.stored(blob_hash)
 
     async def put_sd(self, blob_hash: str, data: bytes) -> None:
@@ -144,6 +172,7 @@ class DiskStore:
 
     async def delete(self, blob_hash: str) -> None:
         validate_hash(blob_hash)
+        self.drop_open_file(blob_hash)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_of(blob_hash))
         self.holdings.removed(blob_hash)
@@ -157,7 +186,7 @@ class DiskStore:
             yield blob.hash
 
     async def close(self) -> None:
-        pass
+        self.open_files.clear()
 
     def _remove_stale_temp_files(self) -> int:
         """Remove temp files no live writer holds locked (pids lie: PID 1, a reused pid)."""

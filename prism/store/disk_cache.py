@@ -499,6 +499,7 @@ class DiskCacheStore:
                 log.warning("removing corrupt cached blob %s: %s", ref.hash[:16], e)
                 self.corrupt += 1
                 self._forget(key)
+                self.disk.drop_open_file(ref.hash)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._path(key))
             raise BlobNotFound(ref.hash) from None
@@ -556,6 +557,7 @@ class DiskCacheStore:
     async def delete(self, blob_hash: str) -> None:
         validate_hash(blob_hash)
         self._forget(bytes.fromhex(blob_hash))
+        self.disk.drop_open_file(blob_hash)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.disk.path_of(blob_hash))
 
@@ -628,6 +630,7 @@ class DiskCacheStore:
         for k in victims:
             self._unverified.discard(k)
             self.holdings.removed(k.hex())
+            self.disk.drop_open_file(k.hex())  # (here, not in the unlinking thread: the loop's)
         log.debug("evicting %d blobs from %s", len(victims), self.root)
         if len(victims) <= 8:
             self._unlink_many(victims)

@@ -401,7 +401,7 @@ def open_files() -> set[str]:
 
 
 async def test_a_connection_lost_before_its_unfinished_answer_runs_frees_the_slot_and_the_file(tmp_path):
-    store = DiskStore(tmp_path)
+    store = DiskStore(tmp_path, open_files=0)  # no descriptor cache: the file closes with its hold
     h, _d = await stored_blob(store, 24 * 1024 * 1024)
     async with serving(store) as server:
         listener = socket.create_server(("127.0.0.1", 0))
@@ -451,7 +451,7 @@ async def test_requests_pipelined_behind_an_answer_going_out_in_the_background_f
 
 
 async def test_a_hit_whose_client_stops_reading_times_out_and_frees_its_slot(tmp_path):
-    store = DiskStore(tmp_path)
+    store = DiskStore(tmp_path, open_files=0)  # no descriptor cache: the file closes with its hold
     h, _d = await stored_blob(store, 24 * 1024 * 1024)
     async with serving(store, send_timeout=0.5) as server:
         sock = socket.create_connection(("127.0.0.1", server.port))

@@ -209,9 +209,7 @@ async def test_singleflight_file_refs_are_independent(tmp_path) -> None:
     await disk.put(h, data)
     store = SingleFlightStore(disk)
     refs = await asyncio.gather(*(store.get(h) for _ in range(5)))
-    fds = {r.file.fileno() for r in refs}
-    assert len(fds) == 5
-    refs[0].close()  # closing one never breaks the others
+    refs[0].close()  # closing one never breaks the others (own descriptors, or holds on a shared one)
     assert all(r.read() == data for r in refs[1:])
 
 
