@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,19 +46,23 @@ class _Entry:
 
 
 class SharedBlobFile:
-    """One reader's hold on a cached descriptor: `fileno()`, and `close()` to let go of it."""
+    """One reader's hold on a cached descriptor: `fileno()`, and `close()` to let go of it.
 
-    __slots__ = ("_closer", "_entry")
+    `close()` may run on any thread (a `BlobRef.read` in a worker thread ends with it).
+    """
 
-    def __init__(self, entry: _Entry, closer: Callable[[int], None]) -> None:
+    __slots__ = ("_entry", "_owner")
+
+    def __init__(self, entry: _Entry, owner: OpenFiles) -> None:
         self._entry: _Entry | None = entry
-        self._closer = closer
-        entry.users += 1
+        self._owner = owner
+        owner._hold(entry)
 
     def fileno(self) -> int:
-        if self._entry is None:
+        entry = self._entry
+        if entry is None:
             raise ValueError("I/O operation on closed blob file")
-        return self._entry.fd
+        return entry.fd
 
     @property
     def closed(self) -> bool:
@@ -65,19 +70,17 @@ class SharedBlobFile:
 
     def close(self) -> None:
         entry, self._entry = self._entry, None
-        if entry is None:
-            return
-        entry.users -= 1
-        if entry.dropped and entry.users == 0:
-            self._closer(entry.fd)
+        if entry is not None:
+            self._owner._release(entry)
 
 
 class OpenFiles:
     """An LRU of open blob descriptors, at most `capacity`, each trusted for `valid_for` seconds.
 
     `get(key)` hands out a `SharedBlobFile` and the size, or None; `add(key, fd, size)` takes a
-    descriptor the caller just opened and returns the caller's hold on it. Single-threaded: the
-    event loop's (a store's worker threads must not call it).
+    descriptor the caller just opened and returns the caller's hold on it. The table is the event
+    loop's (a store's worker threads must not call these); a hold may be let go of anywhere, so the
+    reader counts are kept under a lock: a descriptor closed early could be reused by another file.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class OpenFiles:
         self.clock = clock
         self._closer = closer
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,15 +111,15 @@ class OpenFiles:
             self.forget(key)
             return None
         self._entries.move_to_end(key)
-        return SharedBlobFile(entry, self._closer), entry.size
+        return SharedBlobFile(entry, self), entry.size
 
     def add(self, key: str, fd: int, size: int) -> SharedBlobFile:
         """Keep `fd` (just opened for `key`, `size` bytes); the caller's hold on it."""
         self.forget(key)
         entry = _Entry(fd, size, self.clock() + self.valid_for)
-        held = SharedBlobFile(entry, self._closer)
+        held = SharedBlobFile(entry, self)
         if self.capacity <= 0:
-            entry.dropped = True  # (closed with the caller's hold)
+            self._drop(entry)  # (closed with the caller's hold)
             return held
         self._entries[key] = entry
         while len(self._entries) > self.capacity:
@@ -134,6 +138,19 @@ class OpenFiles:
             self._drop(self._entries.popitem()[1])
 
     def _drop(self, entry: _Entry) -> None:
-        entry.dropped = True
-        if entry.users == 0:
+        with self._lock:
+            entry.dropped = True
+            unused = entry.users == 0
+        if unused:
+            self._closer(entry.fd)
+
+    def _hold(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.users += 1
+
+    def _release(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.users -= 1
+            unused = entry.dropped and entry.users == 0
+        if unused:
             self._closer(entry.fd)

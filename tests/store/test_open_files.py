@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -85,6 +86,25 @@ def test_clear_closes_what_nobody_holds() -> None:
     assert closed == [1] and len(files) == 0
     held.close()
     assert closed == [1, 2]
+
+
+def test_holds_let_go_of_on_other_threads_close_each_descriptor_once() -> None:
+    files, _clock, closed = bookkeeping(capacity=8)
+    holds, opened = [], []
+    for round_ in range(2000):
+        key = f"k{round_ % 16}"
+        hit = files.get(key)
+        if hit is None:
+            opened.append(round_)
+            hit = (files.add(key, round_, 10), 10)
+        holds.append(hit[0])
+        if round_ % 7 == 0:
+            files.forget(key)
+    with ThreadPoolExecutor(8) as pool:  # as `BlobRef.read` in worker threads does
+        list(pool.map(lambda hold: hold.close(), holds))
+    files.clear()
+    # Each descriptor closed once, and only once: a number closed twice may belong to another file.
+    assert sorted(closed) == opened
 
 
 def fds_open_on(path: str) -> int:
