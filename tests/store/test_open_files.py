@@ -129,14 +129,14 @@ async def test_a_disk_store_opens_a_hot_blob_once(tmp_path) -> None:
     assert fds_open_on(store.path_of(h)) == 1  # kept for the next get
 
 
-async def test_delete_closes_the_cached_descriptor_once_readers_are_done(tmp_path) -> None:
+async def test_a_get_survives_a_delete_and_the_descriptor_closes_when_it_ends(tmp_path) -> None:
     store = DiskStore(tmp_path)
     h, data = make_blob(2, 5000)
     await store.put(h, data)
     reader = await store.get(h)
     await store.delete(h)
     assert store.get_now(h) is None  # gone at once for new gets ...
-    assert reader.read() == data  # ... the reader in progress finishes ...
+    assert reader.read() == data  # ... the open file keeps the bytes readable to a get in progress ...
     assert fds_open_on(store.path_of(h)) == 0  # ... and the deleted file's space comes back
 
 
