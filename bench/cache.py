@@ -227,10 +227,12 @@ async def hit_cost(root: str, iterations: int) -> None:
         chain = build_cache_chain(origin, disk_cache=f"1GB:{root}/disk_{manager}:{manager}")
         await chain.start()
         outer = SingleFlightStore(chain.store, component="sf-http")
-        await measure(f"disk hit ({manager}): sf-http > caching > disk cache > open", outer.get)
+        await measure(f"disk hit ({manager}): sf-http > caching > disk cache > disk store", outer.get)
         await chain.stop()
     disk = DiskStore(f"{root}/disk_lru")
-    await measure("  limit: bare DiskStore.get (open + fstat)", disk.get)
+    await measure("  limit: bare DiskStore.get (its open-file cache's hit)", disk.get)
+    disk = DiskStore(f"{root}/disk_lru", open_files=0)
+    await measure("  bare DiskStore.get, no open-file cache (open + fstat)", disk.get)
 
 
 # -- index rebuild --------------------------------------------------------------------------
