@@ -168,7 +168,7 @@ async def test_a_rewrite_replaces_the_cached_descriptor(tmp_path) -> None:
     assert (await store.get(h)).read() == data
 
 
-async def test_an_evicted_blob_leaves_no_descriptor_behind(tmp_path) -> None:
+async def test_an_evicted_or_deleted_cached_blob_leaves_no_descriptor_behind(tmp_path) -> None:
     cache = DiskCacheStore(DiskStore(tmp_path), 3 * 100_000, make_policy("lru", 3 * 100_000))
     await cache.start()
     victim, vdata = make_blob(5, 100_000)
@@ -179,6 +179,11 @@ async def test_an_evicted_blob_leaves_no_descriptor_behind(tmp_path) -> None:
     for i in range(3):
         await cache.put(*make_blob(10 + i, 100_000))
     assert not os.path.exists(path) and fds_open_on(path) == 0  # its space is free
+    kept, _data = make_blob(12, 100_000)
+    (await cache.get(kept)).close()
+    await cache.delete(kept)  # as the blocklist does
+    assert cache.get_now(kept) is None and cache.disk.get_now(kept) is None
+    assert fds_open_on(cache.disk.path_of(kept)) == 0
     await cache.close()
 
 
